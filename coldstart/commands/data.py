@@ -1,0 +1,149 @@
+"""`coldstart data`: split a dataset, pack media shards, inspect datasets and shards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset",
+        default="movielens",
+        help="dataset name: 'movielens' (embedded copy unless --root), 'synthetic', or a YAML "
+        "dataset config path (same as --config). Default: movielens",
+    )
+    parser.add_argument(
+        "--root", default=None, help="another ml-latest-small directory for movielens"
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="YAML config of a generic CSV/Parquet dataset (see configs/datasets/example.yaml); "
+        "overrides --dataset",
+    )
+
+
+def _load(args: argparse.Namespace):  # noqa: ANN202 - data.schema.Dataset
+    from data.generic import load_dataset
+
+    return load_dataset(args.config or args.dataset, root=args.root)
+
+
+def _split(args: argparse.Namespace) -> int:
+    from data.split import cold_start_split, write_split
+
+    dataset = _load(args)
+    split = cold_start_split(
+        dataset,
+        seed=args.seed,
+        cold_fraction=args.cold_fraction,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        cold_val_fraction=args.cold_val_fraction,
+    )
+    manifest = write_split(split, args.out)
+    manifest = dict(manifest, load_reports={k: r.as_dict() for k, r in dataset.reports.items()})
+    print(json.dumps(manifest, indent=2, sort_keys=False))
+    return 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from data.shards import pack_folder
+
+    stats = pack_folder(
+        images=args.images,
+        texts=args.texts,
+        pattern=args.out,
+        maxcount=args.maxcount,
+        key_column=args.key_column,
+    )
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    if args.shards:
+        from data.shards import ShardReader
+
+        reader = ShardReader(args.shards, decode=not args.no_decode)
+        count = sum(1 for _ in reader)
+        print(
+            json.dumps(
+                {"shards": len(reader.urls), "samples": count, "skipped": reader.skipped}, indent=2
+            )
+        )
+        return 0
+    dataset = _load(args)
+    inter, items = dataset.interactions, dataset.items
+    summary = {
+        "dataset": dataset.name,
+        "items": len(items),
+        "interactions": len(inter),
+        "users": int(inter["user_id"].nunique()) if len(inter) else 0,
+        "interacted_items": int(inter["item_id"].nunique()) if len(inter) else 0,
+        "events": {str(k): int(v) for k, v in inter["event"].value_counts().items()}
+        if "event" in inter
+        else {},
+        "item_columns": list(items.columns),
+        "interaction_columns": list(inter.columns),
+        "reports": {k: r.as_dict() for k, r in dataset.reports.items()},
+        "source_sha256": dataset.source_sha256,
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coldstart data", description="Datasets: cold-start split, media shards, inspection."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    split = sub.add_parser(
+        "split",
+        help="cold-start split (20%% cold items; warm 80/10/10; cold 50/50) to Parquet + manifest",
+        description="Seeded cold-start split (ColdRec/ALDI protocol). Writes train/val/test/"
+        "cold_val/cold_test.parquet, items.parquet and manifest.json to --out and prints the "
+        "manifest as JSON.",
+    )
+    _add_dataset_args(split)
+    split.add_argument("--out", required=True, help="output directory")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--cold-fraction", type=float, default=0.2)
+    split.add_argument("--val-fraction", type=float, default=0.1)
+    split.add_argument("--test-fraction", type=float, default=0.1)
+    split.add_argument("--cold-val-fraction", type=float, default=0.5)
+    split.set_defaults(func=_split)
+
+    pack = sub.add_parser(
+        "pack",
+        help="write webdataset shards from a folder of images plus a CSV of texts/ids",
+        description="Pack <key>.jpg|png|webp from --images with the rows of --texts (columns: "
+        "key or item_id, text, any extra columns -> <key>.json) into tar shards.",
+    )
+    pack.add_argument("--images", required=True, help="folder of images named <key>.<ext>")
+    pack.add_argument(
+        "--texts", default=None, help="CSV with key (or item_id), text, extra columns"
+    )
+    pack.add_argument("--out", required=True, help="shard pattern, e.g. out/shard-%%05d.tar")
+    pack.add_argument("--maxcount", type=int, default=1000, help="samples per shard")
+    pack.add_argument(
+        "--key-column", default=None, help="CSV column with the key (default: key, else item_id)"
+    )
+    pack.set_defaults(func=_pack)
+
+    inspect = sub.add_parser("inspect", help="summarize a dataset, or count the samples of shards")
+    _add_dataset_args(inspect)
+    inspect.add_argument(
+        "--shards", default=None, help="shard pattern, e.g. 'posters-{000..003}.tar'"
+    )
+    inspect.add_argument("--no-decode", action="store_true", help="do not decode images (faster)")
+    inspect.set_defaults(func=_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return int(args.func(args) or 0)
