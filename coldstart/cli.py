@@ -13,12 +13,21 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("coldstart.commands.data:main", "datasets: split, pack shards, inspect"),
-    "encoder": ("coldstart.commands.encoder:main", "contrastive fine-tuning (LightningCLI: fit/validate/test)"),
+    "encoder": (
+        "coldstart.commands.encoder:main",
+        "contrastive fine-tuning (LightningCLI: fit/validate/test)",
+    ),
     "embed": ("coldstart.commands.embed:main", "batch-embed media shards and/or a catalogue"),
     "index": ("coldstart.commands.index:main", "build and inspect FAISS indexes"),
     "serve": ("coldstart.commands.serve:main", "serve an index over HTTP"),
-    "ranker": ("coldstart.commands.ranker:main", "ranker training (LightningCLI: fit/validate/test/predict)"),
-    "experiment": ("coldstart.commands.experiment:main", "run the whole cycle from one YAML config"),
+    "ranker": (
+        "coldstart.commands.ranker:main",
+        "ranker training (LightningCLI: fit/validate/test/predict)",
+    ),
+    "experiment": (
+        "coldstart.commands.experiment:main",
+        "run the whole cycle from one YAML config",
+    ),
     "demo": ("coldstart.commands.experiment:demo", "the MovieLens experiment on the embedded data"),
 }
 

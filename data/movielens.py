@@ -39,7 +39,9 @@ def load_movielens(root: str | os.PathLike | None = None) -> Dataset:
     """
     root = Path(root) if root is not None else EMBEDDED_ROOT
     if not (root / "ratings.csv").exists() or not (root / "movies.csv").exists():
-        raise FileNotFoundError(f"{root} does not look like ml-latest-small (ratings.csv, movies.csv)")
+        raise FileNotFoundError(
+            f"{root} does not look like ml-latest-small (ratings.csv, movies.csv)"
+        )
 
     item_report, inter_report = LoadReport(), LoadReport()
     movies = pd.read_csv(root / "movies.csv", dtype=str, keep_default_na=False)
@@ -47,9 +49,7 @@ def load_movielens(root: str | os.PathLike | None = None) -> Dataset:
     ids = pd.to_numeric(movies["movieId"], errors="coerce")
     item_report.drop("missing_or_bad_item_id", int(ids.isna().sum()))
     movies = movies[ids.notna()].assign(movieId=ids[ids.notna()].astype(np.int64))
-    genres = movies["genres"].map(
-        lambda g: [] if g in ("", "(no genres listed)") else g.split("|")
-    )
+    genres = movies["genres"].map(lambda g: [] if g in ("", "(no genres listed)") else g.split("|"))
     items = pd.DataFrame(
         {
             ITEM_ID: movies["movieId"].to_numpy(),

@@ -91,9 +91,7 @@ def make_synthetic(
         captions[key] = f"a {colour} pattern of {pattern}"
         titles.append(f"{colour} {pattern} item {key}")
         genres.append([colour, pattern])
-    items = pd.DataFrame(
-        {ITEM_ID: item_ids, TITLE: titles, GENRES: genres, MEDIA_KEY: keys}
-    )
+    items = pd.DataFrame({ITEM_ID: item_ids, TITLE: titles, GENRES: genres, MEDIA_KEY: keys})
 
     user_classes = np.stack(
         [rng.choice(n_classes, size=classes_per_user, replace=False) for _ in range(n_users)]
