@@ -1,0 +1,129 @@
+"""Versioned, content-addressed stage artifacts.
+
+A stage's key is the sha256 of (stage name, stage version, its config section, the keys of its
+upstream artifacts). Its artifact lives in `<root>/artifacts/<stage>/<key[:16]>/` with a
+manifest.json written last: a directory with a manifest is complete and is reused; one without
+(a killed run) is rebuilt. Changing one section therefore reruns that stage and everything
+downstream of it, and nothing upstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data.embeddings import atomic_write_json, utc_now
+
+MANIFEST = "manifest.json"
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of a JSON-serialisable object, independent of dict order."""
+    payload = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass
+class Artifact:
+    """A finished stage output: its directory, key and manifest."""
+
+    stage: str
+    key: str
+    path: Path
+    manifest: dict[str, Any]
+    reused: bool = False
+    seconds: float = 0.0  # wall time of this run's call (tiny when reused)
+
+    @property
+    def version(self) -> str:
+        return self.key[:16]
+
+    def summary(self) -> dict[str, Any]:
+        """What metrics.json and the report record per stage."""
+        return {
+            "key": self.key,
+            "version": self.version,
+            "path": str(self.path),
+            "reused": self.reused,
+            "seconds": round(self.seconds, 3),
+            "build_seconds": self.manifest.get("build_seconds"),
+            "upstream": self.manifest.get("upstream", {}),
+        }
+
+
+@dataclass
+class ArtifactStore:
+    """Directory of stage artifacts; `run` builds a stage or reuses its cached artifact."""
+
+    root: Path
+    log: Callable[[str], None] = print
+    force: set[str] = field(default_factory=set)  # stage names to rebuild regardless
+
+    def key(self, stage: str, version: int, config: Any, upstream: list[Artifact]) -> str:
+        return stable_hash(
+            {
+                "stage": stage,
+                "version": version,
+                "config": config,
+                "upstream": {a.stage: a.key for a in upstream},
+            }
+        )
+
+    def run(
+        self,
+        stage: str,
+        config: Any,
+        upstream: list[Artifact],
+        build: Callable[[Path], dict[str, Any]],
+        version: int = 1,
+    ) -> Artifact:
+        """Return the artifact of `stage` for this config and upstream, building it if needed.
+
+        build(tmp_dir) writes the stage's files into tmp_dir and returns a JSON-able summary that
+        goes into the manifest. The directory is renamed into place only after build returns,
+        so a crash never leaves a half artifact that looks complete.
+        """
+        start = time.perf_counter()
+        key = self.key(stage, version, config, upstream)
+        final = self.root / "artifacts" / stage / key[:16]
+        manifest_path = final / MANIFEST
+        if manifest_path.exists() and stage not in self.force:
+            manifest = json.loads(manifest_path.read_text())
+            if manifest.get("key") == key:
+                self.log(f"[{stage}] reusing {final}")
+                return Artifact(
+                    stage, key, final, manifest, reused=True, seconds=time.perf_counter() - start
+                )
+        self.log(f"[{stage}] building {final}")
+        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        try:
+            summary = build(tmp) or {}
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        seconds = time.perf_counter() - start
+        manifest = {
+            "stage": stage,
+            "key": key,
+            "version": version,
+            "config": config,
+            "upstream": {a.stage: {"key": a.key, "path": str(a.path)} for a in upstream},
+            "created_at": utc_now(),
+            "build_seconds": round(seconds, 3),
+            "summary": summary,
+        }
+        atomic_write_json(tmp / MANIFEST, manifest)
+        if final.exists():  # an incomplete leftover or a forced rebuild
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return Artifact(stage, key, final, manifest, reused=False, seconds=seconds)

@@ -1,0 +1,243 @@
+"""Typed experiment config: a dataclass tree that maps 1:1 onto configs/experiments/*.yaml.
+
+Every YAML key is a dataclass field; unknown keys are an error (a typo must not silently fall
+back to a default). Each top-level section is hashed on its own, so a stage reruns only when
+its section (or an upstream artifact) changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    """Where the items and interactions come from.
+
+    loader: "movielens" (ml-latest-small layout; `root` None = the embedded copy) or "generic"
+    (any CSV/Parquet pair described by the YAML mapping at `mapping`, see data/generic.py).
+    posters: webdataset shard pattern(s) (brace syntax allowed); when set, image content joins
+    the text content in the embed stage. Absent media are fine: those items keep text only.
+    """
+
+    loader: str = "movielens"
+    root: str | None = None
+    mapping: str | None = None
+    posters: str | None = None
+
+
+@dataclass
+class SplitConfig:
+    """Cold-start split (data/split.py): 20% cold items, warm rows 80/10/10, cold items 50/50."""
+
+    seed: int = 0
+    cold_fraction: float = 0.2
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    cold_val_fraction: float = 0.5
+
+
+@dataclass
+class EmbedConfig:
+    """Item content -> vectors with a registered encoder (encoders.create_encoder).
+
+    text_fields: item columns joined into one text per item. Tags are written by users after they
+    interact, so they stay out by default (they would leak the future into cold items).
+    image_encoder: encoder for posters (None: the text encoder when it has an image tower).
+    fusion: how text and image vectors of one item combine ("mean" or "weighted").
+    """
+
+    encoder: str = "minilm"
+    pretrained: str | None = None
+    text_fields: list[str] = field(default_factory=lambda: ["title", "genres"])
+    image_encoder: str | None = None
+    image_pretrained: str | None = None
+    fusion: str = "mean"
+    image_weight: float = 0.5
+    batch_size: int = 128
+    threads: int = 0  # torch threads for encoding; 0 keeps torch's default
+
+
+@dataclass
+class IndexConfig:
+    """FAISS index over the items' content vectors (index.VectorIndex)."""
+
+    factory: str = "Flat"
+    metric: str = "ip"
+    eval_queries: int = 200  # recall@10 against exact search on this many queries
+
+
+@dataclass
+class RankerConfig:
+    """Ranker variants trained on the split and content vectors (ranker/methods.py).
+
+    methods: names of the methods to train and evaluate, e.g. popularity, id_only, content_knn,
+    content_projection, ours, ours+sid. params: passed unchanged to the ranker's method config
+    (dimension, epochs, learning rate, ...), so a new ranker knob needs no change here.
+    """
+
+    methods: list[str] = field(
+        default_factory=lambda: [
+            "popularity",
+            "id_only",
+            "content_knn",
+            "content_projection",
+            "ours",
+            "ours+sid",
+        ]
+    )
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluateConfig:
+    """Evaluation: the Ks of the Recall@K curves (the quality table always has 10 and 20)."""
+
+    curve_ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50, 100])
+
+
+@dataclass
+class StabilityConfig:
+    """Embedding stability: the same ranker trained twice with different seeds.
+
+    Reports the overlap of each item's top-k neighbours (by item vector) between the two seeds,
+    between an old model (trained without the newest `retrain_fraction` of the training log)
+    and the retrained one, for content warm start and for random init.
+    """
+
+    enabled: bool = True
+    method: str = "ours"
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    k: int = 10
+    retrain_fraction: float = 0.1
+    inits: list[str] = field(default_factory=lambda: ["content", "random"])
+    params: dict[str, Any] = field(default_factory=dict)  # overrides of ranker.params
+
+
+@dataclass
+class DimsConfig:
+    """Output dimension vs serving cost: item-vector dims -> recall, index memory, search QPS."""
+
+    enabled: bool = True
+    method: str = "ours"
+    dims: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    factory: str = "Flat"
+    qps_queries: int = 2000
+    k: int = 20
+    params: dict[str, Any] = field(default_factory=dict)  # overrides of ranker.params
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: data -> split -> embed -> index -> ranker -> evaluate -> report."""
+
+    name: str = "experiment"
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    stability: StabilityConfig = field(default_factory=StabilityConfig)
+    dims: DimsConfig = field(default_factory=DimsConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class ConfigError(ValueError):
+    """A config file that does not match the dataclass tree (unknown key, wrong type)."""
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            return tp()
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return (
+            [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+            if args
+            else list(value)
+        )
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, raw: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys raise ConfigError naming them."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML experiment config; `overrides` are "a.b=value" strings (value parsed as YAML).
+
+    Relative paths inside the config (data roots, mappings, output_dir) are taken as they are,
+    i.e. relative to the directory the command runs in (the repository root for `make demo`).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"experiment config not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return from_dict(ExperimentConfig, raw, str(path))

@@ -1,0 +1,230 @@
+"""Run an experiment: every stage through the artifact store, then the report.
+
+Stage graph (arrows are upstream -> downstream; a stage's key hashes its config section and its
+upstream keys):
+
+    split -> embed -> index
+    split, embed -> ranker -> evaluate
+    split, embed -> stability
+    split, embed -> dims
+    everything -> report (always written to a fresh run directory)
+
+A stage whose domain module has not landed yet raises StagePending: it is recorded as pending
+in metrics.json and the report, and the stages that need it are skipped, never faked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coldstart.experiment import stages
+from coldstart.experiment.artifacts import Artifact, ArtifactStore
+from coldstart.experiment.config import ExperimentConfig
+from coldstart.experiment.stages import StagePending
+from data.embeddings import atomic_write_json
+
+STAGE_ORDER = ("split", "embed", "index", "ranker", "evaluate", "stability", "dims")
+
+
+@dataclass
+class RunResult:
+    """What one run produced."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    pending: dict[str, str] = field(default_factory=dict)  # stage -> reason
+
+    def stage_status(self, name: str) -> str:
+        if name in self.artifacts:
+            return "reused" if self.artifacts[name].reused else "built"
+        return "pending" if name in self.pending else "skipped"
+
+
+def _section(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    log: Callable[[str], None] = print,
+    force: set[str] | None = None,
+    only: set[str] | None = None,
+) -> RunResult:
+    """Run (or reuse) every stage of `config` and write the report; returns the run directory.
+
+    force: stage names to rebuild even when cached. only: when given, the optional analysis
+    stages (stability, dims) not named here are skipped (the core stages always run).
+    """
+    from coldstart import report as report_mod
+
+    root = Path(config.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    store = ArtifactStore(root, log=log, force=set(force or ()))
+    started = time.perf_counter()
+    artifacts: dict[str, Artifact] = {}
+    pending: dict[str, str] = {}
+
+    def attempt(name: str, needs: list[str], fn: Callable[[], Artifact]) -> None:
+        missing = [n for n in needs if n not in artifacts]
+        if missing:
+            pending[name] = f"waits for stage(s) {', '.join(missing)}"
+            log(f"[{name}] skipped: {pending[name]}")
+            return
+        try:
+            artifacts[name] = fn()
+        except StagePending as exc:
+            pending[name] = str(exc)
+            log(f"[{name}] pending: {exc}")
+
+    # The dataset is loaded once here (cheap) so its source hashes can enter the split key.
+    dataset_fn = lambda: stages.load_dataset(config.data)  # noqa: E731
+    data_section = {
+        "loader": config.data.loader,
+        "root": config.data.root,
+        "mapping": config.data.mapping,
+    }
+
+    def run_split() -> Artifact:
+        dataset = dataset_fn()
+        section = {
+            "data": data_section,
+            "split": _section(config.split),
+            "source": stages.dataset_fingerprint(dataset),
+        }
+        return store.run(
+            "split",
+            section,
+            [],
+            lambda out: stages.build_split(dataset, config.split, out),
+            version=stages.VERSIONS["split"],
+        )
+
+    attempt("split", [], run_split)
+
+    embed_section = {"embed": _section(config.embed), "posters": config.data.posters}
+    attempt(
+        "embed",
+        ["split"],
+        lambda: store.run(
+            "embed",
+            embed_section,
+            [artifacts["split"]],
+            lambda out: stages.build_embed(artifacts["split"].path, config.embed, config.data, out),
+            version=stages.VERSIONS["embed"],
+        ),
+    )
+    attempt(
+        "index",
+        ["split", "embed"],
+        lambda: store.run(
+            "index",
+            _section(config.index),
+            [artifacts["split"], artifacts["embed"]],
+            lambda out: stages.build_index(
+                artifacts["split"].path, artifacts["embed"].path, config.index, out
+            ),
+            version=stages.VERSIONS["index"],
+        ),
+    )
+    ranker_section = _section(config.ranker)
+    attempt(
+        "ranker",
+        ["split", "embed"],
+        lambda: store.run(
+            "ranker",
+            ranker_section,
+            [artifacts["split"], artifacts["embed"]],
+            lambda out: stages.build_ranker(
+                artifacts["split"].path, artifacts["embed"].path, config.ranker, out
+            ),
+            version=stages.VERSIONS["ranker"],
+        ),
+    )
+    attempt(
+        "evaluate",
+        ["ranker"],
+        lambda: store.run(
+            "evaluate",
+            _section(config.evaluate),
+            [artifacts["ranker"]],
+            lambda out: stages.build_evaluate(artifacts["ranker"].path, config.evaluate, out),
+            version=stages.VERSIONS["evaluate"],
+        ),
+    )
+    # The analyses train extra rankers: their sections include the ranker params they inherit.
+    for name, section_cfg, builder in (
+        ("stability", config.stability, stages.build_stability),
+        ("dims", config.dims, stages.build_dims),
+    ):
+        if not section_cfg.enabled or (only is not None and name not in only):
+            continue
+        section = {name: _section(section_cfg), "ranker_params": config.ranker.params}
+        attempt(
+            name,
+            ["split", "embed"],
+            lambda name=name, section=section, section_cfg=section_cfg, builder=builder: store.run(
+                name,
+                section,
+                [artifacts["split"], artifacts["embed"]],
+                lambda out: builder(
+                    artifacts["split"].path,
+                    artifacts["embed"].path,
+                    section_cfg,
+                    config.ranker,
+                    config.index,
+                    out,
+                ),
+                version=stages.VERSIONS[name],
+            ),
+        )
+
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = root / "runs" / f"{stamp}-{config.name}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = root / "runs" / f"{stamp}-{config.name}-{suffix}"
+    run_dir.mkdir(parents=True)
+
+    metrics = {
+        "methods": _methods_metrics(artifacts),
+        "stages": _stages_summary(artifacts, pending),
+    }
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    result = RunResult(run_dir, metrics, artifacts, pending)
+    report_mod.write_report(result, config, total_seconds=time.perf_counter() - started)
+    return result
+
+
+def _methods_metrics(artifacts: dict[str, Artifact]) -> dict[str, Any]:
+    """{method: {"cold"|"warm"|"all": {recall@10, recall@20, ndcg@10, ndcg@20}}}."""
+    if "evaluate" not in artifacts:
+        return {}
+    table = json.loads((artifacts["evaluate"].path / "quality.json").read_text())
+    keys = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+    return {
+        method: {
+            part: {k: float(values[part][k]) for k in keys} for part in ("cold", "warm", "all")
+        }
+        for method, values in table.items()
+    }
+
+
+def _stages_summary(artifacts: dict[str, Artifact], pending: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in STAGE_ORDER:
+        if name in artifacts:
+            out[name] = {"status": "reused" if artifacts[name].reused else "built"}
+            out[name].update(artifacts[name].summary())
+        elif name in pending:
+            out[name] = {"status": "pending", "reason": pending[name]}
+    return out

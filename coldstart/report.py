@@ -1,0 +1,325 @@
+"""The experiment report: report.md plus PNG plots in the run directory.
+
+Sections: the quality table (cold / warm / all x Recall and NDCG @10/@20 x every method), Recall@K
+curves for cold vs warm items, embedding stability, output dimension vs serving cost, content
+neighbours from the index, stage timings, and the artifact versions used. Plots are written with
+matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from coldstart.experiment.config import ExperimentConfig
+    from coldstart.experiment.pipeline import RunResult
+
+PARTS = ("cold", "warm", "all")
+METRIC_KEYS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+_SHORT = {"recall@10": "R@10", "recall@20": "R@20", "ndcg@10": "N@10", "ndcg@20": "N@20"}
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def quality_table(methods: dict[str, Any]) -> str:
+    """Markdown table: one row per method, cold/warm/all x R@10, R@20, N@10, N@20; best in bold."""
+    if not methods:
+        return "_no quality figures (the ranker or evaluate stage is pending)_\n"
+    columns = [(part, key) for part in PARTS for key in METRIC_KEYS]
+    best = {c: max(methods[m][c[0]][c[1]] for m in methods) for c in columns}
+    header = "| method | " + " | ".join(f"{p} {_SHORT[k]}" for p, k in columns) + " |"
+    rule = "|---|" + "---:|" * len(columns)
+    rows = [header, rule]
+    for name, values in methods.items():
+        cells = []
+        for part, key in columns:
+            value = values[part][key]
+            text = f"{value:.4f}"
+            cells.append(f"**{text}**" if value == best[(part, key)] and len(methods) > 1 else text)
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def summary_table(methods: dict[str, Any]) -> str:
+    """The short plain-text table `coldstart demo` prints: Recall@20 and NDCG@20 per part."""
+    if not methods:
+        return "(no quality figures: see the pending stages in the report)"
+    width = max(len("method"), *(len(m) for m in methods))
+    head = f"{'method':<{width}}  " + "  ".join(
+        f"{p + ' ' + k:>14}" for p in PARTS for k in ("R@20", "N@20")
+    )
+    lines = [head, "-" * len(head)]
+    for name, v in methods.items():
+        cells = "  ".join(f"{v[p][k]:>14.4f}" for p in PARTS for k in ("recall@20", "ndcg@20"))
+        lines.append(f"{name:<{width}}  {cells}")
+    return "\n".join(lines)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_quality(methods: dict[str, Any], path: Path) -> Path:
+    """Grouped bars: Recall@20 for cold / warm / all per method."""
+    import numpy as np
+
+    plt = _plt()
+    names = list(methods)
+    x = np.arange(len(names))
+    width = 0.27
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 3.6))
+    for i, part in enumerate(PARTS):
+        values = [methods[m][part]["recall@20"] for m in names]
+        ax.bar(x + (i - 1) * width, values, width, label=part)
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylabel("Recall@20")
+    ax.set_title("Recall@20 by method: cold vs warm vs all items")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(curves: dict[str, Any], path: Path) -> Path:
+    """Two panels (cold, warm): Recall@K against K, one line per method."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=False)
+    for ax, part in zip(axes, ("cold", "warm")):
+        for method, by_part in curves.items():
+            points = sorted((int(k), float(v)) for k, v in by_part.get(part, {}).items())
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("K")
+        ax.set_ylabel("Recall@K")
+        ax.set_title(f"{part} items")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_timings(stages: dict[str, Any], path: Path) -> Path:
+    """Horizontal bars: build seconds per stage (hatched when reused from the cache)."""
+    plt = _plt()
+    names = [n for n, s in stages.items() if s.get("status") in ("built", "reused")]
+    values = [float(stages[n].get("build_seconds") or 0.0) for n in names]
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(names) + 1.2))
+    bars = ax.barh(names, values)
+    for bar, name in zip(bars, names):
+        if stages[name]["status"] == "reused":
+            bar.set_hatch("//")
+            bar.set_alpha(0.6)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds to build (hatched: reused from cache in this run)")
+    ax.set_title("Stage timings")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_dims(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Left: cold and warm Recall@20 vs item-vector dim; right: index memory and search QPS."""
+    plt = _plt()
+    dims = [r["dim"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.plot(dims, [r["cold_recall@20"] for r in rows], marker="o", label="cold Recall@20")
+    left.plot(dims, [r["warm_recall@20"] for r in rows], marker="o", label="warm Recall@20")
+    left.set_xscale("log", base=2)
+    left.set_xticks(dims, [str(d) for d in dims])
+    left.set_xlabel("item-vector dim")
+    left.set_title("quality")
+    left.legend()
+    left.grid(alpha=0.3)
+    right.plot(dims, [r["index_bytes"] / 2**20 for r in rows], marker="s", color="C2")
+    right.set_xscale("log", base=2)
+    right.set_xticks(dims, [str(d) for d in dims])
+    right.set_xlabel("item-vector dim")
+    right.set_ylabel("index memory (MiB)", color="C2")
+    twin = right.twinx()
+    twin.plot(dims, [r["qps"] for r in rows], marker="^", color="C3")
+    twin.set_ylabel("search QPS", color="C3")
+    right.set_title("serving cost")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def stability_table(data: dict[str, Any]) -> str:
+    k = data.get("k", 10)
+    lines = [
+        f"| init | top-{k} overlap, seed {data['seeds'][0]} vs {data['seeds'][1]} "
+        f"| top-{k} overlap, old vs retrained | cold R@20 | warm R@20 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in data["rows"]:
+        lines.append(
+            f"| {row['init']} | {_fmt(row['seed_overlap'])} | {_fmt(row['retrain_overlap'])} "
+            f"| {_fmt(row.get('cold_recall@20'))} | {_fmt(row.get('warm_recall@20'))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def dims_table(data: dict[str, Any]) -> str:
+    lines = [
+        "| dim | cold R@20 | warm R@20 | index memory (MiB) | search QPS | factory |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {r['dim']} | {_fmt(r['cold_recall@20'])} | {_fmt(r['warm_recall@20'])} "
+            f"| {r['index_bytes'] / 2**20:.2f} | {r['qps']:.0f} | {r.get('factory', '')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def timings_table(stages: dict[str, Any]) -> str:
+    lines = ["| stage | status | build s | this run s | version |", "|---|---|---:|---:|---|"]
+    for name, s in stages.items():
+        if s.get("status") == "pending":
+            lines.append(f"| {name} | pending | – | – | – |")
+            continue
+        lines.append(
+            f"| {name} | {s['status']} | {_fmt(s.get('build_seconds'), 1)} "
+            f"| {_fmt(s.get('seconds'), 1)} | `{s['version']}` |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: RunResult, config: ExperimentConfig, total_seconds: float) -> Path:
+    """Write report.md and the plots into result.run_dir; returns the report path."""
+    run_dir = result.run_dir
+    methods = result.metrics["methods"]
+    stages = result.metrics["stages"]
+    arts = result.artifacts
+    out: list[str] = [f"# Experiment `{config.name}`", ""]
+    out.append(
+        f"Run directory `{run_dir}` · {total_seconds:.1f} s end to end in this run · "
+        f"data `{config.data.loader}`"
+        + (f" + posters `{config.data.posters}`" if config.data.posters else "")
+        + f" · encoder `{config.embed.encoder}`"
+    )
+    out.append("")
+    if "split" in arts:
+        s = arts["split"].manifest.get("summary", {})
+        out.append(
+            f"Split (seed {s.get('seed')}): {s.get('warm_items')} warm items, "
+            f"{s.get('cold_items')} cold items; train {s.get('train')}, val {s.get('val')}, "
+            f"test {s.get('test')}, cold-val {s.get('cold_val')}, cold-test {s.get('cold_test')} "
+            "interactions."
+        )
+        out.append("")
+
+    out += ["## Quality", ""]
+    out.append(
+        "Full ranking over the catalogue with training positives masked; `cold` ranks cold "
+        "items only (warm masked), `warm` warm items only (cold masked), `all` every item."
+    )
+    out.append("")
+    out.append(quality_table(methods))
+    if methods:
+        plot_quality(methods, run_dir / "quality.png")
+        out += ["![Recall@20 by method](quality.png)", ""]
+
+    if "evaluate" in arts:
+        curves = _read_json(arts["evaluate"].path / "curves.json") or {}
+        if curves:
+            plot_curves(curves, run_dir / "recall_curves.png")
+            out += [
+                "## Recall@K, cold vs warm items",
+                "",
+                "![Recall@K curves](recall_curves.png)",
+                "",
+            ]
+
+    if "stability" in arts:
+        data = _read_json(arts["stability"].path / "stability.json")
+        out += ["## Embedding stability", ""]
+        out.append(
+            f"Method `{data['method']}` trained twice with different seeds: the mean overlap of "
+            f"each item's top-{data['k']} neighbours (cosine over item vectors) between the two "
+            "runs, and between an old model (trained without the newest "
+            f"{data['retrain_fraction']:.0%} of the training log) and the retrained one. "
+            "Rows: content warm start vs random init of the ID rows."
+        )
+        out.append("")
+        out.append(stability_table(data))
+
+    if "dims" in arts:
+        data = _read_json(arts["dims"].path / "dims.json")
+        out += ["## Output dimension vs serving cost", ""]
+        out.append(
+            f"Method `{data['method']}` at each item-vector dim; the index holds every item "
+            f"vector (`{data['factory']}`), QPS = {data['queries']} user-vector queries of "
+            f"top-{data['k']}, batched, on {data['threads']} thread(s)."
+        )
+        out.append("")
+        out.append(dims_table(data))
+        plot_dims(data["rows"], run_dir / "dims.png")
+        out += ["![dims vs cost](dims.png)", ""]
+
+    if "index" in arts:
+        s = arts["index"].manifest.get("summary", {})
+        out += ["## Content index", ""]
+        out.append(
+            f"`{s.get('factory')}` over {s.get('ntotal')} item content vectors ({s.get('dim')}-d, "
+            f"{s.get('metric')}); recall@10 against exact search: {_fmt(s.get('recall@10'))}."
+        )
+        examples = s.get("examples") or []
+        if examples:
+            out += ["", "Nearest warm items of a few cold items (content only):", ""]
+            for ex in examples:
+                out.append(f"- **{ex['item']}** → " + "; ".join(ex["neighbours"]))
+        out.append("")
+
+    out += ["## Stage timings", "", timings_table(stages)]
+    if stages:
+        plot_timings(stages, run_dir / "stage_timings.png")
+        out += ["![stage timings](stage_timings.png)", ""]
+
+    out += ["## Artifact versions", ""]
+    out.append("| stage | version (key prefix) | path | upstream |")
+    out.append("|---|---|---|---|")
+    for name, art in arts.items():
+        upstream = ", ".join(f"{u}@{v['key'][:16]}" for u, v in art.manifest["upstream"].items())
+        out.append(f"| {name} | `{art.version}` | `{art.path}` | {upstream or '–'} |")
+    out.append("")
+    if "embed" in arts:
+        s = arts["embed"].manifest.get("summary", {})
+        out.append(
+            f"Encoder `{s.get('encoder')}` ({s.get('dim')}-d), weights sha256 "
+            f"`{str(s.get('weights_sha256'))[:16]}`, modalities {s.get('modalities')}, "
+            f"{s.get('count')} vectors."
+        )
+        out.append("")
+    if result.pending:
+        out += ["## Pending stages", ""]
+        out += [f"- `{name}`: {reason}" for name, reason in result.pending.items()]
+        out.append("")
+
+    path = run_dir / "report.md"
+    path.write_text("\n".join(out))
+    return path

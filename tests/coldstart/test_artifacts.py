@@ -1,0 +1,71 @@
+"""The artifact store: same inputs reuse, changed inputs rebuild, half-built dirs never count."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from coldstart.experiment.artifacts import ArtifactStore, stable_hash
+
+
+def _builder(calls: list[str], name: str):
+    def build(out):
+        calls.append(name)
+        (out / "value.txt").write_text(name)
+        return {"name": name}
+
+    return build
+
+
+def test_same_config_and_upstream_reuses(tmp_path):
+    store = ArtifactStore(tmp_path, log=lambda m: None)
+    calls: list[str] = []
+    a = store.run("a", {"x": 1}, [], _builder(calls, "a"))
+    b = store.run("b", {"y": 1}, [a], _builder(calls, "b"))
+    a2 = store.run("a", {"x": 1}, [], _builder(calls, "a"))
+    b2 = store.run("b", {"y": 1}, [a2], _builder(calls, "b"))
+    assert calls == ["a", "b"]
+    assert a2.reused and b2.reused and not a.reused
+    assert (a2.key, b2.key) == (a.key, b.key)
+    manifest = json.loads((b.path / "manifest.json").read_text())
+    assert manifest["upstream"]["a"]["key"] == a.key
+    assert manifest["summary"] == {"name": "b"}
+
+
+def test_changed_section_reruns_only_downstream(tmp_path):
+    store = ArtifactStore(tmp_path, log=lambda m: None)
+    calls: list[str] = []
+    a = store.run("a", {"x": 1}, [], _builder(calls, "a"))
+    store.run("b", {"y": 1}, [a], _builder(calls, "b"))
+    # Change b's section: a is reused, b rebuilt into a new versioned directory.
+    a2 = store.run("a", {"x": 1}, [], _builder(calls, "a"))
+    b3 = store.run("b", {"y": 2}, [a2], _builder(calls, "b"))
+    assert calls == ["a", "b", "b"] and not b3.reused
+    # Change a's section: b's key changes too even with the same section of its own.
+    a4 = store.run("a", {"x": 2}, [], _builder(calls, "a"))
+    b4 = store.run("b", {"y": 2}, [a4], _builder(calls, "b"))
+    assert calls == ["a", "b", "b", "a", "b"]
+    assert b4.key != b3.key and b4.path != b3.path
+
+
+def test_incomplete_artifact_is_rebuilt_and_failures_leave_nothing(tmp_path):
+    store = ArtifactStore(tmp_path, log=lambda m: None)
+    calls: list[str] = []
+    a = store.run("a", {"x": 1}, [], _builder(calls, "a"))
+    (a.path / "manifest.json").unlink()  # as if killed before the manifest was written
+    again = store.run("a", {"x": 1}, [], _builder(calls, "a"))
+    assert calls == ["a", "a"] and not again.reused
+
+    def boom(out):
+        (out / "half").write_text("x")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        store.run("c", {}, [], boom)
+    assert not list((tmp_path / "artifacts" / "c").iterdir())
+
+
+def test_stable_hash_ignores_key_order():
+    assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
+    assert stable_hash({"a": 1}) != stable_hash({"a": 2})
