@@ -157,7 +157,10 @@ def cold_start_split(
         users = inter[USER_ID].to_numpy()[rows]
         items = item_col.to_numpy()[rows]
         seen = np.fromiter(
-            (u in train_users and i in train_items for u, i in zip(users.tolist(), items.tolist())),
+            (
+                u in train_users and i in train_items
+                for u, i in zip(users.tolist(), items.tolist(), strict=True)
+            ),
             dtype=bool,
             count=len(rows),
         )

@@ -1,0 +1,582 @@
+"""Media shards: webdataset-format tar files of `<key>.jpg|png|webp`, `<key>.txt`, `<key>.json`.
+
+Reading
+-------
+A *sample* is a dict::
+
+    {"key": str, "item_id": int | str, "image": PIL.Image.Image (RGB) | None,
+     "text": str | None, "json": dict | None, "shard": str}
+
+`item_id` comes from the JSON (`item_id` field) when present, else from the key (as int when it
+is all digits), so the real poster shards (`<movieId>.jpg` only) need no JSON.
+
+- `iter_shard(path)`: one shard, in file order. For per-shard jobs (one input shard -> one output
+  part) such as the embedding job.
+- `ShardReader(urls, seed=0, ...)`: many shards as a torch `IterableDataset`: deterministic
+  shard order for a seed (and epoch, `set_epoch`), split by node (torch.distributed rank) and by
+  DataLoader worker; an optional seeded sample shuffle buffer; an optional `transform(sample)`.
+
+Bad input never crashes a job: a sample whose image is corrupt, too large in bytes, above PIL's
+decompression-bomb pixel limit, or missing is skipped and counted (reason -> count in
+`.skipped` / `ShardStats.skipped`); an unreadable or truncated shard is counted too and reading
+goes on with what it held. Counters live in the process that iterates (a DataLoader worker keeps
+its own); per-shard jobs read in the main process and see exact counts.
+
+Writing
+-------
+`write_shards(samples, pattern, maxcount)` writes samples (same dict layout; `image` may be PIL,
+a (H, W, 3) uint8 array or encoded bytes) into `pattern % index` tars, each atomically, with
+fixed member metadata so the bytes are reproducible. `pack_folder` backs `coldstart data pack`.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+import random
+import tarfile
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+TEXT_EXTENSIONS = ("txt", "text", "caption")
+JSON_EXTENSIONS = ("json",)
+DEFAULT_MAX_IMAGE_BYTES = 32 << 20  # 32 MiB of encoded image is not a poster, it is an accident
+
+Sample = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# urls
+
+
+def expand_urls(urls: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """Shard list from a brace pattern ('a-{000..003}.tar'), a glob, a directory or a list."""
+    if isinstance(urls, (str, os.PathLike)):
+        text = str(urls)
+        if os.path.isdir(text):
+            return sorted(str(p) for p in Path(text).glob("*.tar"))
+        from braceexpand import braceexpand
+
+        out: list[str] = []
+        for item in braceexpand(text):
+            if any(ch in item for ch in "*?[") and not os.path.exists(item):
+                out.extend(sorted(glob.glob(item)))
+            else:
+                out.append(item)
+        return out
+    result: list[str] = []
+    for url in urls:
+        result.extend(expand_urls(url))
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# decoding
+
+
+@dataclass
+class DecodeConfig:
+    """What a readable sample is. Defaults follow PIL's own decompression-bomb limit."""
+
+    decode_images: bool = True  # False: image stays None, raw bytes kept in sample["image_bytes"]
+    require_image: bool = True  # skip samples without a (valid) image
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_image_pixels: int | None = None  # None: PIL's Image.MAX_IMAGE_PIXELS at read time
+    mode: str = "RGB"
+
+
+class SkipSample(Exception):
+    """A sample that cannot be used; `reason` is the counter key."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def decode_image(payload: bytes, config: DecodeConfig | None = None) -> Image.Image:
+    """Encoded bytes -> fully loaded PIL image in `config.mode`. Raises SkipSample on bad input.
+
+    The pixel count is checked from the header before any pixel is decoded, so a decompression
+    bomb costs a few bytes of parsing, not gigabytes of memory.
+    """
+    config = config or DecodeConfig()
+    if len(payload) > config.max_image_bytes:
+        raise SkipSample("oversized_image", f"{len(payload)} bytes > {config.max_image_bytes}")
+    limit = (
+        config.max_image_pixels if config.max_image_pixels is not None else Image.MAX_IMAGE_PIXELS
+    )
+    try:
+        with warnings.catch_warnings():
+            # PIL warns above MAX_IMAGE_PIXELS and raises above twice that; we decide ourselves.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(payload))
+            width, height = image.size
+            if limit is not None and width * height > limit:
+                raise SkipSample("decompression_bomb", f"{width}x{height} > {limit} pixels")
+            image.load()
+            if image.mode != config.mode:
+                image = image.convert(config.mode)
+            return image
+    except SkipSample:
+        raise
+    except Image.DecompressionBombError as error:
+        raise SkipSample("decompression_bomb", str(error)) from error
+    except Exception as error:  # noqa: BLE001 - PIL raises many types for bad bytes
+        raise SkipSample("corrupt_image", f"{type(error).__name__}: {error}") from error
+
+
+def _item_id(key: str, meta: dict | None) -> int | str:
+    if meta and "item_id" in meta:
+        return meta["item_id"]
+    base = key.rsplit("/", 1)[-1]
+    return int(base) if base.isdigit() else key
+
+
+def decode_sample(raw: dict[str, bytes], key: str, shard: str, config: DecodeConfig) -> Sample:
+    """Members of one key (extension -> bytes) -> a sample dict. Raises SkipSample."""
+    image_ext = next((e for e in IMAGE_EXTENSIONS if e in raw), None)
+    text_ext = next((e for e in TEXT_EXTENSIONS if e in raw), None)
+    sample: Sample = {"key": key, "image": None, "text": None, "json": None, "shard": shard}
+    if "json" in raw:
+        try:
+            sample["json"] = json.loads(raw["json"].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise SkipSample("bad_json", str(error)) from error
+    if text_ext is not None:
+        try:
+            sample["text"] = raw[text_ext].decode("utf-8").strip()
+        except UnicodeDecodeError as error:
+            raise SkipSample("bad_text", str(error)) from error
+    if image_ext is None:
+        if config.require_image:
+            raise SkipSample("missing_image")
+    elif config.decode_images:
+        sample["image"] = decode_image(raw[image_ext], config)
+    else:
+        if len(raw[image_ext]) > config.max_image_bytes:
+            raise SkipSample("oversized_image")
+        sample["image_bytes"] = raw[image_ext]
+        sample["image_ext"] = image_ext
+    sample["item_id"] = _item_id(key, sample["json"] if isinstance(sample["json"], dict) else None)
+    return sample
+
+
+# --------------------------------------------------------------------------------------------
+# reading one shard
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """webdataset convention: key = path up to the first dot of the base name, ext = the rest."""
+    directory, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    key = f"{directory}/{stem}" if directory else stem
+    return key, ext.lower() if dot else ""
+
+
+def _iter_members(path: str, counts: Counter) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) groups of consecutive members; tar damage is counted, not raised."""
+    current_key: str | None = None
+    current: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, ext = _split_name(member.name)
+                if key.rsplit("/", 1)[-1].startswith(".") or not ext:
+                    continue  # hidden files, members without an extension
+                if key != current_key:
+                    if current_key is not None:
+                        yield current_key, current
+                    current_key, current = key, {}
+                handle = tar.extractfile(member)
+                current[ext] = handle.read() if handle is not None else b""
+    except (tarfile.TarError, OSError, EOFError) as error:
+        # The group being read when the damage hit may be incomplete: drop it, count it.
+        counts["unreadable_shard" if current_key is None else "truncated_shard"] += 1
+        if current_key is not None:
+            counts["truncated_sample"] += 1
+        warnings.warn(f"{path}: {type(error).__name__}: {error}", stacklevel=2)
+        return
+    if current_key is not None:
+        yield current_key, current
+
+
+def iter_shard(
+    path: str | os.PathLike,
+    config: DecodeConfig | None = None,
+    skipped: Counter | None = None,
+) -> Iterator[Sample]:
+    """Samples of one shard in file order; bad ones skipped and counted into `skipped`.
+
+    `skipped` (a Counter, reason -> count) is updated in place so a caller can read it after the
+    loop, e.g. to put it in an export manifest.
+    """
+    config = config or DecodeConfig()
+    counts = skipped if skipped is not None else Counter()
+    shard = str(path)
+    for key, raw in _iter_members(shard, counts):
+        try:
+            yield decode_sample(raw, key, shard, config)
+        except SkipSample as skip:
+            counts[skip.reason] += 1
+
+
+@dataclass
+class ShardStats:
+    """Counts of one pass over shards."""
+
+    samples: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples, "skipped": dict(self.skipped)}
+
+
+# --------------------------------------------------------------------------------------------
+# reading many shards (torch IterableDataset)
+
+
+def _node() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _worker() -> tuple[int, int]:
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+class ShardReader(torch.utils.data.IterableDataset):
+    """Samples from many shards, split by node and worker, in a deterministic order for a seed.
+
+    urls: brace pattern, glob, directory or list of shard paths.
+    shuffle: shuffle the shard order with (seed, epoch); False keeps the given order.
+    buffer: > 0 adds a seeded sample shuffle buffer of that size (per consumer).
+    split_by: "shard" (each consumer reads whole shards: the normal case, needs at least as many
+        shards as nodes x workers, otherwise some consumers get nothing) or "sample" (every
+        consumer reads every shard and keeps every n-th sample: for few shards).
+    rank, world_size: override torch.distributed (e.g. for a multi-host job without it).
+    transform: applied to each sample (e.g. the encoder's preprocessing); an exception in it skips
+        and counts the sample as "transform_error".
+
+    Each consumer's stream is determined by (urls, seed, epoch, rank, world_size, worker,
+    num_workers) alone.
+    """
+
+    def __init__(
+        self,
+        urls: str | os.PathLike | Iterable[str | os.PathLike],
+        seed: int = 0,
+        shuffle: bool = False,
+        buffer: int = 0,
+        split_by: str = "shard",
+        decode: bool = True,
+        config: DecodeConfig | None = None,
+        transform: Callable[[Sample], Any] | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if split_by not in ("shard", "sample"):
+            raise ValueError(f"split_by must be 'shard' or 'sample', got {split_by!r}")
+        self.urls = expand_urls(urls)
+        if not self.urls:
+            raise FileNotFoundError(f"no shards match {urls!r}")
+        self.seed = seed
+        self.shuffle = shuffle
+        self.buffer = buffer
+        self.split_by = split_by
+        self.config = config or DecodeConfig(decode_images=decode)
+        self.transform = transform
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.skipped: Counter = Counter()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle (when shuffle/buffer) for a new epoch, deterministically."""
+        self.epoch = epoch
+
+    def consumer(self) -> tuple[int, int]:
+        """(index, count) of this consumer among nodes x workers."""
+        rank, world = _node()
+        rank = self.rank if self.rank is not None else rank
+        world = self.world_size if self.world_size is not None else world
+        worker, workers = _worker()
+        return rank * workers + worker, world * workers
+
+    def shard_order(self) -> list[str]:
+        """All shards in this epoch's order (before splitting)."""
+        urls = list(self.urls)
+        if self.shuffle:
+            random.Random(f"{self.seed}:{self.epoch}").shuffle(urls)
+        return urls
+
+    def my_shards(self) -> list[str]:
+        """The shards this consumer reads."""
+        index, count = self.consumer()
+        urls = self.shard_order()
+        return urls[index::count] if self.split_by == "shard" else urls
+
+    def _samples(self) -> Iterator[Sample]:
+        index, count = self.consumer()
+        position = 0
+        for url in self.my_shards():
+            for sample in iter_shard(url, self.config, self.skipped):
+                if self.split_by == "sample":
+                    position += 1
+                    if (position - 1) % count != index:
+                        continue
+                if self.transform is not None:
+                    try:
+                        sample = self.transform(sample)
+                    except Exception:  # noqa: BLE001 - one bad sample must not end an epoch
+                        self.skipped["transform_error"] += 1
+                        continue
+                yield sample
+
+    def __iter__(self) -> Iterator[Sample]:
+        stream = self._samples()
+        if self.buffer <= 0:
+            yield from stream
+            return
+        index, count = self.consumer()
+        rng = random.Random(f"{self.seed}:{self.epoch}:{index}:{count}")
+        pool: list[Sample] = []
+        for sample in stream:
+            if len(pool) < self.buffer:
+                pool.append(sample)
+                continue
+            j = rng.randrange(len(pool))
+            pool[j], sample = sample, pool[j]
+            yield sample
+        rng.shuffle(pool)
+        yield from pool
+
+    def stats(self) -> ShardStats:
+        """Read everything once (this process's share) and return counts."""
+        before = Counter(self.skipped)
+        n = sum(1 for _ in self)
+        return ShardStats(n, self.skipped - before)
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def _encode_image(image: Any, image_format: str) -> tuple[bytes, str]:
+    """PIL image / uint8 array / encoded bytes -> (bytes, extension)."""
+    if isinstance(image, (bytes, bytearray)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                fmt = (Image.open(io.BytesIO(image)).format or image_format).lower()
+        except Exception:  # noqa: BLE001 - unreadable bytes are stored as given
+            fmt = image_format
+        return bytes(image), {"jpeg": "jpg"}.get(fmt, fmt)
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"image must be PIL, ndarray or bytes, got {type(image).__name__}")
+    out = io.BytesIO()
+    ext = {"jpeg": "jpg"}.get(image_format.lower(), image_format.lower())
+    if ext == "jpg":
+        image.convert("RGB").save(out, format="JPEG", quality=95)
+    else:
+        image.save(out, format={"png": "PNG", "webp": "WEBP"}[ext])
+    return out.getvalue(), ext
+
+
+def _members(sample: Sample, image_format: str) -> list[tuple[str, bytes]]:
+    key = str(sample["key"])
+    if "." in key.rsplit("/", 1)[-1]:
+        raise ValueError(
+            f"sample key {key!r} contains a dot (webdataset splits names at the first dot)"
+        )
+    members: list[tuple[str, bytes]] = []
+    if sample.get("image") is not None:
+        payload, ext = _encode_image(sample["image"], image_format)
+        members.append((f"{key}.{ext}", payload))
+    if sample.get("text") is not None:
+        members.append((f"{key}.txt", str(sample["text"]).encode("utf-8")))
+    if sample.get("json") is not None:
+        members.append((f"{key}.json", json.dumps(sample["json"], sort_keys=True).encode("utf-8")))
+    for name, value in sample.items():  # any other extension given as bytes, e.g. "cls"
+        if name not in ("key", "image", "text", "json", "shard", "item_id") and isinstance(
+            value, (bytes, bytearray)
+        ):
+            members.append((f"{key}.{name}", bytes(value)))
+    return members
+
+
+class _AtomicTar:
+    """A tar written to a temp name and renamed on close (readers never see a partial shard)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self.tar = tarfile.open(self.tmp, mode="w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 - closed in close()
+        self.count = 0
+
+    def add(self, name: str, payload: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(payload), 0, 0o644  # fixed: reproducible bytes
+        info.uname = info.gname = ""
+        self.tar.addfile(info, io.BytesIO(payload))
+
+    def close(self) -> None:
+        self.tar.close()
+        with open(self.tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(self.tmp, self.path)
+
+
+def write_shards(
+    samples: Iterable[Sample],
+    pattern: str,
+    maxcount: int = 1000,
+    image_format: str = "jpg",
+    start_index: int = 0,
+) -> list[str]:
+    """Write samples into tars named `pattern % index` (e.g. 'out/shard-%05d.tar').
+
+    Each sample: key (no dots), and any of image (PIL / (H, W, 3) uint8 / encoded bytes, stored
+    as-is when bytes), text (str), json (dict), other extensions as bytes. `maxcount` samples per
+    shard. Returns the shard paths written, in order.
+    """
+    if "%" not in pattern:
+        raise ValueError(f"pattern needs a %-format index, e.g. 'shard-%05d.tar'; got {pattern!r}")
+    if maxcount < 1:
+        raise ValueError("maxcount must be >= 1")
+    paths: list[str] = []
+    writer: _AtomicTar | None = None
+    index = start_index
+    seen: set[str] = set()
+    try:
+        for sample in samples:
+            if writer is None or writer.count >= maxcount:
+                if writer is not None:
+                    writer.close()
+                path = Path(pattern % index)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                writer = _AtomicTar(path)
+                paths.append(str(path))
+                index += 1
+            key = str(sample["key"])
+            if key in seen:
+                raise ValueError(f"duplicate sample key {key!r}")
+            seen.add(key)
+            for name, payload in _members(sample, image_format):
+                writer.add(name, payload)
+            writer.count += 1
+    except BaseException:
+        if writer is not None:
+            writer.tar.close()
+            writer.tmp.unlink(missing_ok=True)
+            paths.pop()
+        raise
+    if writer is not None:
+        writer.close()
+    return paths
+
+
+def _parse_scalar(value: str) -> Any:
+    """CSV cell -> int/float when it is one, else the string (JSON stays typed for readers)."""
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def pack_folder(
+    images: str | os.PathLike,
+    texts: str | os.PathLike | None,
+    pattern: str,
+    maxcount: int = 1000,
+    key_column: str | None = None,
+) -> dict[str, Any]:
+    """Pack `<key>.<jpg|jpeg|png|webp>` from a folder plus CSV rows into shards.
+
+    CSV: a key column (`key`, else `item_id`, or `key_column`), an optional `text` column, and
+    any other columns, which go to `<key>.json` (numbers parsed; `item_id` always present). Image
+    bytes are stored unchanged. Samples are written in key order. Returns counts: written,
+    shards, images without a CSV row (still packed), CSV rows without an image (not packed),
+    unreadable images (not packed).
+    """
+    folder = Path(images)
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        stem, _, ext = path.name.partition(".")
+        if path.is_file() and ext.lower() in IMAGE_EXTENSIONS and not stem.startswith("."):
+            files.setdefault(stem, path)
+    rows: dict[str, dict[str, str]] = {}
+    if texts is not None:
+        with open(texts, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            column = key_column or ("key" if "key" in columns else "item_id")
+            if column not in columns:
+                raise ValueError(
+                    f"{texts}: no key column (looked for {column!r}; columns {columns})"
+                )
+            for row in reader:
+                key = (row.get(column) or "").strip()
+                if key:
+                    rows[key] = row
+            key_col = column
+    else:
+        key_col = "key"
+    counts: Counter = Counter()
+
+    def samples() -> Iterator[Sample]:
+        for key in sorted(files, key=lambda k: (len(k), k) if k.isdigit() else (1 << 30, k)):
+            payload = files[key].read_bytes()
+            try:
+                decode_image(payload)
+            except SkipSample as skip:
+                counts[f"skipped_{skip.reason}"] += 1
+                continue
+            row = rows.get(key)
+            if row is None:
+                counts["images_without_row"] += 1
+                meta: dict[str, Any] = {"item_id": _parse_scalar(key)}
+                text = None
+            else:
+                text = (row.get("text") or "").strip() or None
+                meta = {
+                    k: _parse_scalar(v)
+                    for k, v in row.items()
+                    if k not in (key_col, "text") and k is not None and v not in (None, "")
+                }
+                meta.setdefault("item_id", _parse_scalar(key))
+            counts["written"] += 1
+            yield {"key": key, "image": payload, "text": text, "json": meta}
+
+    paths = write_shards(samples(), pattern, maxcount=maxcount)
+    return {
+        "shards": paths,
+        "written": counts["written"],
+        "images_without_row": counts["images_without_row"],
+        "rows_without_image": len(set(rows) - set(files)),
+        "skipped": {
+            k.removeprefix("skipped_"): v for k, v in counts.items() if k.startswith("skipped_")
+        },
+    }
