@@ -1,0 +1,237 @@
+"""Building a Ranker for a split, the epoch's request batches, and a small training loop.
+
+`create_ranker` turns (RankerData, RankerConfig, BuildConfig) into a Ranker: which rows may use
+an ID row (warm, frequent enough), the content matrix, semantic-ID codes, logQ from train counts.
+`RequestBatches` yields the epoch's RequestBatch objects; `fit_ranker` is the plain loop used by
+ranker.methods (the LightningModule in ranker.lit uses the same pieces).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from data.schema import RequestBatch
+from ranker.data import RankerData, group_requests, leave_request_out_history, make_batch
+from ranker.model import ItemTower, Ranker, RankerConfig, UserTower
+from ranker.semantic_ids import (
+    SemanticIDConfig,
+    code_collision_rate,
+    prefix_coverage,
+    prefix_rows,
+    residual_kmeans,
+)
+from ranker.tables import RowWiseAdagrad
+
+
+@dataclass
+class BuildConfig:
+    """How the split's items become model rows.
+
+    rare_threshold: items with fewer training interactions lose their own ID row; rare_mode
+      "content" sends them to their content (+ semantic-ID) side, "shared" to one shared row.
+    id_for_cold: give cold items an ID row anyway (the ID-only baseline: random, untrained rows).
+    """
+
+    rare_threshold: int = 0
+    rare_mode: str = "content"  # content | shared
+    id_for_cold: bool = False
+    normalize_content: bool = True
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_requests: int = 256
+    items_per_request: int = 6
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam | rowwise_adagrad (sparse tables)
+    label_threshold: float | None = None  # bce: value >= threshold is a positive
+    upsample_power: float = 0.0  # row weight = (1 / item train count) ** power (tail upsampling)
+    dedup: bool = True
+    seed: int = 0
+    max_seconds: float | None = None  # stop early when the wall-clock budget is spent
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def create_ranker(
+    data: RankerData, config: RankerConfig, build: BuildConfig | None = None
+) -> tuple[Ranker, dict[str, Any]]:
+    """A Ranker sized for `data`, plus a report (collision rates, rare rows, SID coverage)."""
+    build = build or BuildConfig()
+    torch.manual_seed(build.seed)
+    counts = data.train_counts()
+    warm = data.item_split == "warm"
+    report: dict[str, Any] = {}
+    id_available = warm & (counts >= max(1, build.rare_threshold))
+    if build.id_for_cold:
+        id_available = np.ones(data.num_items, dtype=bool)
+    id_keys = np.arange(data.num_items, dtype=np.int64)
+    report["rare_items"] = int((warm & (counts < build.rare_threshold)).sum())
+    if build.rare_threshold > 0 and build.rare_mode == "shared":
+        rare = warm & (counts < build.rare_threshold)
+        id_available = id_available | rare
+        id_keys = id_keys.copy()
+        id_keys[rare] = data.num_items  # one shared row past the catalogue
+    content = None
+    if data.content is not None and config.item.use_content:
+        content = data.content.copy()
+        if build.normalize_content:
+            norms = np.linalg.norm(content, axis=1, keepdims=True)
+            content = np.where(norms > 0, content / np.maximum(norms, 1e-12), 0.0).astype(
+                np.float32
+            )
+    sid_rows, sid_num = None, 0
+    if config.item.semantic_ids:
+        if content is None:
+            raise ValueError("semantic IDs need content vectors")
+        codes, _ = residual_kmeans(
+            content[data.has_content],
+            SemanticIDConfig(config.item.sid_levels, config.item.sid_codewords, seed=build.seed),
+        )
+        all_codes = np.full((data.num_items, codes.shape[1]), -1, dtype=np.int64)
+        all_codes[data.has_content] = codes
+        sid_rows, sid_num = prefix_rows(all_codes)
+        seen = (counts > 0) & data.has_content
+        cold = np.isin(data.item_split, ["cold_val", "cold_test"]) & data.has_content
+        report["sid_code_collision_rate"] = code_collision_rate(codes)
+        report["sid_cold_prefix_seen"] = prefix_coverage(all_codes, seen, cold)
+    if config.item.hash_size:
+        from ranker.tables import collision_rate
+
+        report["item_hash_collision_rate"] = collision_rate(
+            id_keys[id_available], config.item.hash_size
+        )
+    num_table = data.num_items + (
+        1 if build.rare_mode == "shared" and build.rare_threshold > 0 else 0
+    )
+    item_tower = ItemTower(
+        config.item,
+        config.dim,
+        num_table,
+        content=None
+        if content is None
+        else torch.as_tensor(
+            np.concatenate(
+                [content, np.zeros((num_table - data.num_items, content.shape[1]), np.float32)]
+            )
+        ),
+        id_available=torch.as_tensor(
+            np.concatenate([id_available, np.zeros(num_table - data.num_items, bool)])
+        ),
+        id_keys=torch.as_tensor(np.concatenate([id_keys, np.arange(data.num_items, num_table)])),
+        sid_rows=None
+        if sid_rows is None
+        else np.concatenate(
+            [sid_rows, np.full((num_table - data.num_items, sid_rows.shape[1]), sid_num)]
+        ),
+        sid_num_rows=sid_num,
+    )
+    user_tower = UserTower(config.user, config.dim, data.num_users, num_table)
+    q = counts.astype(np.float64) / max(1, counts.sum())
+    log_q = np.log(np.where(q > 0, q, 0.0) + (q == 0) * 1e-30)
+    log_q[q == 0] = -np.inf
+    log_q = np.concatenate([log_q, np.full(num_table - data.num_items, -np.inf)])
+    model = Ranker(config, item_tower, user_tower, torch.as_tensor(log_q, dtype=torch.float32))
+    return model, report
+
+
+class RequestBatches:
+    """The epoch's training requests as RequestBatch objects (re-grouped every epoch).
+
+    Requests: each user's train rows, ordered by time, cut into pages of `items_per_request`;
+    each request carries the user's history without its own items.
+    """
+
+    def __init__(self, data: RankerData, history_len: int, train: TrainConfig) -> None:
+        self.data, self.train = data, train
+        self.histories = data.histories(history_len)
+        tr = data.train
+        counts = data.train_counts().astype(np.float64)
+        self.row_weight = np.ones(len(tr.items), np.float32)
+        if train.upsample_power:
+            w = (1.0 / np.maximum(counts[tr.items], 1.0)) ** train.upsample_power
+            self.row_weight = (w / w.mean()).astype(np.float32)
+        self.labels = None
+        if train.label_threshold is not None:
+            self.labels = (tr.values >= train.label_threshold).astype(np.float32)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n_req = int(np.ceil(len(self.data.train.items) / self.train.items_per_request))
+        return int(np.ceil(n_req / self.train.batch_requests))
+
+    def __iter__(self) -> Iterator[RequestBatch]:
+        rng = np.random.default_rng(self.train.seed * 1000 + self.epoch)
+        self.epoch += 1
+        tr = self.data.train
+        requests = group_requests(tr.users, self.train.items_per_request, rng, tr.timestamps)
+        order = rng.permutation(len(requests))
+        br = self.train.batch_requests
+        for start in range(0, len(order), br):
+            chosen = [requests[i] for i in order[start : start + br]]
+            users = np.array([tr.users[r[0]] for r in chosen])
+            items = [tr.items[r] for r in chosen]
+            history = leave_request_out_history(self.histories, users, items)
+            yield make_batch(
+                users,
+                history,
+                items,
+                labels=None if self.labels is None else [self.labels[r] for r in chosen],
+                weights=[self.row_weight[r] for r in chosen],
+            )
+
+
+def create_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    if train.optimizer == "adam":
+        return torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    if train.optimizer == "rowwise_adagrad":
+        return RowWiseAdagrad(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    raise ValueError(
+        f"TrainConfig.optimizer must be adam or rowwise_adagrad, got {train.optimizer!r}"
+    )
+
+
+def fit_ranker(
+    model: Ranker, data: RankerData, train: TrainConfig, progress: bool = False
+) -> dict[str, Any]:
+    """Train in place with the plain loop; returns {"epochs", "steps", "seconds", "loss"}."""
+    torch.manual_seed(train.seed)
+    batches = RequestBatches(data, model.user_tower.config.history_len, train)
+    optimizer = create_optimizer(model, train)
+    model.train()
+    start, steps, last = time.perf_counter(), 0, float("nan")
+    epochs_done = 0
+    iterator = range(train.epochs)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc="ranker epochs")
+    for _ in iterator:
+        total, n = 0.0, 0
+        for batch in batches:
+            loss = model.loss(batch, dedup=train.dedup)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            n += 1
+            steps += 1
+        last = total / max(1, n)
+        epochs_done += 1
+        if train.max_seconds and time.perf_counter() - start > train.max_seconds:
+            break
+    model.eval()
+    return {
+        "epochs": epochs_done,
+        "steps": steps,
+        "seconds": time.perf_counter() - start,
+        "loss": last,
+    }
