@@ -284,3 +284,16 @@ def test_real_poster_shards(poster_shards, shared_data):
     sizes = {int(r["movieId"]): (int(r["width"]), int(r["height"])) for r in manifest}
     for sample in islice(iter_shard(poster_shards[0]), 20):
         assert sample["image"].size == sizes[sample["item_id"]]
+
+
+def test_written_shards_read_by_webdataset(shard_dir):
+    """The files are plain webdataset tars: the webdataset library groups them the same way."""
+    import webdataset as wds
+
+    _, paths, good_keys = shard_dir
+    dataset = wds.WebDataset(paths, shardshuffle=False, empty_check=False)
+    by_key = {s["__key__"]: s for s in dataset}
+    assert set(good_keys) <= set(by_key)
+    sample = by_key[good_keys[0]]
+    assert {"png", "txt", "json"} <= set(sample)
+    assert json.loads(sample["json"])["item_id"] == int(good_keys[0])
