@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coldstart.commands.data import main as data_main
 from data.movielens import load_movielens
-from data.schema import ITEM_ID, TIMESTAMP, USER_ID
+from data.schema import ITEM_ID, TIMESTAMP, USER_ID, Dataset
 from data.split import PARTS, SPLIT_COLUMN, cold_start_split, load_split, write_split
 from data.synthetic import make_synthetic
 
@@ -52,16 +54,17 @@ def check_invariants(dataset, split) -> None:
     for name in ("val", "test"):
         assert set(split.part(name)[USER_ID]) <= train_users
         assert set(split.part(name)[ITEM_ID]) <= train_items
-    # Fractions: 20% cold of items with interactions, 50/50 cold, ~80/10/10 warm.
+    # Fractions (default 20% cold of items with interactions, 50/50 cold, 80/10/10 warm).
     active = inter[ITEM_ID].nunique()
-    assert m["cold_items"] == round(0.2 * active) == len(cold)
+    assert m["cold_items"] == round(m["cold_fraction"] * active) == len(cold)
     assert m["warm_items"] + m["cold_items"] == active
     assert abs(m["cold_val_items"] - m["cold_test_items"]) <= 1
     warm_rows = len(inter) - n_cold_rows
     moved = m["moved_to_train"]["val"] + m["moved_to_train"]["test"]
-    assert sizes["val"] + m["moved_to_train"]["val"] == round(0.1 * warm_rows)
-    assert sizes["test"] + m["moved_to_train"]["test"] == round(0.1 * warm_rows)
-    assert sizes["train"] - moved == warm_rows - 2 * round(0.1 * warm_rows)
+    n_val, n_test = round(m["val_fraction"] * warm_rows), round(m["test_fraction"] * warm_rows)
+    assert sizes["val"] + m["moved_to_train"]["val"] == n_val
+    assert sizes["test"] + m["moved_to_train"]["test"] == n_test
+    assert sizes["train"] - moved == warm_rows - n_val - n_test
 
 
 def test_split_embedded_invariants(embedded):
@@ -145,3 +148,28 @@ def test_cli_split(tmp_path, capsys, embedded):
     assert np.isclose(
         printed["cold_items"] / (printed["warm_items"] + printed["cold_items"]), 0.2, atol=1e-3
     )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n_rows=st.integers(1, 300),
+    n_users=st.integers(1, 20),
+    n_items=st.integers(1, 40),
+    cold_fraction=st.sampled_from([0.0, 0.2, 0.5, 1.0]),
+    string_ids=st.booleans(),
+)
+def test_split_invariants_property(seed, n_rows, n_users, n_items, cold_fraction, string_ids):
+    rng = np.random.default_rng(seed)
+    items = rng.integers(0, n_items, n_rows)
+    inter = pd.DataFrame(
+        {
+            USER_ID: rng.integers(0, n_users, n_rows),
+            ITEM_ID: [f"i{v}" for v in items] if string_ids else items,
+            TIMESTAMP: rng.integers(0, 1000, n_rows),
+        }
+    )
+    catalogue = pd.DataFrame({ITEM_ID: pd.unique(inter[ITEM_ID])})
+    dataset = Dataset(name="prop", items=catalogue, interactions=inter)
+    split = cold_start_split(dataset, seed=seed, cold_fraction=cold_fraction)
+    check_invariants(dataset, split)
