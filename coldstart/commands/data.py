@@ -91,6 +91,19 @@ def _inspect(args: argparse.Namespace) -> int:
         "reports": {k: r.as_dict() for k, r in dataset.reports.items()},
         "source_sha256": dataset.source_sha256,
     }
+    if len(inter):
+        from data.requests import group_requests, request_stats
+        from data.sampling import rare_id_sweep
+
+        grouped = group_requests(inter, window_seconds=args.window_seconds, max_size=args.max_size)
+        summary["requests"] = {
+            "window_seconds": args.window_seconds,
+            "max_size": args.max_size,
+            **request_stats(grouped),
+        }
+        summary["rare_item_ids"] = rare_id_sweep(
+            inter["item_id"].to_numpy(), tuple(args.rare_thresholds)
+        )
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -134,12 +147,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pack.set_defaults(func=_pack)
 
-    inspect = sub.add_parser("inspect", help="summarize a dataset, or count the samples of shards")
+    inspect = sub.add_parser(
+        "inspect",
+        help="summarize a dataset (counts, load reports, requests, rare ids), or count shard samples",
+    )
     _add_dataset_args(inspect)
     inspect.add_argument(
         "--shards", default=None, help="shard pattern, e.g. 'posters-{000..003}.tar'"
     )
     inspect.add_argument("--no-decode", action="store_true", help="do not decode images (faster)")
+    inspect.add_argument(
+        "--window-seconds", type=int, default=60, help="request grouping: max gap inside a request"
+    )
+    inspect.add_argument(
+        "--max-size", type=int, default=8, help="request grouping: items per request cap"
+    )
+    inspect.add_argument(
+        "--rare-thresholds",
+        type=int,
+        nargs="+",
+        default=[1, 2, 5, 10, 20],
+        help="item-id frequency thresholds to report (ids below -> shared rare bucket)",
+    )
     inspect.set_defaults(func=_inspect)
     return parser
 

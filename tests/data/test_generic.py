@@ -192,6 +192,9 @@ def test_cli_split_and_inspect_with_config(tmp_path, capsys):
     assert (
         info["interactions"] == 5 and info["reports"]["interactions"]["dropped"]["bad_value"] == 1
     )
+    # u1's two events 30 s apart form one request; u2 one; u4's two, 60 s apart, one.
+    assert info["requests"]["requests"] == 3 and info["requests"]["max_size"] == 2
+    assert [r["ids_kept"] for r in info["rare_item_ids"]] == [4, 1, 0, 0, 0]  # A twice, B/C/Z once
     out = tmp_path / "split"
     assert (
         data_main(["split", "--config", str(path), "--out", str(out), "--cold-fraction", "0.25"])
