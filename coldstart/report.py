@@ -170,14 +170,22 @@ def plot_dims(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def stability_table(data: dict[str, Any]) -> str:
     k = data.get("k", 10)
+    a, b = data["seeds"][0], data["seeds"][1]
     lines = [
-        f"| init | top-{k} overlap, seed {data['seeds'][0]} vs {data['seeds'][1]} "
-        f"| top-{k} overlap, old vs retrained | cold R@20 | warm R@20 |",
+        f"| init | top-{k} overlap, seed {a} vs {b}: all (warm / cold) "
+        f"| top-{k} overlap, old vs retrained: all (warm / cold) | cold R@20 | warm R@20 |",
         "|---|---:|---:|---:|---:|",
     ]
     for row in data["rows"]:
+
+        def cell(name: str, row: dict[str, Any] = row) -> str:
+            return (
+                f"{_fmt(row[name], 3)} ({_fmt(row.get(name + '_warm'), 3)} / "
+                f"{_fmt(row.get(name + '_cold'), 3)})"
+            )
+
         lines.append(
-            f"| {row['init']} | {_fmt(row['seed_overlap'])} | {_fmt(row['retrain_overlap'])} "
+            f"| {row['init']} | {cell('seed_overlap')} | {cell('retrain_overlap')} "
             f"| {_fmt(row.get('cold_recall@20'))} | {_fmt(row.get('warm_recall@20'))} |"
         )
     return "\n".join(lines) + "\n"

@@ -2,7 +2,7 @@
 
 A stage's key is the sha256 of (stage name, stage version, its config section, the keys of its
 upstream artifacts). Its artifact lives in `<root>/artifacts/<stage>/<key[:16]>/` with a
-manifest.json written last: a directory with a manifest is complete and is reused; one without
+artifact.json (its manifest) written last: a directory with one is complete and is reused; one without
 (a killed run) is rebuilt. Changing one section therefore reruns that stage and everything
 downstream of it, and nothing upstream.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 from data.embeddings import atomic_write_json, utc_now
 
-MANIFEST = "manifest.json"
+MANIFEST = "artifact.json"  # not manifest.json: stage outputs (split, export) own that name
 
 
 def stable_hash(obj: Any) -> str:
@@ -54,7 +54,9 @@ class Artifact:
             "reused": self.reused,
             "seconds": round(self.seconds, 3),
             "build_seconds": self.manifest.get("build_seconds"),
-            "upstream": self.manifest.get("upstream", {}),
+            "upstream": {
+                name: info["key"][:16] for name, info in self.manifest.get("upstream", {}).items()
+            },
         }
 
 

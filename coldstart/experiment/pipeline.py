@@ -4,7 +4,7 @@ Stage graph (arrows are upstream -> downstream; a stage's key hashes its config 
 upstream keys):
 
     split -> embed -> index
-    split, embed -> ranker -> evaluate
+    split, embed -> ranker; split, embed, ranker -> evaluate
     split, embed -> stability
     split, embed -> dims
     everything -> report (always written to a fresh run directory)
@@ -28,7 +28,6 @@ from coldstart.experiment import stages
 from coldstart.experiment.artifacts import Artifact, ArtifactStore
 from coldstart.experiment.config import ExperimentConfig
 from coldstart.experiment.stages import StagePending
-from data.embeddings import atomic_write_json
 
 STAGE_ORDER = ("split", "embed", "index", "ranker", "evaluate", "stability", "dims")
 
@@ -150,12 +149,18 @@ def run_experiment(
     )
     attempt(
         "evaluate",
-        ["ranker"],
+        ["split", "embed", "ranker"],
         lambda: store.run(
             "evaluate",
             _section(config.evaluate),
-            [artifacts["ranker"]],
-            lambda out: stages.build_evaluate(artifacts["ranker"].path, config.evaluate, out),
+            [artifacts["split"], artifacts["embed"], artifacts["ranker"]],
+            lambda out: stages.build_evaluate(
+                artifacts["split"].path,
+                artifacts["embed"].path,
+                artifacts["ranker"].path,
+                config.evaluate,
+                out,
+            ),
             version=stages.VERSIONS["evaluate"],
         ),
     )
@@ -195,27 +200,30 @@ def run_experiment(
     run_dir.mkdir(parents=True)
 
     metrics = {
-        "methods": _methods_metrics(artifacts),
+        "methods": _methods_metrics(artifacts, list(config.ranker.methods)),
         "stages": _stages_summary(artifacts, pending),
     }
-    atomic_write_json(run_dir / "metrics.json", metrics)
+    # Plain json.dumps (not sorted) so methods keep the config's order in the file.
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     result = RunResult(run_dir, metrics, artifacts, pending)
     report_mod.write_report(result, config, total_seconds=time.perf_counter() - started)
     return result
 
 
-def _methods_metrics(artifacts: dict[str, Artifact]) -> dict[str, Any]:
-    """{method: {"cold"|"warm"|"all": {recall@10, recall@20, ndcg@10, ndcg@20}}}."""
+def _methods_metrics(artifacts: dict[str, Artifact], order: list[str]) -> dict[str, Any]:
+    """{method: {"cold"|"warm"|"all": {recall@10, recall@20, ndcg@10, ndcg@20}}}, config order."""
     if "evaluate" not in artifacts:
         return {}
     table = json.loads((artifacts["evaluate"].path / "quality.json").read_text())
     keys = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+    names = [m for m in order if m in table] + [m for m in table if m not in order]
     return {
         method: {
-            part: {k: float(values[part][k]) for k in keys} for part in ("cold", "warm", "all")
+            part: {k: float(table[method][part][k]) for k in keys}
+            for part in ("cold", "warm", "all")
         }
-        for method, values in table.items()
+        for method in names
     }
 
 

@@ -28,7 +28,7 @@ def test_same_config_and_upstream_reuses(tmp_path):
     assert calls == ["a", "b"]
     assert a2.reused and b2.reused and not a.reused
     assert (a2.key, b2.key) == (a.key, b.key)
-    manifest = json.loads((b.path / "manifest.json").read_text())
+    manifest = json.loads((b.path / "artifact.json").read_text())
     assert manifest["upstream"]["a"]["key"] == a.key
     assert manifest["summary"] == {"name": "b"}
 
@@ -53,7 +53,7 @@ def test_incomplete_artifact_is_rebuilt_and_failures_leave_nothing(tmp_path):
     store = ArtifactStore(tmp_path, log=lambda m: None)
     calls: list[str] = []
     a = store.run("a", {"x": 1}, [], _builder(calls, "a"))
-    (a.path / "manifest.json").unlink()  # as if killed before the manifest was written
+    (a.path / "artifact.json").unlink()  # as if killed before the manifest was written
     again = store.run("a", {"x": 1}, [], _builder(calls, "a"))
     assert calls == ["a", "a"] and not again.reused
 
