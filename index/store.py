@@ -1,0 +1,264 @@
+"""DurableIndex: a VectorIndex in a directory, with snapshot + write-ahead log.
+
+Directory layout:
+    manifest.json            factory, metric, dim, ntotal, id type, source export, snapshot, lsn
+    snapshot-<lsn>/          index.faiss, items.npz (internal ids, item ids, vectors), state.json
+    wal.log                  records with lsn > the snapshot's, fsync'd before each ack
+
+A write is appended to the WAL and fsync'd, then applied, then acknowledged: a write that was
+acknowledged survives `kill -9`. Snapshots are written to a temp directory, fsync'd, renamed
+into place and only then named in the manifest (atomic rename); the WAL is reset after. Replay
+on open skips records the snapshot already holds, so a crash between steps is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.embeddings import atomic_write_json, utc_now
+from index.config import IndexConfig, StoreConfig
+from index.vector_index import InvalidInput, SearchResult, VectorIndex, _faiss
+from index.wal import OP_DELETE, OP_UPSERT, WalRecord, WriteAheadLog
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+WAL = "wal.log"
+FORMAT = "coldstart-index/1"
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+    path = Path(directory) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{directory} is not an index directory: no {MANIFEST}")
+    raw = json.loads(path.read_text())
+    if raw.get("format") != FORMAT:
+        raise ValueError(f"{path}: unknown format {raw.get('format')!r}, expected {FORMAT}")
+    return raw
+
+
+class DurableIndex:
+    """Thread-safe durable wrapper: upsert/delete are logged, searches go to the VectorIndex."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        index: VectorIndex,
+        store: StoreConfig,
+        manifest: dict[str, Any],
+        wal: WriteAheadLog,
+        next_lsn: int,
+    ) -> None:
+        self.directory = Path(directory)
+        self.index = index
+        self.store = store
+        self.manifest = manifest
+        self._wal = wal
+        self._next_lsn = next_lsn
+        self._snapshot_lsn = int(manifest["lsn"])
+        self._ops_since_snapshot = 0
+        self._write_mutex = threading.Lock()
+        self._snapshot_thread: threading.Thread | None = None
+        self.replayed = 0
+
+    # ----------------------------------------------------------------- create / open
+    @classmethod
+    def create(
+        cls,
+        directory: str | os.PathLike,
+        index: VectorIndex,
+        store: StoreConfig | None = None,
+        source: dict[str, Any] | None = None,
+    ) -> DurableIndex:
+        """Persist a (built) VectorIndex as a new index directory; refuses to overwrite one."""
+        directory = Path(directory)
+        if (directory / MANIFEST).exists():
+            raise FileExistsError(f"{directory} already holds an index")
+        directory.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": FORMAT,
+            "factory": index.config.factory,
+            "metric": index.config.metric,
+            "dim": index.dim,
+            "id_type": index.config.id_type,
+            "normalize": index.config.normalize,
+            "config": index.config.to_dict(),
+            "source": source or {},
+            "created_at": utc_now(),
+            "lsn": -1,
+            "snapshot": None,
+            "ntotal": 0,
+        }
+        wal = WriteAheadLog(directory / WAL, fsync=(store or StoreConfig()).fsync)
+        self = cls(directory, index, store or StoreConfig(), manifest, wal, next_lsn=0)
+        self.snapshot(force=True)
+        return self
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike,
+        store: StoreConfig | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> DurableIndex:
+        """Load the latest snapshot and replay the WAL.
+
+        overrides: search-time IndexConfig fields (nprobe, ef_search, replica...); the stored
+        factory, metric, dim, id type and normalization always win.
+        """
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        store = store or StoreConfig()
+        cfg = dict(manifest["config"])
+        for key, value in (overrides or {}).items():
+            if key in ("factory", "metric", "dim", "id_type", "normalize"):
+                raise ValueError(f"{key} is fixed by the stored index and cannot be overridden")
+            cfg[key] = value
+        config = IndexConfig.from_dict(cfg)
+        snap = directory / manifest["snapshot"]
+        state = json.loads((snap / "state.json").read_text())
+        with np.load(snap / "items.npz", allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        faiss_index = _faiss().read_index(str(snap / "index.faiss"))
+        index = VectorIndex.restore(config, faiss_index, arrays, state)
+        _clean_orphans(directory, keep=manifest["snapshot"])
+        wal = WriteAheadLog(directory / WAL, fsync=store.fsync)
+        if wal.torn_bytes:
+            log.warning("dropped a torn WAL tail of %d bytes (never acknowledged)", wal.torn_bytes)
+        next_lsn = int(manifest["lsn"]) + 1
+        replayed = 0
+        for record in wal.replayed():
+            if record.lsn <= manifest["lsn"]:
+                continue  # already in the snapshot (crash between snapshot and WAL reset)
+            _apply(index, record)
+            next_lsn = max(next_lsn, record.lsn + 1)
+            replayed += 1
+        self = cls(directory, index, store, manifest, wal, next_lsn)
+        self.replayed = replayed
+        self._ops_since_snapshot = replayed
+        return self
+
+    # ----------------------------------------------------------------- writes
+    def upsert(self, ids: list[Any], vectors: Any) -> int:
+        """Validate, log (fsync), apply. Returns the record's lsn once durable."""
+        norm, vecs = self.index.check_upsert(ids, vectors)
+        if not norm:
+            raise InvalidInput("nothing to upsert")
+        with self._write_mutex:
+            lsn = self._next_lsn
+            self._wal.append(WalRecord(lsn=lsn, op=OP_UPSERT, ids=norm, vectors=vecs))
+            self._next_lsn += 1
+            self.index.upsert(norm, vecs, _checked=True)
+            self._ops_since_snapshot += len(norm)
+        self._maybe_snapshot()
+        return lsn
+
+    def delete(self, ids: list[Any]) -> tuple[int, int]:
+        """Log and apply a delete. Returns (items removed, lsn); unknown ids are ignored."""
+        norm = [self.index.normalize_id(i) for i in ids]
+        with self._write_mutex:
+            present = [i for i in norm if i in self.index]
+            if not present:
+                return 0, self._next_lsn - 1
+            lsn = self._next_lsn
+            self._wal.append(WalRecord(lsn=lsn, op=OP_DELETE, ids=present, vectors=None))
+            self._next_lsn += 1
+            removed = self.index.delete(present)
+            self._ops_since_snapshot += len(present)
+        self._maybe_snapshot()
+        return removed, lsn
+
+    # ----------------------------------------------------------------- reads
+    def search(self, queries: Any, k: int) -> SearchResult:
+        return self.index.search(queries, k)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def lsn(self) -> int:
+        return self._next_lsn - 1
+
+    # ----------------------------------------------------------------- snapshots
+    def _maybe_snapshot(self) -> None:
+        if self._ops_since_snapshot < self.store.snapshot_every_ops:
+            return
+        if self._snapshot_thread is not None and self._snapshot_thread.is_alive():
+            return
+        self._snapshot_thread = threading.Thread(target=self.snapshot, daemon=True)
+        self._snapshot_thread.start()
+
+    def snapshot(self, force: bool = False) -> bool:
+        """Write a snapshot atomically and reset the WAL. False when nothing changed."""
+        with self._write_mutex, self.index.frozen():
+            lsn = self._next_lsn - 1
+            if not force and lsn == self._snapshot_lsn:
+                return False
+            name = f"snapshot-{lsn + 1:012d}"  # +1 so the empty initial snapshot is 0
+            tmp = self.directory / f".{name}.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            _faiss().write_index(self.index.faiss_index(), str(tmp / "index.faiss"))
+            np.savez(tmp / "items.npz", **self.index.state_arrays())
+            state = {"lsn": lsn, **self.index.meta(), "written_at": utc_now()}
+            (tmp / "state.json").write_text(json.dumps(state))
+            for child in tmp.iterdir():
+                with open(child, "rb") as handle:
+                    os.fsync(handle.fileno())
+            _fsync_path(tmp)
+            final = self.directory / name
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_path(self.directory)
+            manifest = dict(self.manifest)
+            manifest.update(snapshot=name, lsn=lsn, ntotal=len(self.index), updated_at=utc_now())
+            atomic_write_json(self.directory / MANIFEST, manifest)
+            self.manifest = manifest
+            self._wal.reset()
+            self._snapshot_lsn = lsn
+            self._ops_since_snapshot = 0
+            _clean_orphans(self.directory, keep=name)
+            return True
+
+    def close(self, snapshot: bool = True) -> None:
+        """Snapshot (optional), then close the WAL and stop replica threads."""
+        if self._snapshot_thread is not None:
+            self._snapshot_thread.join()
+        if snapshot:
+            self.snapshot()
+        self._wal.close()
+        self.index.close()
+
+
+def _apply(index: VectorIndex, record: WalRecord) -> None:
+    if record.op == OP_UPSERT:
+        index.upsert(record.ids, record.vectors)
+    elif record.op == OP_DELETE:
+        index.delete(record.ids)
+    else:
+        raise ValueError(f"unknown WAL op {record.op}")
+
+
+def _clean_orphans(directory: Path, keep: str) -> None:
+    """Remove snapshots other than `keep` and temp directories from interrupted snapshots."""
+    for child in directory.iterdir():
+        is_snap = child.name.startswith("snapshot-") or child.name.startswith(".snapshot-")
+        if is_snap and child.is_dir() and child.name != keep:
+            shutil.rmtree(child, ignore_errors=True)
