@@ -143,8 +143,9 @@ class BodyLimitMiddleware:
                 await _plain(send, 413, f"body over the {self.limit}-byte limit")
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(BaseException):
+    """BaseException on purpose: FastAPI turns any Exception raised while reading a body into
+    a 400; this one must reach BodyLimitMiddleware to become a 413."""
 
 
 async def _plain(send: Callable, status: int, detail: str) -> None:

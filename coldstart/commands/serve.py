@@ -1,0 +1,115 @@
+"""`coldstart serve`: the index HTTP API (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="coldstart serve",
+        description="Serve an index directory over HTTP: search by vector, id or media; "
+        "live upsert/delete (bearer token); /health, /ready, /metrics, OpenAPI docs at /docs.",
+    )
+    p.add_argument("--index", required=True, help="index directory (coldstart index build)")
+    p.add_argument("--encoder", help="encoder name for media queries (encoders registry)")
+    p.add_argument("--pretrained", help="encoder weights: open_clip tag, file or .ckpt")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--config", help="YAML with `index:`, `store:` and `server:` sections")
+    p.add_argument("--no-batching", action="store_true", help="one FAISS call per request")
+    p.add_argument("--max-batch-size", type=int, help="query rows per FAISS call")
+    p.add_argument("--max-wait-ms", type=float, help="wait for a batch to fill (ms)")
+    p.add_argument("--nprobe", type=int, help="IVF cells visited per query")
+    p.add_argument("--ef-search", type=int, help="HNSW search beam width")
+    p.add_argument("--replica", choices=["auto", "gpu", "clone", "none"], help="GPU replicas")
+    p.add_argument("--token-file", help="file holding the bearer token for writes")
+    p.add_argument(
+        "--token-env", help="environment variable holding the token (COLDSTART_API_TOKEN)"
+    )
+    p.add_argument("--auth-reads", action="store_true", help="require the token for reads too")
+    p.add_argument(
+        "--insecure-writes", action="store_true", help="allow writes with no token configured"
+    )
+    p.add_argument("--id-rows", help="embedding export of ID-embedding rows (cold-start estimates)")
+    p.add_argument("--id-rows-modality", help="modality of the --id-rows export to read")
+    p.add_argument("--no-fsync", action="store_true", help="skip fsync on writes (unsafe)")
+    p.add_argument("--snapshot-every", type=int, help="items written between snapshots")
+    p.add_argument("--log-level", default="info")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from index.config import IndexConfig, ServerConfig, StoreConfig, load_yaml
+    from index.server import create_app, run_server
+    from index.store import DurableIndex, read_manifest
+
+    raw = load_yaml(args.config) if args.config else {}
+    try:
+        read_manifest(args.index)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"coldstart serve: {err}", file=sys.stderr)
+        return 2
+    overrides = {
+        k: v for k, v in raw.get("index", {}).items() if k not in IndexConfig.__dataclass_fields__
+    }
+    if overrides:
+        print(f"coldstart serve: unknown index keys {sorted(overrides)}", file=sys.stderr)
+        return 2
+    overrides = {
+        k: v
+        for k, v in raw.get("index", {}).items()
+        if k not in ("factory", "metric", "dim", "id_type", "normalize")
+    }
+    for key, value in (
+        ("nprobe", args.nprobe),
+        ("ef_search", args.ef_search),
+        ("replica", args.replica),
+    ):
+        if value is not None:
+            overrides[key] = value
+    store = StoreConfig.from_dict(raw.get("store", {}))
+    if args.no_fsync:
+        store.fsync = False
+    if args.snapshot_every is not None:
+        store.snapshot_every_ops = args.snapshot_every
+    server = ServerConfig.from_dict(raw.get("server", {}))
+    if args.no_batching:
+        server.batching = False
+    for key, value in (
+        ("max_batch_size", args.max_batch_size),
+        ("max_wait_ms", args.max_wait_ms),
+        ("token_file", args.token_file),
+        ("token_env", args.token_env),
+        ("id_rows", args.id_rows),
+        ("id_rows_modality", args.id_rows_modality),
+    ):
+        if value is not None:
+            setattr(server, key, value)
+    server.auth_reads = server.auth_reads or args.auth_reads
+    server.insecure_writes = server.insecure_writes or args.insecure_writes
+
+    encode = None
+    if args.encoder:
+        from coldstart.serving import make_encode
+
+        encode, enc_dim = make_encode(args.encoder, args.pretrained)
+        index_dim = read_manifest(args.index)["dim"]
+        if enc_dim != index_dim:
+            print(
+                f"coldstart serve: encoder {args.encoder!r} has dim {enc_dim}, "
+                f"the index has {index_dim}",
+                file=sys.stderr,
+            )
+            return 2
+
+    def load() -> DurableIndex:
+        return DurableIndex.open(args.index, store, overrides)
+
+    app = create_app(load, server, encode=encode)
+    run_server(app, args.host, args.port, log_level=args.log_level)
+    return 0
