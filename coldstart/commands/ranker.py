@@ -1,0 +1,44 @@
+"""`coldstart ranker fit|validate|test|predict --config configs/ranker/<name>.yaml`.
+
+LightningCLI over ranker.lit.LitRanker + RankerDataModule. Every run saves its resolved
+config.yaml beside its logs; checkpoints carry the model config (`--ckpt_path last` resumes from
+the ModelCheckpoint's last.ckpt). `predict` writes item vectors (warm and cold), user vectors and
+the user tower through ranker.lit.RankerExportWriter.
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: coldstart ranker {fit,validate,test,predict} --config configs/ranker/<name>.yaml [options]
+
+Train and evaluate the cold-start ranker (LightningCLI). Examples:
+  coldstart ranker fit --config configs/ranker/movielens.yaml
+  coldstart ranker fit --config configs/ranker/movielens.yaml --ckpt_path last        # resume
+  coldstart ranker test --config configs/ranker/movielens.yaml --ckpt_path last
+  coldstart ranker predict --config configs/ranker/movielens.yaml --ckpt_path last
+  coldstart ranker fit --config configs/ranker/synthetic.yaml --trainer.devices=2 --trainer.strategy=ddp
+
+`coldstart ranker fit --help` lists every option (model.*, data.*, trainer.*)."""
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    from lightning.pytorch.cli import LightningCLI
+
+    from ranker.lit import LitRanker, RankerDataModule
+
+    old = sys.argv
+    try:
+        sys.argv = ["coldstart ranker", *argv]
+        LightningCLI(
+            LitRanker,
+            RankerDataModule,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )
+    finally:
+        sys.argv = old
+    return 0
