@@ -82,7 +82,6 @@ class ServerConfig:
     insecure_writes: bool = False  # allow writes without any token configured (local dev)
     id_rows: str | None = None  # embedding export of ID-embedding rows for cold-start estimates
     id_rows_modality: str | None = None
-    cold_k: int = 10  # neighbours used to estimate a cold item's ID-embedding row
 
     def token(self) -> str | None:
         """The configured bearer token (file wins over env var), or None."""

@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
@@ -312,6 +313,20 @@ def create_app(
     async def _http_error(request: Request, err: HTTPError) -> JSONResponse:
         return JSONResponse({"detail": err.detail}, status_code=err.status, headers=err.headers)
 
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, err: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the input back, and NaN/inf inputs cannot be JSON-encoded
+        # (a 500): keep only where and what went wrong.
+        errors = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+            for e in err.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
     @app.exception_handler(InvalidInput)
     async def _invalid(request: Request, err: InvalidInput) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=422)
@@ -388,7 +403,7 @@ def create_app(
 
     async def _cold_start(
         idx: DurableIndex,
-        vector: np.ndarray,
+        vector: Any,
         k: int,
         item_id: Any,
         insert: bool,
@@ -531,7 +546,7 @@ def create_app(
         if (body.vector is None) == (body.text is None):
             raise HTTPError(422, "send exactly one of vector or text")
         if body.vector is not None:
-            vector = np.asarray(body.vector, dtype=np.float32)
+            vector = body.vector  # validated (finite, dim, float32 range) by prepare()
         else:
             vector = await _encode([], [body.text or ""], idx)
         out = await _cold_start(idx, vector, body.k, body.item_id, body.insert, request)

@@ -18,6 +18,7 @@ from index.config import IndexConfig, StoreConfig
 from index.store import DurableIndex
 from index.vector_index import VectorIndex
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DIM = 16
 N = 600
 
