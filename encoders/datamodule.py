@@ -1,0 +1,243 @@
+"""(image, text) pairs from webdataset shards for contrastive training.
+
+Texts come from each sample's `.txt` member, else `json["caption"|"text"]`, else a catalogue
+(e.g. the MovieLens title + genres of the poster's movie). Preprocessing is the encoder's own
+(`Encoder.preprocessor()`), run in DataLoader workers; batches are formed inside the dataset so
+each worker tokenizes whole batches at once.
+
+Under DDP every rank must run the same number of training steps or the gradient all-reduce
+hangs; the training stream therefore has a fixed number of batches per rank and epoch
+(total samples // (world * batch)), cycling over that consumer's shards when they run short.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from data.schema import ImageTextBatch
+from data.shards import IMAGE_EXTENSIONS, ShardReader, expand_urls
+from encoders.base import Preprocessor
+from encoders.catalogue import CatalogueTexts, load_catalogue_texts
+
+
+def count_image_samples(url: str) -> int:
+    """Number of keys with an image member in a tar, from headers only (no decoding)."""
+    keys = set()
+    with tarfile.open(url, mode="r|*") as tar:
+        for member in tar:
+            base = member.name.rpartition("/")[2]
+            stem, _, ext = base.partition(".")
+            if member.isfile() and ext.lower() in IMAGE_EXTENSIONS and not stem.startswith("."):
+                keys.add(member.name.rpartition(".")[0] if "/" in member.name else stem)
+    return len(keys)
+
+
+def _world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class PairBatches(IterableDataset):
+    """Batches of (image, text) pairs from shards, as `ImageTextBatch`.
+
+    train: shuffled shards + sample buffer, drop_last, and exactly `steps_per_rank` batches
+    per epoch per rank (split over DataLoader workers). Otherwise every sample once, in order.
+    """
+
+    def __init__(
+        self,
+        urls: list[str],
+        preprocessor: Preprocessor,
+        batch_size: int,
+        train: bool,
+        seed: int = 0,
+        buffer: int = 256,
+        catalogue: CatalogueTexts | None = None,
+        steps_per_rank: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.urls = urls
+        self.pre = preprocessor
+        self.batch_size = batch_size
+        self.train = train
+        self.seed = seed
+        self.buffer = buffer if train else 0
+        self.catalogue = catalogue
+        self.steps_per_rank = steps_per_rank
+        self.epoch = 0
+        self.skipped: Counter = Counter()
+
+    def __len__(self) -> int:
+        if self.steps_per_rank is None:
+            raise TypeError("evaluation streams have no fixed length")
+        return self.steps_per_rank
+
+    def _text(self, sample: dict[str, Any]) -> str | None:
+        if sample.get("text"):
+            return sample["text"]
+        meta = sample.get("json") or {}
+        for name in ("caption", "text"):
+            if isinstance(meta, dict) and meta.get(name):
+                return str(meta[name])
+        if self.catalogue is not None:
+            item = self.catalogue.lookup(sample["key"], sample.get("item_id"))
+            if item is not None and self.catalogue.texts.get(item):
+                return self.catalogue.texts[item]
+        return None
+
+    def _reader(self) -> ShardReader:
+        _, world = _world()
+        info = torch.utils.data.get_worker_info()
+        consumers = world * (info.num_workers if info is not None else 1)
+        # Fewer shards than consumers: every consumer reads every shard, keeps every n-th sample.
+        split_by = "shard" if len(self.urls) >= consumers else "sample"
+        reader = ShardReader(
+            self.urls, seed=self.seed, shuffle=self.train, buffer=self.buffer, split_by=split_by
+        )
+        reader.skipped = self.skipped
+        return reader
+
+    def _quota(self) -> int | None:
+        if self.steps_per_rank is None:
+            return None
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.steps_per_rank // workers + (worker < self.steps_per_rank % workers)
+
+    def _collate(self, rows: list[tuple[torch.Tensor, str, str]]) -> ImageTextBatch:
+        images = torch.stack([r[0] for r in rows])  # (B, 3, H, W)
+        tokens = self.pre.text([r[1] for r in rows])  # (B, L)
+        return ImageTextBatch(images=images, tokens=tokens, keys=[r[2] for r in rows])
+
+    def __iter__(self) -> Iterator[ImageTextBatch]:
+        reader = self._reader()
+        quota = self._quota()
+        made, epoch = 0, self.epoch
+        rows: list[tuple[torch.Tensor, str, str]] = []
+        while quota is None or made < quota:
+            reader.set_epoch(epoch)
+            seen = 0
+            for sample in reader:
+                seen += 1
+                text = self._text(sample)
+                if text is None:
+                    self.skipped["missing_text"] += 1
+                    continue
+                try:
+                    pixels = self.pre.image(sample["image"])
+                except Exception:  # noqa: BLE001 - a bad image must not end the epoch
+                    self.skipped["transform_error"] += 1
+                    continue
+                rows.append((pixels, text, sample["key"]))
+                if len(rows) == self.batch_size:
+                    yield self._collate(rows)
+                    rows, made = [], made + 1
+                    if quota is not None and made >= quota:
+                        return
+            if quota is None:
+                if rows:  # evaluation keeps the tail
+                    yield self._collate(rows)
+                return
+            if seen == 0:
+                raise RuntimeError(f"no readable samples in {len(self.urls)} training shard(s)")
+            epoch += 1  # cycle: this consumer's shards ran short of its quota
+
+
+class ImageTextDataModule(L.LightningDataModule):
+    """Shards of (image, text) pairs for `LitContrastive`.
+
+    train/val/test: shard specs (brace pattern, glob, directory). catalogue: 'movielens',
+    'movielens:<root>' or an item table, for shards without captions. The preprocessing comes
+    from the model being trained (`trainer.lightning_module.encoder`), so it always matches.
+    """
+
+    def __init__(
+        self,
+        train: str | None = None,
+        val: str | None = None,
+        test: str | None = None,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        seed: int = 0,
+        shuffle_buffer: int = 256,
+        catalogue: str | None = None,
+        samples_per_epoch: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.preprocessor: Preprocessor | None = None
+        self._catalogue: CatalogueTexts | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.preprocessor is None:
+            model = self.trainer.lightning_module if self.trainer is not None else None
+            if model is None or not hasattr(model, "encoder"):
+                raise RuntimeError(
+                    "ImageTextDataModule needs a model with .encoder (or set .preprocessor)"
+                )
+            self.preprocessor = model.encoder.preprocessor()
+        if self.hparams.catalogue and self._catalogue is None:
+            self._catalogue = load_catalogue_texts(self.hparams.catalogue)
+
+    def _urls(self, spec: str | None, split: str) -> list[str]:
+        if not spec:
+            raise ValueError(f"no {split} shards configured (data.{split})")
+        urls = expand_urls(spec)
+        if not urls:
+            raise FileNotFoundError(f"no shards match {spec!r} ({split})")
+        return urls
+
+    def _loader(self, dataset: PairBatches, workers: int) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        urls = self._urls(self.hparams.train, "train")
+        total = self.hparams.samples_per_epoch or sum(count_image_samples(u) for u in urls)
+        _, world = _world()
+        steps = total // (world * self.hparams.batch_size)
+        if steps < 1:
+            raise ValueError(
+                f"{total} training samples < world size {world} x batch size {self.hparams.batch_size}"
+            )
+        ds = PairBatches(
+            urls,
+            self.preprocessor,
+            self.hparams.batch_size,
+            train=True,
+            seed=self.hparams.seed,
+            buffer=self.hparams.shuffle_buffer,
+            catalogue=self._catalogue,
+            steps_per_rank=steps,
+        )
+        ds.epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        return self._loader(ds, self.hparams.num_workers)
+
+    def _eval_loader(self, spec: str | None, split: str) -> DataLoader:
+        ds = PairBatches(
+            self._urls(spec, split),
+            self.preprocessor,
+            self.hparams.batch_size,
+            train=False,
+            catalogue=self._catalogue,
+        )
+        return self._loader(ds, min(self.hparams.num_workers, len(ds.urls)))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.hparams.val, "val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.hparams.test or self.hparams.val, "test")
