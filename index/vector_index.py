@@ -152,7 +152,7 @@ class VectorIndex:
         self._free_rows: list[int] = []
         self._next_id = 0
         self._tombstones: set[int] = set()
-        self._selector: tuple[Any, Any] | None = None  # (SearchParameters, selector) refs
+        self._selector: tuple[Any, Any] | None = None  # (IDSelectorNot, refs kept alive)
         self._index = self._new_index()
         self._apply_search_params(self._index)
         self._can_remove = self._probe_remove(self._index)
@@ -394,7 +394,7 @@ class VectorIndex:
             self._index.remove_ids(internal)
         else:
             self._tombstones.update(internal.tolist())
-            self._selector = None
+            self._selector = self._make_selector()
         rows = self._row_of[internal]
         self._free_rows.extend(rows.tolist())
         self._row_of[internal] = -1
@@ -466,20 +466,26 @@ class VectorIndex:
         kk = min(k, n_index)
         if not self._tombstones:
             return self._index.search(q, kk)
+        selector = self._selector  # built by writers only: readers never free it under us
+        if selector is None:
+            return self._filtered(self._index, q, k, self._tombstones)
         try:
-            return self._index.search(q, kk, params=self._tombstone_params())
+            # A fresh SearchParameters per call: IndexIDMap swaps params.sel during a search,
+            # so sharing one between concurrent searches is a use-after-free.
+            params = _faiss().SearchParameters(sel=selector[0])
+            return self._index.search(q, kk, params=params)
         except (RuntimeError, TypeError):
             return self._filtered(self._index, q, k, self._tombstones)
 
-    def _tombstone_params(self) -> Any:
-        if self._selector is None:
-            faiss = _faiss()
-            dead = np.fromiter(self._tombstones, dtype=np.int64)
-            batch = faiss.IDSelectorBatch(dead)
-            sel = faiss.IDSelectorNot(batch)
-            params = faiss.SearchParameters(sel=sel)
-            self._selector = (params, (batch, sel))  # keep the C++ objects alive
-        return self._selector[0]
+    def _make_selector(self) -> tuple[Any, Any] | None:
+        """SearchParameters hiding the tombstones (call with the write lock held)."""
+        if not self._tombstones:
+            return None
+        faiss = _faiss()
+        dead = np.fromiter(self._tombstones, dtype=np.int64)
+        batch = faiss.IDSelectorBatch(dead)
+        sel = faiss.IDSelectorNot(batch)
+        return (sel, (batch, dead))  # keep the C++ objects and their data alive
 
     def _filtered(
         self, index: Any, q: np.ndarray, k: int, hidden: set[int] | frozenset[int]
@@ -639,4 +645,5 @@ class VectorIndex:
         self._ext_of[internal] = ext
         self._ext_to_int = dict(zip(items, internal.tolist(), strict=True))
         self._tombstones = set(int(t) for t in meta.get("tombstones", []))
+        self._selector = self._make_selector()
         return self

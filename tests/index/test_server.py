@@ -265,3 +265,48 @@ def test_ready_is_503_until_loaded_and_metrics(durable, vectors):
         rows = float(text.split("coldstart_search_batch_rows_sum ")[1].split()[0])
         calls = float(text.split("coldstart_search_batch_rows_count ")[1].split()[0])
         assert rows == 32 and calls < 32
+
+
+def test_concurrent_readers_and_writers_over_http(server, vectors):
+    client, _ = server
+    base_url = str(client.base_url)
+    rng = np.random.default_rng(3)
+    fresh = rng.standard_normal((120, DIM)).astype(np.float32)
+    fresh /= np.linalg.norm(fresh, axis=1, keepdims=True)
+
+    async def run() -> tuple[list[int], list[int]]:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as aclient:
+
+            async def writer(lo: int) -> list[int]:
+                codes = []
+                for i in range(lo, lo + 60, 10):
+                    items = [
+                        {"id": 10_000 + j, "vector": fresh[j].tolist()} for j in range(i, i + 10)
+                    ]
+                    r = await aclient.post("/v1/items", json={"items": items}, headers=AUTH)
+                    codes.append(r.status_code)
+                    r = await aclient.delete(f"/v1/items/{i}", headers=AUTH)  # old warm items
+                    codes.append(r.status_code)
+                return codes
+
+            async def reader() -> list[int]:
+                codes = []
+                for _ in range(15):
+                    r = await aclient.post(
+                        "/v1/search", json={"vectors": vectors[:8].tolist(), "k": 5}
+                    )
+                    codes.append(r.status_code)
+                    for res in r.json()["results"]:
+                        assert len(res["ids"]) == 5 and len(set(res["ids"])) == 5
+                return codes
+
+            results = await asyncio.gather(writer(0), writer(60), *[reader() for _ in range(4)])
+            return [c for rs in results[:2] for c in rs], [c for rs in results[2:] for c in rs]
+
+    write_codes, read_codes = asyncio.run(run())
+    assert set(write_codes) == {200} and set(read_codes) == {200}
+    r = client.post("/v1/search", json={"vectors": fresh.tolist(), "k": 1})
+    assert [res["ids"][0] for res in r.json()["results"]] == [10_000 + j for j in range(120)]
+    deleted = [i for lo in (0, 60) for i in range(lo, lo + 60, 10)]
+    assert all(client.get(f"/v1/items/{i}").status_code == 404 for i in deleted)
+    assert client.get("/ready").json()["items"] == N + 120 - len(deleted)
