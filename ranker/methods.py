@@ -52,7 +52,7 @@ METHODS = ("popularity", "id_only", "content_knn", "content_projection", "ours",
 DEFAULTS: dict[str, dict[str, Any]] = {
     "common": {
         "dim": 64,
-        "epochs": 12,
+        "epochs": 8,
         "lr": 3e-3,
         "batch_requests": 128,
         "items_per_request": 6,
@@ -67,12 +67,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "id_dropout": 0.0,
         "ridge": 10.0,
     },
-    "ours": {"use_content": True, "init": "content", "combine": "residual", "id_dropout": 0.5},
+    "ours": {"use_content": True, "init": "content", "combine": "residual", "id_dropout": 0.3},
     "ours+sid": {
         "use_content": True,
         "init": "content",
         "combine": "residual",
-        "id_dropout": 0.5,
+        "id_dropout": 0.3,
         "semantic_ids": True,
     },
 }

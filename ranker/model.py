@@ -152,7 +152,7 @@ class ItemTower(nn.Module):
     @torch.no_grad()
     def warm_start(self) -> None:
         """Set every available ID row to its item's projected content (transfer learning)."""
-        rows = torch.flatnonzero(self.id_available)
+        rows = torch.nonzero(self.id_available).flatten()
         vectors = self.content_vectors(rows)
         self.table.weight.index_copy_(0, self.table.row_of(self.id_keys[rows]), vectors)
 
@@ -174,7 +174,9 @@ class ItemTower(nn.Module):
                 use = self.id_available[item_rows]  # (N,)
                 if drop_ids and cfg.id_dropout > 0:
                     use = use & (torch.rand(use.shape, device=use.device) >= cfg.id_dropout)
-                ids = self.table(self.id_keys[item_rows])  # (N, D + 1)
+                # Rows without an ID (cold, new) look up key 0 and are masked out below.
+                keys = torch.where(self.id_available[item_rows], self.id_keys[item_rows], 0)
+                ids = self.table(keys)  # (N, D + 1)
                 mask = use.unsqueeze(1).to(vec.dtype)
                 vec = (
                     vec + mask * ids if cfg.combine == "residual" else mask * ids + (1 - mask) * vec
@@ -199,7 +201,7 @@ class ItemTower(nn.Module):
             [self.id_available, torch.zeros(m, dtype=torch.bool, device=self.id_available.device)]
         )
         self.id_keys = torch.cat(
-            [self.id_keys, torch.arange(start, start + m, device=self.id_keys.device)]
+            [self.id_keys, torch.zeros(m, dtype=torch.int64, device=self.id_keys.device)]
         )
         if self.sid is not None:
             extra = (

@@ -8,8 +8,6 @@ the user tower through ranker.lit.RankerExportWriter.
 
 from __future__ import annotations
 
-import sys
-
 USAGE = """usage: coldstart ranker {fit,validate,test,predict} --config configs/ranker/<name>.yaml [options]
 
 Train and evaluate the cold-start ranker (LightningCLI). Examples:
@@ -30,15 +28,12 @@ def main(argv: list[str]) -> int:
 
     from ranker.lit import LitRanker, RankerDataModule
 
-    old = sys.argv
-    try:
-        sys.argv = ["coldstart ranker", *argv]
-        LightningCLI(
-            LitRanker,
-            RankerDataModule,
-            save_config_kwargs={"overwrite": True},
-            auto_configure_optimizers=False,
-        )
-    finally:
-        sys.argv = old
+    # args=argv, not a rewritten sys.argv: DDP's launcher re-runs the real command line.
+    LightningCLI(
+        LitRanker,
+        RankerDataModule,
+        args=argv,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+    )
     return 0
