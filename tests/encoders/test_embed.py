@@ -1,0 +1,180 @@
+"""coldstart embed: exact export contents, corrupt images, resume after SIGKILL, --devices 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data.embeddings import EmbeddingManifest, read_embeddings
+from data.shards import iter_shard, write_shards
+from data.synthetic import make_synthetic
+from encoders import create_encoder
+from encoders.embed import EmbedConfig, build_embeddings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict:
+    """6 shards x 12 images (one corrupt), and a catalogue with 10 extra items without media."""
+    root = tmp_path_factory.mktemp("media")
+    syn = make_synthetic(n_items=82, n_classes=8, image_size=32, seed=1)
+    items = syn.dataset.items.copy()
+    with_media = items.iloc[:72]
+    samples = []
+    for key, item in zip(with_media["media_key"], with_media["item_id"]):
+        samples.append({"key": key, "image": syn.images[key], "json": {"item_id": int(item)}})
+    samples[5]["image"] = b"\xff\xd8\xff this is not a jpeg"  # corrupt: skipped, counted
+    shards = write_shards(samples, str(root / "media-%03d.tar"), maxcount=12)
+    items.loc[72:, "media_key"] = None  # 10 cold items with a title only
+    catalogue = root / "items.parquet"
+    from data.io import write_table
+
+    write_table(items, catalogue)
+    # A fixed tiny open_clip in a local dir: every process loads the same weights.
+    import open_clip
+
+    enc_dir = root / "tiny-encoder"
+    enc_dir.mkdir()
+    torch.manual_seed(0)
+    model = create_encoder("tiny-clip").model
+    cfg = open_clip.get_model_config("coldstart-tiny")
+    (enc_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    torch.save(model.state_dict(), enc_dir / "open_clip_pytorch_model.bin")
+    return {
+        "root": root,
+        "encoder": str(enc_dir),
+        "shards": shards,
+        "spec": str(root / "media-{000..005}.tar"),
+        "catalogue": str(catalogue),
+        "items": items,
+        "images": syn.images,
+        "corrupt_item": int(with_media["item_id"].iloc[5]),
+    }
+
+
+def test_embed_export_contents_and_resume(media, tmp_path):
+    out = tmp_path / "emb"
+    config = EmbedConfig(
+        encoder=media["encoder"], inputs=[media["spec"], media["catalogue"]], out=str(out),
+        batch_size=8, num_workers=0, progress=False,
+    )  # fmt: skip
+    manifest = build_embeddings(config)
+    assert manifest.extra["complete"] and manifest.normalized and manifest.dim == 64
+    assert manifest.skipped == {"corrupt_image": 1}
+    assert len(manifest.parts) == 7  # 6 shards + 1 text chunk of the media-less items
+    enc = create_encoder(media["encoder"])
+    assert manifest.weights_sha256 == enc.weights_sha256()
+    assert manifest.modalities == ["image", "text", "fused"]
+
+    ids, img = read_embeddings(out, "image")
+    assert len(ids) == 71 and len(set(ids.tolist())) == 71  # 72 images, 1 corrupt
+    assert media["corrupt_item"] not in set(ids.tolist())
+    t_ids, txt = read_embeddings(out, "text")
+    assert sorted(t_ids.tolist()) == sorted(media["items"]["item_id"].tolist())  # all 82 titles
+    f_ids, fused = read_embeddings(out, "fused")
+    assert sorted(f_ids.tolist()) == sorted(t_ids.tolist())  # every item gets a fused vector
+    np.testing.assert_allclose(np.linalg.norm(fused, axis=1), 1.0, atol=1e-5)
+
+    # Vectors are the encoder's own: re-embed a few directly and compare.
+    first = list(iter_shard(media["shards"][0]))[:5]  # JPEG-decoded, as the job sees them
+    assert [s["item_id"] for s in first] == ids[:5].tolist()
+    direct = enc.encode_image([s["image"] for s in first]).numpy()
+    np.testing.assert_allclose(img[:5], direct, atol=1e-4)
+    titles = dict(zip(media["items"]["item_id"], media["items"]["title"]))
+    genres = dict(zip(media["items"]["item_id"], media["items"]["genres"]))
+    texts = [f"{titles[int(i)]}. {', '.join(genres[int(i)])}" for i in t_ids[:5]]
+    np.testing.assert_allclose(txt[:5], enc.encode_text(texts).numpy(), atol=1e-4)
+    # Fused = normalized mean of image and text where both exist, the text alone otherwise.
+    pos_img = {int(i): k for k, i in enumerate(ids)}
+    pos_txt = {int(i): k for k, i in enumerate(t_ids)}
+    for k, item in enumerate(f_ids[:80]):
+        item = int(item)
+        expect = txt[pos_txt[item]] + (img[pos_img[item]] if item in pos_img else 0)
+        np.testing.assert_allclose(fused[k], expect / np.linalg.norm(expect), atol=1e-5)
+
+    # Rerun with the same arguments: nothing is recomputed, the export is unchanged.
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
+    again = build_embeddings(config)
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")} == before
+    assert [p.sha256 for p in again.parts] == [p.sha256 for p in manifest.parts]
+
+
+def _embed_cmd(media: dict, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "coldstart", "embed", "--encoder", media["encoder"],
+        "--input", *extra, "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+
+
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+
+
+@pytest.mark.slow
+def test_sigkill_midway_then_resume(media, tmp_path):
+    """Kill -9 after the first part lands; the rerun finishes with one vector per sample."""
+    syn = make_synthetic(n_items=320, n_classes=8, image_size=32, seed=2)
+    samples = [
+        {"key": k, "image": syn.images[k], "json": {"item_id": int(i)}}
+        for k, i in zip(syn.dataset.items["media_key"], syn.dataset.items["item_id"])
+    ]
+    write_shards(samples, str(tmp_path / "many-%03d.tar"), maxcount=16)  # 20 shards
+    out = tmp_path / "emb"
+    cmd = _embed_cmd(media, out, str(tmp_path / "many-{000..019}.tar"))
+    cmd += ["--batch-size", "4", "--num-workers", "0"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while not (out / "manifest.json").exists() and time.time() < deadline:
+            assert proc.poll() is None, "embed exited before writing a part"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    killed = EmbeddingManifest.load(out)
+    assert not killed.extra["complete"] and 1 <= len(killed.parts) < 20
+    kept = {p.name: (out / p.name).stat().st_mtime_ns for p in killed.parts}
+
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["complete"] and summary["input_samples"] == 320
+    ids, vecs = read_embeddings(out, "image")
+    assert len(ids) == 320 and len(set(ids.tolist())) == 320  # exactly one vector per sample
+    assert set(ids.tolist()) == set(syn.dataset.items["item_id"].tolist())
+    # Finished parts of the killed run were kept, not recomputed.
+    assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept
+    assert not list(out.glob(".*tmp*"))  # no half-written files left visible as parts
+
+
+@pytest.mark.slow
+def test_two_devices_split_by_shard(media, tmp_path):
+    single = build_embeddings(
+        EmbedConfig(
+            encoder=media["encoder"], inputs=[media["spec"], media["catalogue"]],
+            out=str(tmp_path / "one"), batch_size=8, num_workers=0, progress=False,
+        )
+    )  # fmt: skip
+    cmd = _embed_cmd(media, tmp_path / "two", media["spec"], media["catalogue"])
+    cmd += ["--devices", "2", "--batch-size", "8", "--num-workers", "1"]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = EmbeddingManifest.load(tmp_path / "two")
+    assert two.extra["complete"] and [p.name for p in two.parts] == [p.name for p in single.parts]
+    assert two.skipped == single.skipped == {"corrupt_image": 1}
+    for modality in ("image", "text", "fused"):
+        ids1, v1 = read_embeddings(tmp_path / "one", modality)
+        ids2, v2 = read_embeddings(tmp_path / "two", modality)
+        assert len(set(ids2.tolist())) == len(ids2)  # no duplicates
+        np.testing.assert_array_equal(ids1, ids2)  # no gaps, same order
+        np.testing.assert_allclose(v1, v2, atol=1e-5)
