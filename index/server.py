@@ -614,8 +614,9 @@ def create_app(
         written = await run_in_threadpool(idx.snapshot)
         return JSONResponse({"written": written, "lsn": idx.lsn})
 
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # Added last = outermost: metrics also count the 413s of the body limit.
     app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
 

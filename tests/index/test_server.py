@@ -154,6 +154,9 @@ def test_oversized_bodies_get_413(server, vectors):
     r = client.post("/v1/search", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413
     assert client.get("/health").status_code == 200  # still alive
+    lines = client.get("/metrics").text.splitlines()
+    counted = [float(ln.split()[-1]) for ln in lines if 'status="413"' in ln and "_total" in ln]
+    assert sum(counted) == 2  # metrics sit outside the body limit and count its 413s
 
 
 def test_media_search_and_upload_guards(server, vectors):
