@@ -33,6 +33,11 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _params_text(params: dict[str, Any]) -> str:
+    keys = ("dim", "epochs", "init", "id_dropout", "lr", "max_seconds")
+    return ", ".join(f"{k}={params[k]}" for k in keys if k in params) or "ranker defaults"
+
+
 def quality_table(methods: dict[str, Any]) -> str:
     """Markdown table: one row per method, cold/warm/all x R@10, R@20, N@10, N@20; best in bold."""
     if not methods:
@@ -271,7 +276,8 @@ def write_report(result: RunResult, config: ExperimentConfig, total_seconds: flo
             f"each item's top-{data['k']} neighbours (cosine over item vectors) between the two "
             "runs, and between an old model (trained without the newest "
             f"{data['retrain_fraction']:.0%} of the training log) and the retrained one. "
-            "Rows: content warm start vs random init of the ID rows."
+            "Rows: content warm start vs random init of the ID rows. Trained with "
+            f"`{_params_text(data['rows'][0].get('params', {}))}`."
         )
         out.append("")
         out.append(stability_table(data))
@@ -282,7 +288,8 @@ def write_report(result: RunResult, config: ExperimentConfig, total_seconds: flo
         out.append(
             f"Method `{data['method']}` at each item-vector dim; the index holds every item "
             f"vector (`{data['factory']}`), QPS = {data['queries']} user-vector queries of "
-            f"top-{data['k']}, batched, on {data['threads']} thread(s)."
+            f"top-{data['k']}, batched, best of 3 passes, on {data['threads']} thread(s). Trained "
+            f"with `{_params_text(data.get('params', {}))}`."
         )
         out.append("")
         out.append(dims_table(data))
@@ -331,3 +338,30 @@ def write_report(result: RunResult, config: ExperimentConfig, total_seconds: flo
     path = run_dir / "report.md"
     path.write_text("\n".join(out))
     return path
+
+
+def publish(run_dir: str | Path, dest: str | Path, prefix: str) -> list[Path]:
+    """Copy a run's report.md and PNGs into `dest` as `<prefix>_*` (for the README's docs/).
+
+    Image links in the copied report are rewritten to the new names. Returns the written paths.
+    """
+    import shutil
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    config = _read_json(run_dir / "config.json") or {}
+    if (config.get("data") or {}).get("posters"):
+        raise ValueError(
+            "refusing to publish a run that used posters: committed figures come from the "
+            "embedded MovieLens data only"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    report = (run_dir / "report.md").read_text()
+    for png in sorted(run_dir.glob("*.png")):
+        target = dest / f"{prefix}_{png.name}"
+        shutil.copyfile(png, target)
+        report = report.replace(f"]({png.name})", f"]({target.name})")
+        written.append(target)
+    (dest / f"{prefix}_report.md").write_text(report)
+    written.append(dest / f"{prefix}_report.md")
+    return written

@@ -53,6 +53,13 @@ def _parser(prog: str, demo: bool) -> argparse.ArgumentParser:
         help="rebuild a stage even when its cached artifact matches (repeatable)",
     )
     parser.add_argument(
+        "--publish",
+        default=None,
+        metavar="DIR",
+        help="also copy report.md and the PNG plots into DIR as <name>_* (e.g. docs/ for the "
+        "README; refused for runs with posters)",
+    )
+    parser.add_argument(
         "--no-analysis",
         action="store_true",
         help="skip the stability and dims analyses (core stages only)",
@@ -90,6 +97,11 @@ def _run(argv: list[str], prog: str, demo: bool) -> int:
     )
     print(f"stages ({elapsed:.1f} s): {statuses}")
     print(f"report: {result.run_dir / 'report.md'}")
+    if args.publish:
+        from coldstart.report import publish
+
+        written = publish(result.run_dir, args.publish, config.name)
+        print(f"published: {', '.join(str(p) for p in written)}")
     print(result.run_dir, flush=True)
     return 0
 

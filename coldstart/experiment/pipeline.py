@@ -109,6 +109,10 @@ def run_experiment(
     attempt("split", [], run_split)
 
     embed_section = {"embed": _section(config.embed), "posters": config.data.posters}
+    if not config.data.posters:
+        # Without posters the image settings change nothing: keep them out of the key.
+        for key in ("image_encoder", "image_pretrained", "fusion", "image_weight"):
+            embed_section["embed"].pop(key)
     attempt(
         "embed",
         ["split"],

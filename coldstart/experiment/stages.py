@@ -37,8 +37,8 @@ VERSIONS = {
     "index": 1,
     "ranker": 1,
     "evaluate": 1,
-    "stability": 1,
-    "dims": 1,
+    "stability": 2,
+    "dims": 2,
 }
 
 
@@ -483,7 +483,7 @@ def build_stability(
     out: Path,
 ) -> dict[str, Any]:
     """Neighbour overlap between seeds and between an old and a retrained model, per init."""
-    methods_mod = require("ranker.methods", "fit_method")
+    methods_mod = require("ranker.methods", "fit_method", "method_params")
     data_mod = require("ranker.data", "build_ranker_data")
     from data.embeddings import atomic_write_json
     from data.schema import TIMESTAMP
@@ -503,6 +503,7 @@ def build_stability(
     result_rows = []
     for init in cfg.inits:
         params = {**params_for(ranker, cfg.method), **cfg.params, "init": init}
+        resolved = methods_mod.method_params(cfg.method, params, cfg.seeds[0])
         print(
             f"[stability] {cfg.method} init={init} seeds={cfg.seeds} + old model",
             file=sys.stderr,
@@ -528,7 +529,7 @@ def build_stability(
                 else None,
                 "cold_recall@20": metrics["cold"]["recall@20"],
                 "warm_recall@20": metrics["warm"]["recall@20"],
-                "params": _jsonable(params),
+                "params": _jsonable(resolved),
             }
         )
     data_out = {
@@ -556,7 +557,7 @@ def build_dims(
     """Item-vector dim -> cold/warm Recall@20, index memory and search QPS (index.VectorIndex)."""
     import time
 
-    methods_mod = require("ranker.methods", "fit_method")
+    methods_mod = require("ranker.methods", "fit_method", "method_params")
     index_mod = require("index", "IndexConfig", "VectorIndex")
     import faiss
 
@@ -612,6 +613,11 @@ def build_dims(
         "queries": cfg.qps_queries,
         "threads": int(faiss.omp_get_max_threads()),
         "items": int(data.num_items),
+        "params": _jsonable(
+            methods_mod.method_params(
+                cfg.method, {**params_for(ranker, cfg.method), **cfg.params}, ranker.seed
+            )
+        ),
         "rows": rows,
     }
     atomic_write_json(out / "dims.json", result)

@@ -152,3 +152,69 @@ def test_shipped_synthetic_config_points_at_reproducible_files(tmp_path):
     fresh = load_dataset(write_synthetic_files(tmp_path))
     assert shipped.interactions.equals(fresh.interactions)
     assert shipped.items["item_id"].tolist() == fresh.items["item_id"].tolist()
+
+
+def test_publish_copies_report_and_plots_and_refuses_posters(first_run, tmp_path):
+    from coldstart.report import publish
+
+    run_dir = first_run[0]
+    written = publish(run_dir, tmp_path / "docs", "synthetic")
+    names = {p.name for p in written}
+    assert {"synthetic_report.md", "synthetic_quality.png", "synthetic_dims.png"} <= names
+    text = (tmp_path / "docs" / "synthetic_report.md").read_text()
+    assert "](synthetic_quality.png)" in text and "](quality.png)" not in text
+
+    fake = tmp_path / "poster_run"
+    fake.mkdir()
+    (fake / "config.json").write_text(json.dumps({"data": {"posters": "posters-{000..003}.tar"}}))
+    (fake / "report.md").write_text("# x\n")
+    with pytest.raises(ValueError, match="posters"):
+        publish(fake, tmp_path / "docs2", "x")
+
+
+def test_posters_join_text_content(tmp_path, capsys):
+    """With media shards, image vectors are embedded, fused with text, and feed the ranker."""
+    from data.embeddings import EmbeddingManifest, read_embeddings
+    from data.shards import write_shards
+    from data.synthetic import make_synthetic
+
+    mapping = write_synthetic_files(tmp_path / "data", n_items=120, n_users=60, per_user=15, seed=4)
+    synthetic = make_synthetic(n_items=120, n_users=60, interactions_per_user=15, seed=4)
+    keys = synthetic.dataset.items["item_id"].tolist()
+    # Media keys of the generic catalogue default to the item id string (SKU-00001, ...).
+    samples = [
+        {"key": f"SKU-{i:05d}", "image": synthetic.images[f"{i:06d}"]} for i in keys[:100]
+    ]  # the last 20 items have no image: they keep text only
+    shards = write_shards(samples, str(tmp_path / "shards" / "media-%03d.tar"), maxcount=50)
+    assert len(shards) == 2
+    raw = yaml.safe_load((REPO / "configs/experiments/synthetic_generic.yaml").read_text())
+    raw.update(output_dir=str(tmp_path / "out"))
+    raw["data"].update(
+        mapping=str(mapping), posters=str(tmp_path / "shards" / "media-{000..001}.tar")
+    )
+    raw["embed"].update(encoder="tiny-clip", image_encoder=None, fusion="mean")
+    raw["ranker"].update(
+        methods=["popularity", "content_knn", "ours"], params={"dim": 8, "epochs": 1}
+    )
+    config = tmp_path / "posters.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    _, metrics, _ = _run(capsys, ["--config", str(config), "--no-analysis"])
+    assert list(metrics["methods"]) == ["popularity", "content_knn", "ours"]
+    assert "stability" not in metrics["stages"] and "dims" not in metrics["stages"]
+    embed_dir = Path(metrics["stages"]["embed"]["path"])
+    manifest = EmbeddingManifest.load(embed_dir)
+    assert manifest.modalities == ["text", "image", "fused"]
+    assert len(manifest.source_shards) == 2
+    image_ids, _ = read_embeddings(embed_dir, "image")
+    fused_ids, fused = read_embeddings(embed_dir, "fused")
+    text_ids, text = read_embeddings(embed_dir, "text")
+    assert len(image_ids) == 100 and len(fused_ids) == 120
+    # Items without an image keep exactly their text vector; the others are moved by the image.
+    row = {v: i for i, v in enumerate(text_ids.tolist())}
+    no_image = [i for i, v in enumerate(fused_ids.tolist()) if v not in set(image_ids.tolist())]
+    with_image = [i for i in range(len(fused_ids)) if i not in set(no_image)]
+    import numpy as np
+
+    assert np.allclose(fused[no_image], text[[row[fused_ids[i]] for i in no_image]], atol=1e-5)
+    moved = fused[with_image] - text[[row[fused_ids[i]] for i in with_image]]
+    assert np.abs(moved).max() > 1e-3
