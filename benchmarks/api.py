@@ -123,7 +123,8 @@ def _run_mode(
         str(port),
     ]
     cmd += ["--log-level", "warning", "--max-batch-size", str(args.max_batch_size)]
-    cmd += ["--max-wait-ms", str(args.max_wait_ms)]
+    cmd += ["--max-wait-ms", str(args.max_wait_ms), "--batch-workers", str(args.batch_workers)]
+    cmd += ["--faiss-threads", str(args.faiss_threads)]
     if not batching:
         cmd.append("--no-batching")
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
@@ -149,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--factory", default="Flat")
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--max-wait-ms", type=float, default=1.0)
+    p.add_argument("--batch-workers", type=int, default=2, help="batches searched at once")
+    p.add_argument(
+        "--faiss-threads", type=int, default=1, help="OpenMP threads per FAISS call, both modes"
+    )
     args = p.parse_args(argv)
 
     from data.synthetic import clustered_vectors
@@ -174,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                 "dim": args.dim,
                 "factory": args.factory,
                 "seconds": args.seconds,
+                "faiss_threads": args.faiss_threads,
+                "batch_workers": args.batch_workers,
                 "qps_batched": round(batched["qps"], 1),
                 "qps_unbatched": round(unbatched["qps"], 1),
                 "speedup": round(batched["qps"] / max(unbatched["qps"], 1e-9), 2),

@@ -40,20 +40,26 @@ class MicroBatcher:
         max_batch_size: int = 64,
         max_wait_ms: float = 1.0,
         on_batch: Callable[[int], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self.search_fn = search_fn
         self.max_batch_size = max(1, int(max_batch_size))
         self.max_wait_s = max(0.0, float(max_wait_ms) / 1000.0)
         self.on_batch = on_batch
+        self.workers = max(1, int(workers))
         self._queue: asyncio.Queue[_Pending] | None = None
-        self._worker: asyncio.Task | None = None
-        # One search thread: batches run one after another; FAISS parallelizes inside a call.
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="faiss-batch")
+        self._tasks: list[asyncio.Task] = []
+        # `workers` batches may be searched at once, each in its own thread (FAISS releases
+        # the GIL); with one, batches run back to back and FAISS parallelizes inside a call.
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            self.workers, thread_name_prefix="faiss-batch"
+        )
 
     async def search(self, queries: np.ndarray, k: int) -> tuple[list[list], list[np.ndarray]]:
         if self._queue is None:
             self._queue = asyncio.Queue()
-            self._worker = asyncio.get_running_loop().create_task(self._run())
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._run()) for _ in range(self.workers)]
         future = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(queries, k, future))
         return await future
@@ -105,9 +111,9 @@ class MicroBatcher:
             start = end
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._worker
-            self._worker = None
+                await task
+        self._tasks = []
         self._pool.shutdown(wait=False)

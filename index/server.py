@@ -272,6 +272,12 @@ def create_app(
 
     def _load() -> None:
         try:
+            import faiss
+
+            if config.faiss_threads > 0:
+                faiss.omp_set_num_threads(config.faiss_threads)
+            if config.blas_threshold is not None:
+                faiss.cvar.distance_compute_blas_threshold = int(config.blas_threshold)
             loaded = load() if callable(load) else load
             loaded.index.start_replicas()
             state.index = loaded
@@ -292,6 +298,7 @@ def create_app(
                 config.max_batch_size,
                 config.max_wait_ms,
                 on_batch=metrics.batch.observe,
+                workers=config.batch_workers,
             )
         yield
         await loader

@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-batching", action="store_true", help="one FAISS call per request")
     p.add_argument("--max-batch-size", type=int, help="query rows per FAISS call")
     p.add_argument("--max-wait-ms", type=float, help="wait for a batch to fill (ms)")
+    p.add_argument("--batch-workers", type=int, help="batches searched at once (threads)")
+    p.add_argument("--faiss-threads", type=int, help="OpenMP threads per FAISS call (0: default)")
     p.add_argument("--nprobe", type=int, help="IVF cells visited per query")
     p.add_argument("--ef-search", type=int, help="HNSW search beam width")
     p.add_argument("--replica", choices=["auto", "gpu", "clone", "none"], help="GPU replicas")
@@ -83,6 +85,8 @@ def main(argv: list[str]) -> int:
     for key, value in (
         ("max_batch_size", args.max_batch_size),
         ("max_wait_ms", args.max_wait_ms),
+        ("batch_workers", args.batch_workers),
+        ("faiss_threads", args.faiss_threads),
         ("token_file", args.token_file),
         ("token_env", args.token_env),
         ("id_rows", args.id_rows),
