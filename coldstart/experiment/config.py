@@ -51,7 +51,8 @@ class EmbedConfig:
 
     text_fields: item columns joined into one text per item. Tags are written by users after they
     interact, so they stay out by default (they would leak the future into cold items).
-    image_encoder: encoder for posters (None: the text encoder when it has an image tower).
+    image_encoder: encoder for posters, run as the composite `<image_encoder>+<encoder>` (None:
+    `encoder` itself must have an image tower). It must output the text encoder's dim.
     fusion: how text and image vectors of one item combine ("mean" or "weighted").
     """
 
@@ -59,10 +60,10 @@ class EmbedConfig:
     pretrained: str | None = None
     text_fields: list[str] = field(default_factory=lambda: ["title", "genres"])
     image_encoder: str | None = None
-    image_pretrained: str | None = None
     fusion: str = "mean"
     image_weight: float = 0.5
     batch_size: int = 128
+    num_workers: int = 1  # DataLoader workers of the embedding job (tokenizing, decoding)
     threads: int = 0  # torch threads for encoding; 0 keeps torch's default
 
 

@@ -111,7 +111,7 @@ def run_experiment(
     embed_section = {"embed": _section(config.embed), "posters": config.data.posters}
     if not config.data.posters:
         # Without posters the image settings change nothing: keep them out of the key.
-        for key in ("image_encoder", "image_pretrained", "fusion", "image_weight"):
+        for key in ("image_encoder", "fusion", "image_weight"):
             embed_section["embed"].pop(key)
     attempt(
         "embed",

@@ -33,7 +33,7 @@ from data.schema import Dataset
 # Bump a stage's version when its builder's output changes: old artifacts then stop matching.
 VERSIONS = {
     "split": 1,
-    "embed": 1,
+    "embed": 2,
     "index": 1,
     "ranker": 1,
     "evaluate": 1,
@@ -102,175 +102,55 @@ def load_split(split_dir: Path) -> Any:
 # --------------------------------------------------------------------------- embed
 
 
-def _batched_encode(encode: Any, inputs: list[Any], batch_size: int, desc: str) -> np.ndarray:
-    """Encode `inputs` in batches with a progress bar -> (N, D) float32."""
-    from tqdm import tqdm
-
-    chunks = []
-    for start in tqdm(range(0, len(inputs), batch_size), desc=desc, unit="batch", leave=False):
-        chunks.append(encode(inputs[start : start + batch_size]).cpu().numpy())
-    return np.concatenate(chunks).astype(np.float32)
-
-
 def build_embed(split_dir: Path, cfg: EmbedConfig, data: DataConfig, out: Path) -> dict[str, Any]:
-    """Embed every catalogue item's text (and its poster when shards are given) -> export.
+    """Embed the split's catalogue (and posters when shards are given) with the encoders' batch
+    job (encoders.embed.build_embeddings: Lightning predict, one part per shard / text chunk).
 
-    Parts: part-text.parquet (modality "text"), part-image.parquet ("image") and
-    part-fused.parquet ("fused", text and image fused by encoders.fusion; text-only items keep
-    their text vector). Downstream stages read "fused" when present, else "text".
+    With posters the job runs a composite encoder, `<image_encoder>+<encoder>` (images from the
+    first, texts from the second, one space), and writes "image", "text" and "fused" rows.
+    Downstream stages read "fused" when present, else "text".
     """
-    encoders = require("encoders", "create_encoder")
-    from data.embeddings import EmbeddingManifest, write_part
-    from data.io import read_table
-    from data.schema import ITEM_ID, item_text
+    embed = require("encoders.embed", "EmbedConfig", "build_embeddings")
+    from data.embeddings import EmbeddingManifest
 
     if cfg.threads > 0:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    items = read_table(split_dir / "items.parquet")
-    ids = items[ITEM_ID].to_numpy()
-    fields = tuple(cfg.text_fields)
-    missing = [f for f in fields if f not in items.columns]
-    if missing:
-        raise ValueError(
-            f"embed.text_fields {missing} are not catalogue columns {list(items.columns)}"
-        )
-    texts = [item_text(row, fields) for row in items[list(fields)].to_dict("records")]
-    has_text = np.array([bool(t) for t in texts])
-    text_encoder = encoders.create_encoder(cfg.encoder, cfg.pretrained)
-    # Short texts first: batches pad to their longest text, so sorting saves most of the work.
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    order = order[has_text[order]]
-    text_vecs = np.zeros((len(items), text_encoder.dim), dtype=np.float32)
-    if len(order):
-        encoded = _batched_encode(
-            text_encoder.encode_text, [texts[i] for i in order], cfg.batch_size, "embed text"
-        )
-        text_vecs[order] = encoded
-    manifest = EmbeddingManifest(
-        encoder=cfg.encoder,
-        encoder_config=dataclasses.asdict(text_encoder.config),
-        weights_sha256=text_encoder.weights_sha256(),
-        dim=text_encoder.dim,
-        normalized=True,
-        modalities=["text"],
-        extra={
-            "text_fields": list(fields),
-            "items": len(items),
-            "items_with_text": int(has_text.sum()),
-        },
-    )
-    manifest.parts.append(
-        write_part(
-            out, "part-text.parquet", ids[has_text], "text", text_vecs[has_text], "catalogue"
-        )
-    )
-    summary: dict[str, Any] = {
-        "encoder": cfg.encoder,
-        "dim": text_encoder.dim,
-        "weights_sha256": manifest.weights_sha256,
-        "items_with_text": int(has_text.sum()),
-    }
+    inputs = [str(split_dir / "items.parquet")]
+    encoder, fusion_weights = cfg.encoder, {}
     if data.posters:
-        image_vecs, has_image, image_info = _embed_posters(items, cfg, data.posters, text_encoder)
-        manifest.modalities.append("image")
-        manifest.source_shards = image_info.pop("shards")
-        manifest.skipped = image_info.pop("skipped")
-        manifest.extra["image"] = image_info
-        manifest.parts.append(
-            write_part(
-                out, "part-image.parquet", ids[has_image], "image", image_vecs[has_image], "posters"
-            )
-        )
-        import torch
-
-        fusion = require("encoders.fusion", "create_fusion")
-        kwargs: dict[str, Any] = {"modalities": ("image", "text")}
+        shards = require("data.shards", "expand_urls").expand_urls(data.posters)
+        missing = [s for s in shards if not Path(s).exists()]
+        if not shards or missing:
+            raise FileNotFoundError(f"poster shards not found: {data.posters} ({missing[:3]})")
+        inputs = [*shards, *inputs]
+        if cfg.image_encoder:
+            encoder = f"{cfg.image_encoder}+{cfg.encoder}"
         if cfg.fusion == "weighted":
-            kwargs["weights"] = {"image": cfg.image_weight, "text": 1.0 - cfg.image_weight}
-        fuse = fusion.create_fusion(cfg.fusion, **kwargs)
-        with torch.no_grad():
-            fused = fuse(
-                {"image": torch.from_numpy(image_vecs), "text": torch.from_numpy(text_vecs)},
-                {"image": torch.from_numpy(has_image), "text": torch.from_numpy(has_text)},
-            ).numpy()
-        keep = has_image | has_text
-        manifest.modalities.append("fused")
-        manifest.parts.append(
-            write_part(out, "part-fused.parquet", ids[keep], "fused", fused[keep], "fusion")
-        )
-        summary.update(image_info, items_with_image=int(has_image.sum()))
-    manifest.save(out)
-    summary.update(modalities=manifest.modalities, count=manifest.count)
-    return summary
-
-
-def _embed_posters(
-    items: pd.DataFrame, cfg: EmbedConfig, posters: str, text_encoder: Any
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(N, D) image vectors aligned to `items`, (N,) has-image mask, and a report."""
-    from collections import Counter
-
-    from tqdm import tqdm
-
-    encoders = require("encoders", "create_encoder")
-    shards_mod = require("data.shards", "expand_urls", "iter_shard")
-    from data.schema import ITEM_ID, MEDIA_KEY
-
-    if "image" in text_encoder.modalities and cfg.image_encoder is None:
-        image_encoder = text_encoder
-    else:
-        if cfg.image_encoder is None:
-            raise ValueError(
-                f"embed.encoder {cfg.encoder!r} has no image tower: set embed.image_encoder "
-                "(same output dim) to embed posters"
-            )
-        image_encoder = encoders.create_encoder(cfg.image_encoder, cfg.image_pretrained)
-    if image_encoder.dim != text_encoder.dim:
-        raise ValueError(
-            f"image encoder dim {image_encoder.dim} != text encoder dim {text_encoder.dim}: "
-            "fusion needs one space"
-        )
-    keys = items[MEDIA_KEY] if MEDIA_KEY in items.columns else items[ITEM_ID].astype(str)
-    row_of = {str(k): i for i, k in enumerate(keys.tolist()) if k is not None}
-    vecs = np.zeros((len(items), image_encoder.dim), dtype=np.float32)
-    has = np.zeros(len(items), dtype=bool)
-    skipped: Counter = Counter()
-    shards = shards_mod.expand_urls(posters)
-    missing_shards = [s for s in shards if not Path(s).exists()]
-    if missing_shards:
-        raise FileNotFoundError(f"poster shards not found: {missing_shards[:3]}")
-    batch_rows: list[int] = []
-    batch_images: list[Any] = []
-
-    def flush() -> None:
-        if batch_rows:
-            vecs[batch_rows] = image_encoder.encode_image(batch_images).cpu().numpy()
-            has[batch_rows] = True
-            batch_rows.clear()
-            batch_images.clear()
-
-    unmatched = 0
-    for shard in tqdm(shards, desc="embed posters", unit="shard", leave=False):
-        for sample in shards_mod.iter_shard(shard, skipped=skipped):
-            row = row_of.get(str(sample["key"]).rsplit("/", 1)[-1])
-            if row is None:
-                unmatched += 1
-                continue
-            batch_rows.append(row)
-            batch_images.append(sample["image"])
-            if len(batch_rows) >= cfg.batch_size:
-                flush()
-    flush()
-    info = {
-        "image_encoder": image_encoder.config.name,
-        "image_weights_sha256": image_encoder.weights_sha256(),
-        "images_unmatched": unmatched,
-        "shards": shards,
-        "skipped": dict(skipped),
+            fusion_weights = {"image": cfg.image_weight, "text": 1.0 - cfg.image_weight}
+    job = embed.EmbedConfig(
+        encoder=encoder,
+        inputs=inputs,
+        out=str(out),
+        pretrained=cfg.pretrained if not data.posters or not cfg.image_encoder else None,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        text_fields=tuple(cfg.text_fields),
+        fusion=cfg.fusion,
+        fusion_weights=fusion_weights,
+        progress=True,
+    )
+    manifest: EmbeddingManifest = embed.build_embeddings(job)
+    return {
+        "encoder": encoder,
+        "dim": manifest.dim,
+        "weights_sha256": manifest.weights_sha256,
+        "modalities": list(manifest.modalities),
+        "count": manifest.count,
+        "skipped": dict(manifest.skipped),
+        "parts": len(manifest.parts),
     }
-    return vecs, has, info
 
 
 def content_vectors(embed_dir: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -203,8 +203,8 @@ def test_posters_join_text_content(tmp_path, capsys):
     assert "stability" not in metrics["stages"] and "dims" not in metrics["stages"]
     embed_dir = Path(metrics["stages"]["embed"]["path"])
     manifest = EmbeddingManifest.load(embed_dir)
-    assert manifest.modalities == ["text", "image", "fused"]
-    assert len(manifest.source_shards) == 2
+    assert set(manifest.modalities) == {"text", "image", "fused"}
+    assert len([s for s in manifest.source_shards if s.endswith(".tar")]) == 2
     image_ids, _ = read_embeddings(embed_dir, "image")
     fused_ids, fused = read_embeddings(embed_dir, "fused")
     text_ids, text = read_embeddings(embed_dir, "text")
