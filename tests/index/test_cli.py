@@ -140,3 +140,39 @@ def test_index_never_imports_encoders_or_ranker_or_coldstart():
             for name in names:
                 top = name.split(".")[0]
                 assert top not in {"encoders", "ranker", "coldstart"}, f"{path}: imports {name}"
+
+
+@pytest.mark.slow
+def test_server_with_a_registered_encoder(tmp_path):
+    """The coldstart wiring end to end: encoders.create_encoder -> encode -> /v1/search/media."""
+    import io
+
+    import httpx
+    from PIL import Image
+
+    from coldstart.serving import make_encode
+    from index.config import IndexConfig, ServerConfig, StoreConfig
+    from index.server import create_app
+    from index.vector_index import VectorIndex
+    from tests.index.conftest import live_server, wait_ready
+
+    pytest.importorskip("open_clip")
+    encode, dim = make_encode("tiny-clip")  # random-init tiny open_clip config, no hub
+    x, _ = clustered_vectors(200, dim, seed=2)
+    index = VectorIndex.build(range(200), x, IndexConfig())
+    durable = DurableIndex.create(tmp_path / "idx", index, StoreConfig(fsync=False))
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 48), (200, 30, 30)).save(buf, format="JPEG")
+    with (
+        live_server(create_app(durable, ServerConfig(), encode=encode)) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        wait_ready(client)
+        r = client.post(
+            "/v1/search/media",
+            data={"text": "a red poster", "k": "5"},
+            files={"image": ("p.jpg", buf.getvalue(), "image/jpeg")},
+        )
+        assert r.status_code == 200 and len(r.json()["ids"]) == 5
+        expected = encode([Image.open(io.BytesIO(buf.getvalue())).convert("RGB")], ["a red poster"])
+        assert r.json()["ids"][0] == index.search(expected[None, :], 1).ids[0][0]
