@@ -87,7 +87,9 @@ class RankerDataModule(L.LightningDataModule):
         batch_requests: int = 128,
         items_per_request: int = 6,
         label_threshold: float | None = 4.0,
-        upsample_power: float = 0.0,
+        upsample_min_count: int = 0,
+        upsample_alpha: float = 0.0,
+        requests: str = "pages",
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
@@ -133,7 +135,9 @@ class RankerDataModule(L.LightningDataModule):
             batch_requests=hp.batch_requests,
             items_per_request=hp.items_per_request,
             label_threshold=hp.label_threshold,
-            upsample_power=hp.upsample_power,
+            upsample_min_count=hp.upsample_min_count,
+            upsample_alpha=hp.upsample_alpha,
+            requests=hp.requests,
             seed=hp.seed,
         )
 

@@ -54,7 +54,14 @@ class TrainConfig:
     weight_decay: float = 0.0
     optimizer: str = "adam"  # adam | rowwise_adagrad (sparse tables)
     label_threshold: float | None = None  # bce: value >= threshold is a positive
-    upsample_power: float = 0.0  # row weight = (1 / item train count) ** power (tail upsampling)
+    # Tail upsampling as row weights (data.sampling.coverage_weights): an item with c train rows
+    # weighs max(1, min_count / c) * c^-alpha per row. Defaults: natural frequencies.
+    upsample_min_count: int = 0
+    upsample_alpha: float = 0.0
+    # "pages": each user's rows by time cut into pages of items_per_request, re-cut per epoch;
+    # "sessions": data.requests.group_requests (log request ids, else time windows).
+    requests: str = "pages"
+    session_window_seconds: int = 60
     dedup: bool = True
     seed: int = 0
     max_seconds: float | None = None  # stop early when the wall-clock budget is spent
@@ -154,25 +161,56 @@ class RequestBatches:
         self.data, self.train = data, train
         self.histories = data.histories(history_len)
         tr = data.train
-        counts = data.train_counts().astype(np.float64)
         self.row_weight = np.ones(len(tr.items), np.float32)
-        if train.upsample_power:
-            w = (1.0 / np.maximum(counts[tr.items], 1.0)) ** train.upsample_power
+        if train.upsample_min_count or train.upsample_alpha:
+            from data.sampling import coverage_weights
+
+            w = coverage_weights(tr.items, train.upsample_min_count, train.upsample_alpha)
             self.row_weight = (w / w.mean()).astype(np.float32)
+        self.sessions = None
+        if train.requests == "sessions":
+            self.sessions = self._sessions()
+        elif train.requests != "pages":
+            raise ValueError(
+                f"TrainConfig.requests must be pages or sessions, got {train.requests!r}"
+            )
         self.labels = None
         if train.label_threshold is not None:
             self.labels = (tr.values >= train.label_threshold).astype(np.float32)
         self.epoch = 0
 
+    def _sessions(self) -> list[np.ndarray]:
+        """Requests from data.requests: the log's request ids, else per-user time windows."""
+        import pandas as pd
+
+        from data.requests import group_requests as group_log
+        from data.schema import REQUEST_ID, TIMESTAMP, USER_ID
+
+        tr = self.data.train
+        frame = pd.DataFrame({USER_ID: tr.users, TIMESTAMP: tr.timestamps})
+        if tr.request_ids is not None:
+            frame[REQUEST_ID] = tr.request_ids
+        ids = group_log(
+            frame, self.train.session_window_seconds, max_size=self.train.items_per_request
+        )[REQUEST_ID].to_numpy()
+        order = np.argsort(ids, kind="stable")
+        cuts = np.flatnonzero(np.diff(ids[order])) + 1
+        return np.split(order, cuts)
+
     def __len__(self) -> int:
-        n_req = int(np.ceil(len(self.data.train.items) / self.train.items_per_request))
+        if self.sessions is not None:
+            return int(np.ceil(len(self.sessions) / self.train.batch_requests))
+        per_user = np.bincount(self.data.train.users)
+        n_req = int(np.ceil(per_user / self.train.items_per_request).sum())
         return int(np.ceil(n_req / self.train.batch_requests))
 
     def __iter__(self) -> Iterator[RequestBatch]:
         rng = np.random.default_rng(self.train.seed * 1000 + self.epoch)
         self.epoch += 1
         tr = self.data.train
-        requests = group_requests(tr.users, self.train.items_per_request, rng, tr.timestamps)
+        requests = self.sessions or group_requests(
+            tr.users, self.train.items_per_request, rng, tr.timestamps
+        )
         order = rng.permutation(len(requests))
         br = self.train.batch_requests
         for start in range(0, len(order), br):
