@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clusters", type=int, default=1024, help="clusters in the synthetic data")
     p.add_argument("--spread", type=float, default=0.3, help="within-cluster noise")
     p.add_argument("--queries", type=int, default=2000)
+    p.add_argument(
+        "--blas-threshold",
+        type=int,
+        default=20,
+        help="queries per call from which flat search uses BLAS (a FAISS global)",
+    )
     p.add_argument("--threads", type=int, default=0, help="FAISS OpenMP threads (0: all)")
     p.add_argument(
         "--factories",
