@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "index",
         "n": args.n,
         "dim": args.dim,
+        "clusters": args.clusters,
         "threads": faiss.omp_get_max_threads(),
     }
     print(
