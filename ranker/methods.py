@@ -74,6 +74,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "combine": "residual",
         "id_dropout": 0.3,
         "semantic_ids": True,
+        "sid_levels": 2,
+        "sid_codewords": 16,
     },
 }
 _METHOD_KEYS = {"ridge"}

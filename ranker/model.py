@@ -47,8 +47,8 @@ class ItemTowerConfig:
     sparse: bool = False
     init_std: float = 0.05
     semantic_ids: bool = False
-    sid_levels: int = 3
-    sid_codewords: int = 64
+    sid_levels: int = 2
+    sid_codewords: int = 16
 
 
 @dataclass

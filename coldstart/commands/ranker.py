@@ -8,6 +8,8 @@ the user tower through ranker.lit.RankerExportWriter.
 
 from __future__ import annotations
 
+import warnings
+
 USAGE = """usage: coldstart ranker {fit,validate,test,predict} --config configs/ranker/<name>.yaml [options]
 
 Train and evaluate the cold-start ranker (LightningCLI). Examples:
@@ -28,7 +30,9 @@ def main(argv: list[str]) -> int:
 
     from ranker.lit import LitRanker, RankerDataModule
 
-    # args=argv, not a rewritten sys.argv: DDP's launcher re-runs the real command line.
+    # args=argv, not a rewritten sys.argv: DDP's launcher re-runs the real command line (whose
+    # leading "ranker" LightningCLI would otherwise warn about).
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     LightningCLI(
         LitRanker,
         RankerDataModule,

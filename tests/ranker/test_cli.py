@@ -19,6 +19,22 @@ CONFIG = REPO / "configs" / "ranker" / "synthetic.yaml"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
+@pytest.mark.parametrize("name", ["movielens", "movielens_sid", "synthetic"])
+def test_configs_parse(name: str, capsys: pytest.CaptureFixture) -> None:
+    config = REPO / "configs" / "ranker" / f"{name}.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        coldstart_main(["ranker", "fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: ranker.lit.RankerExportWriter" in printed and "id_dropout" in printed
+
+
+def test_help_is_fast_and_mentions_the_subcommands(capsys: pytest.CaptureFixture) -> None:
+    assert coldstart_main(["ranker", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(word in out for word in ("fit", "validate", "test", "predict", "--ckpt_path last"))
+
+
 @pytest.mark.slow
 def test_fit_resume_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from data.embeddings import read_embeddings
