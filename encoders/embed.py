@@ -513,12 +513,17 @@ def rebuild_manifest(
 # the job
 
 
-def build_embeddings(config: EmbedConfig) -> EmbeddingManifest:
-    """Run (or resume) an embedding job; returns the manifest as written to `config.out`."""
+def build_embeddings(config: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingManifest:
+    """Run (or resume) an embedding job; returns the manifest as written to `config.out`.
+
+    encoder: an already built encoder to use instead of `create_encoder(config.encoder, ...)`
+    (its config is what the manifest records).
+    """
     shards, catalogue_spec = split_inputs(list(config.inputs))
     if not shards and catalogue_spec is None:
         raise ValueError("nothing to embed: give shards and/or a catalogue with --input")
-    encoder = create_encoder(config.encoder, config.pretrained)
+    if encoder is None:
+        encoder = create_encoder(config.encoder, config.pretrained)
     if shards and IMAGE not in encoder.modalities:
         raise ValueError(f"encoder {config.encoder!r} has no image tower but shards were given")
     want_text = TEXT in encoder.modalities
