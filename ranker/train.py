@@ -228,6 +228,13 @@ class RequestBatches:
 
 
 def create_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW, or RowWiseAdagrad (one state float per row; required for sparse tables)."""
+    cfg = getattr(model, "config", None)
+    sparse = cfg is not None and (cfg.item.sparse or cfg.user.sparse)
+    if sparse and train.optimizer != "rowwise_adagrad":
+        raise ValueError(
+            "sparse ID tables need optimizer='rowwise_adagrad' (Adam has no sparse rows)"
+        )
     if train.optimizer == "adam":
         return torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     if train.optimizer == "rowwise_adagrad":

@@ -104,3 +104,27 @@ def test_rare_ids_lose_their_row_or_share_one(syn_data) -> None:
         len(torch.unique(keys)) == 1
         and model.item_tower.id_available[torch.as_tensor(np.flatnonzero(rare))].all()
     )
+
+
+def test_hashed_sparse_tables_train_with_rowwise_adagrad(syn_data) -> None:
+    from ranker.model import RankerConfig
+    from ranker.train import TrainConfig, create_optimizer, fit_ranker
+
+    cfg = RankerConfig(
+        dim=8,
+        item=ItemTowerConfig(content_hidden=8, hash_size=64, sparse=True),
+        user=UserTowerConfig(hash_size=32, sparse=True, history_len=10),
+    )
+    model, report = create_ranker(syn_data, cfg)
+    assert 0.5 < report["item_hash_collision_rate"] <= 1.0  # ~240 warm items in 64 rows
+    assert model.item_tower.table.weight.shape == (64, 9)
+    with pytest.raises(ValueError, match="rowwise_adagrad"):
+        create_optimizer(model, TrainConfig(optimizer="adam"))
+    before = model.item_tower.table.weight.detach().clone()
+    info = fit_ranker(
+        model,
+        syn_data,
+        TrainConfig(epochs=2, batch_requests=32, optimizer="rowwise_adagrad", lr=0.05),
+    )
+    assert np.isfinite(info["loss"]) and info["steps"] > 0
+    assert not torch.allclose(before, model.item_tower.table.weight)
