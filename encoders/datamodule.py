@@ -12,9 +12,11 @@ hangs; the training stream therefore has a fixed number of batches per rank and 
 
 from __future__ import annotations
 
+import os
 import tarfile
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -151,11 +153,38 @@ class PairBatches(IterableDataset):
             epoch += 1  # cycle: this consumer's shards ran short of its quota
 
 
+def synthetic_pair_shards(
+    directory: str | os.PathLike, n_items: int = 640, n_val: int = 128, seed: int = 0
+) -> tuple[str, str]:
+    """Write synthetic (image, caption) shards (data.synthetic) once; -> (train spec, val spec).
+
+    Train: (n_items - n_val) pairs in 4 shards; val: n_val pairs in one shard. Reused when present.
+    """
+    from data.shards import write_shards
+    from data.synthetic import make_synthetic
+
+    root = Path(directory)
+    train_spec, val_spec = str(root / "train-{000..003}.tar"), str(root / "val-000.tar")
+    if all(os.path.exists(u) for u in expand_urls(train_spec) + [val_spec]):
+        return train_spec, val_spec
+    syn = make_synthetic(n_items=n_items, n_classes=8, image_size=32, seed=seed)
+    items = syn.dataset.items
+    samples = [
+        {"key": k, "image": syn.images[k], "text": syn.captions[k], "json": {"item_id": int(i)}}
+        for k, i in zip(items["media_key"], items["item_id"])
+    ]
+    n_train = n_items - n_val
+    write_shards(samples[:n_train], str(root / "train-%03d.tar"), maxcount=-(-n_train // 4))
+    write_shards(samples[n_train:], str(root / "val-%03d.tar"), maxcount=n_val)
+    return train_spec, val_spec
+
+
 class ImageTextDataModule(L.LightningDataModule):
     """Shards of (image, text) pairs for `LitContrastive`.
 
-    train/val/test: shard specs (brace pattern, glob, directory). catalogue: 'movielens',
-    'movielens:<root>' or an item table, for shards without captions. The preprocessing comes
+    train/val/test: shard specs (brace pattern, glob, directory), or "synthetic": class-visible
+    synthetic pairs written once to `synthetic_dir` (a demo that runs anywhere). catalogue:
+    'movielens', 'movielens:<root>' or an item table, for shards without captions. The preprocessing comes
     from the model being trained (`trainer.lightning_module.encoder`), so it always matches.
     """
 
@@ -170,6 +199,7 @@ class ImageTextDataModule(L.LightningDataModule):
         shuffle_buffer: int = 256,
         catalogue: str | None = None,
         samples_per_epoch: int | None = None,
+        synthetic_dir: str = "runs/data/synthetic-pairs",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -177,6 +207,11 @@ class ImageTextDataModule(L.LightningDataModule):
         self._catalogue: CatalogueTexts | None = None
 
     def setup(self, stage: str | None = None) -> None:
+        if "synthetic" in (self.hparams.train, self.hparams.val, self.hparams.test):
+            train, val = synthetic_pair_shards(self.hparams.synthetic_dir)
+            for split, spec in (("train", train), ("val", val), ("test", val)):
+                if self.hparams[split] == "synthetic":
+                    self.hparams[split] = spec
         if self.preprocessor is None:
             model = self.trainer.lightning_module if self.trainer is not None else None
             if model is None or not hasattr(model, "encoder"):
