@@ -75,7 +75,7 @@ def test_rowwise_adagrad_minimizes() -> None:
         opt.zero_grad()
         (w.pow(2).sum() + b.pow(2).sum()).backward()
         opt.step()
-    assert float(w.abs().max()) < 0.5 and float(b.abs().max()) < 0.5
+    assert float(w.detach().abs().max()) < 0.5 and float(b.detach().abs().max()) < 0.5
 
 
 def test_bad_table_config_is_rejected() -> None:
