@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from data.schema import ITEM_ID, REQUEST_ID, TIMESTAMP, USER_ID, VALUE, RequestBatch
+from data.schema import EVENT, ITEM_ID, REQUEST_ID, TIMESTAMP, USER_ID, VALUE, RequestBatch
 from data.split import SPLIT_COLUMN, Split
 from ranker.metrics import SegmentTask, make_task
 
@@ -26,6 +26,7 @@ class Interactions:
     timestamps: np.ndarray  # (N,) int64
     values: np.ndarray  # (N,) float32
     request_ids: np.ndarray | None = None  # (N,) int64 when the log carries requests
+    events: np.ndarray | None = None  # (N,) event names (e.g. "rating", "click") when present
 
 
 @dataclass
@@ -131,6 +132,7 @@ def build_ranker_data(
             values=df[VALUE].to_numpy().astype(np.float32)
             if VALUE in df
             else np.ones(len(df), np.float32),
+            events=df[EVENT].to_numpy().astype(str) if EVENT in df else None,
             request_ids=df[REQUEST_ID].to_numpy().astype(np.int64)
             if REQUEST_ID in df and df[REQUEST_ID].notna().all()
             else None,

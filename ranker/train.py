@@ -58,6 +58,7 @@ class TrainConfig:
     # weighs max(1, min_count / c) * c^-alpha per row. Defaults: natural frequencies.
     upsample_min_count: int = 0
     upsample_alpha: float = 0.0
+    event_weights: dict[str, float] = field(default_factory=dict)  # e.g. {"purchase": 5.0}
     # "pages": each user's rows by time cut into pages of items_per_request, re-cut per epoch;
     # "sessions": data.requests.group_requests (log request ids, else time windows).
     requests: str = "pages"
@@ -162,11 +163,20 @@ class RequestBatches:
         self.histories = data.histories(history_len)
         tr = data.train
         self.row_weight = np.ones(len(tr.items), np.float32)
+        w = np.ones(len(tr.items), np.float64)
         if train.upsample_min_count or train.upsample_alpha:
             from data.sampling import coverage_weights
 
-            w = coverage_weights(tr.items, train.upsample_min_count, train.upsample_alpha)
-            self.row_weight = (w / w.mean()).astype(np.float32)
+            w = w * coverage_weights(tr.items, train.upsample_min_count, train.upsample_alpha)
+        if train.event_weights:
+            from data.sampling import event_weights
+
+            if tr.events is None:
+                raise ValueError("event_weights given but the train part has no event column")
+            w = w * event_weights(tr.events, train.event_weights)
+        if w.sum() <= 0:
+            raise ValueError("every training row has weight 0")
+        self.row_weight = (w / w.mean()).astype(np.float32)
         self.sessions = None
         if train.requests == "sessions":
             self.sessions = self._sessions()

@@ -36,3 +36,18 @@ def test_upsampling_weights_favour_tail_items(syn_data) -> None:
     assert up.row_weight[counts == counts.min()].min() > up.row_weight[counts == counts.max()].max()
     with pytest.raises(ValueError, match="pages or sessions"):
         RequestBatches(syn_data, 10, TrainConfig(requests="nope"))
+
+
+def test_event_weights_from_data_sampling(syn_data) -> None:
+    import dataclasses
+
+    tr = syn_data.train
+    events = np.where(np.arange(len(tr.items)) % 2 == 0, "click", "buy")
+    parts = {**syn_data.parts, "train": dataclasses.replace(tr, events=events)}
+    data = dataclasses.replace(syn_data, parts=parts)
+    batches = RequestBatches(data, 10, TrainConfig(event_weights={"buy": 3.0}))
+    w = batches.row_weight
+    assert np.allclose(w[events == "buy"], 3.0 * w[events == "click"][0])  # unknown events: 1
+    assert w.mean() == pytest.approx(1.0, rel=1e-5)
+    with pytest.raises(ValueError, match="weight 0"):
+        RequestBatches(syn_data, 10, TrainConfig(event_weights={"click": 0.0}))
