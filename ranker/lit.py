@@ -90,6 +90,7 @@ class RankerDataModule(L.LightningDataModule):
         upsample_min_count: int = 0,
         upsample_alpha: float = 0.0,
         requests: str = "pages",
+        event_weights: dict[str, float] | None = None,
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
@@ -138,6 +139,7 @@ class RankerDataModule(L.LightningDataModule):
             upsample_min_count=hp.upsample_min_count,
             upsample_alpha=hp.upsample_alpha,
             requests=hp.requests,
+            event_weights=dict(hp.event_weights or {}),
             seed=hp.seed,
         )
 
