@@ -178,3 +178,29 @@ def test_two_devices_split_by_shard(media, tmp_path):
         assert len(set(ids2.tolist())) == len(ids2)  # no duplicates
         np.testing.assert_array_equal(ids1, ids2)  # no gaps, same order
         np.testing.assert_allclose(v1, v2, atol=1e-5)
+
+
+def test_catalogue_only_with_tags_flagged(media, tmp_path):
+    items = media["items"].iloc[:20].copy()
+    items["tags"] = [["funny", "dark"] if i % 3 == 0 else [] for i in range(20)]
+    from data.io import write_table
+
+    write_table(items, tmp_path / "items.parquet")
+    config = EmbedConfig(
+        encoder=media["encoder"], inputs=[str(tmp_path / "items.parquet")], out=str(tmp_path / "e"),
+        batch_size=8, num_workers=0, progress=False, with_tags=True,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="interaction-derived"):
+        manifest = build_embeddings(config)
+    assert manifest.modalities == ["text", "tags", "fused"]
+    assert manifest.extra["tags_interaction_derived"] is True
+    assert manifest.extra["rows_per_modality"] == {"text": 20, "tags": 7, "fused": 20}
+    t_ids, txt = read_embeddings(tmp_path / "e", "text")
+    g_ids, tags = read_embeddings(tmp_path / "e", "tags")
+    f_ids, fused = read_embeddings(tmp_path / "e", "fused")
+    assert t_ids.tolist() == f_ids.tolist()
+    k = t_ids.tolist().index(int(g_ids[0]))
+    expect = txt[k] + tags[0]
+    np.testing.assert_allclose(fused[k], expect / np.linalg.norm(expect), atol=1e-5)
+    no_tags = next(i for i in range(20) if int(t_ids[i]) not in set(g_ids.tolist()))
+    np.testing.assert_allclose(fused[no_tags], txt[no_tags], atol=1e-6)
