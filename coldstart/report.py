@@ -229,8 +229,10 @@ def write_report(result: RunResult, config: ExperimentConfig, total_seconds: flo
     stages = result.metrics["stages"]
     arts = result.artifacts
     out: list[str] = [f"# Experiment `{config.name}`", ""]
+    built = sum(float(s.get("build_seconds") or 0.0) for s in stages.values())
     out.append(
-        f"Run directory `{run_dir}` · {total_seconds:.1f} s end to end in this run · "
+        f"Run directory `{run_dir}` · {total_seconds:.1f} s end to end in this run "
+        f"(stages cost {built:.0f} s when built) · "
         f"data `{config.data.loader}`"
         + (f" + posters `{config.data.posters}`" if config.data.posters else "")
         + f" · encoder `{config.embed.encoder}`"
@@ -277,7 +279,7 @@ def write_report(result: RunResult, config: ExperimentConfig, total_seconds: flo
             "runs, and between an old model (trained without the newest "
             f"{data['retrain_fraction']:.0%} of the training log) and the retrained one. "
             "Rows: content warm start vs random init of the ID rows. Trained with "
-            f"`{_params_text(data['rows'][0].get('params', {}))}`."
+            f"`{_params_text({k: v for k, v in data['rows'][0].get('params', {}).items() if k != 'init'})}`."
         )
         out.append("")
         out.append(stability_table(data))
@@ -289,7 +291,7 @@ def write_report(result: RunResult, config: ExperimentConfig, total_seconds: flo
             f"Method `{data['method']}` at each item-vector dim; the index holds every item "
             f"vector (`{data['factory']}`), QPS = {data['queries']} user-vector queries of "
             f"top-{data['k']}, batched, best of 3 passes, on {data['threads']} thread(s). Trained "
-            f"with `{_params_text(data.get('params', {}))}`."
+            f"with `{_params_text({k: v for k, v in data.get('params', {}).items() if k != 'dim'})}`."
         )
         out.append("")
         out.append(dims_table(data))
