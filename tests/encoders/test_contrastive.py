@@ -92,3 +92,26 @@ def test_ddp_two_cpu_processes(pair_shards, tmp_path):
     assert 0.0 <= float(val[-1]["val_i2t_r1"]) <= 1.0
     train = [float(r["train_loss"]) for r in rows if r.get("train_loss")]
     assert train and all(x == x for x in train)  # finite, logged from rank 0
+
+
+def test_poster_pairs_take_text_from_catalogue(poster_shards):
+    """Real posters carry no captions: the pair's text is the movie's title + genres."""
+    from data.movielens import load_movielens
+    from data.schema import item_text
+    from encoders.catalogue import load_catalogue_texts
+    from encoders.datamodule import PairBatches
+
+    pre = create_encoder("tiny-clip").preprocessor()
+    ds = PairBatches(
+        [poster_shards[0]],
+        pre,
+        batch_size=4,
+        train=False,
+        catalogue=load_catalogue_texts("movielens"),
+    )
+    batch = next(iter(ds))
+    assert batch.images.shape == (4, 3, 32, 32)
+    items = load_movielens().items.set_index("item_id")
+    texts = [item_text(items.loc[int(k)].to_dict()) for k in batch.keys]
+    assert all(texts)
+    assert torch.equal(batch.tokens, pre.text(texts))
