@@ -454,6 +454,18 @@ class PartWriter(BasePredictionWriter):
 # manifest and resume
 
 
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _part_sha256(path: Path) -> str:
+    """sha256 of a part, cached by (path, mtime, size): manifests are rebuilt after every part."""
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = sha256_file(path)
+    return _SHA_CACHE[key]
+
+
 def finished_parts(out: Path, weights_sha256: str) -> dict[str, dict]:
     """part name -> sidecar, for parts whose file exists and matches its sidecar's sha256."""
     done: dict[str, dict] = {}
@@ -470,7 +482,7 @@ def finished_parts(out: Path, weights_sha256: str) -> dict[str, dict]:
                 f"{out} holds parts of another encoder/weights ({meta.get('encoder')}); "
                 "use a new --out directory"
             )
-        if part.exists() and sha256_file(part) == meta["part"]["sha256"]:
+        if part.exists() and _part_sha256(part) == meta["part"]["sha256"]:
             done[meta["part"]["name"]] = meta
     return done
 
