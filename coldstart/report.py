@@ -324,6 +324,15 @@ def write_report(result: RunResult, config: ExperimentConfig, total_seconds: flo
         upstream = ", ".join(f"{u}@{v['key'][:16]}" for u, v in art.manifest["upstream"].items())
         out.append(f"| {name} | `{art.version}` | `{art.path}` | {upstream or '–'} |")
     out.append("")
+    if "embed" in arts and config.data.posters:
+        out += ["## Media", ""]
+        out.append(
+            f"Media: item images come from `{config.data.posters}`. Caution: when the presence of "
+            "an image depends on interactions (MovieLens posters exist only for movies with at "
+            "least 5 ratings), the image modality tells a cold item's popularity; compare "
+            "against a text-only run before crediting the images."
+        )
+        out.append("")
     if "embed" in arts:
         s = arts["embed"].manifest.get("summary", {})
         out.append(
