@@ -150,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--factory", default="Flat")
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--max-wait-ms", type=float, default=1.0)
-    p.add_argument("--batch-workers", type=int, default=2, help="batches searched at once")
+    p.add_argument(
+        "--batch-workers",
+        type=int,
+        default=1,
+        help="batches searched at once (the server default; 2 oversubscribes a 2-core machine)",
+    )
     p.add_argument(
         "--faiss-threads", type=int, default=1, help="OpenMP threads per FAISS call, both modes"
     )
