@@ -185,6 +185,27 @@ def _split_name(name: str) -> tuple[str, str]:
     return key, ext.lower() if dot else ""
 
 
+def image_keys(path: str) -> list[str]:
+    """Keys of a shard's samples that have an image member, in file order.
+
+    Reads tar headers only (no decoding), so jobs can plan work and totals cheaply. A damaged
+    shard yields the keys seen before the damage; reading it later counts the damage.
+    """
+    keys: list[str] = []
+    seen: set[str] = set()
+    try:
+        with tarfile.open(path, mode="r|*") as tar:
+            for member in tar:
+                key, ext = _split_name(member.name)
+                hidden = key.rsplit("/", 1)[-1].startswith(".")
+                if member.isfile() and ext in IMAGE_EXTENSIONS and not hidden and key not in seen:
+                    seen.add(key)
+                    keys.append(key)
+    except (tarfile.TarError, OSError, EOFError):
+        pass
+    return keys
+
+
 def _iter_members(path: str, counts: Counter) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {ext: bytes}) groups of consecutive members; tar damage is counted, not raised."""
     current_key: str | None = None

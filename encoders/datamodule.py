@@ -13,7 +13,6 @@ hangs; the training stream therefore has a fixed number of batches per rank and 
 from __future__ import annotations
 
 import os
-import tarfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,21 +23,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from data.schema import ImageTextBatch
-from data.shards import IMAGE_EXTENSIONS, ShardReader, expand_urls
+from data.shards import ShardReader, expand_urls, image_keys
 from encoders.base import Preprocessor
 from encoders.catalogue import CatalogueTexts, load_catalogue_texts
-
-
-def count_image_samples(url: str) -> int:
-    """Number of keys with an image member in a tar, from headers only (no decoding)."""
-    keys = set()
-    with tarfile.open(url, mode="r|*") as tar:
-        for member in tar:
-            base = member.name.rpartition("/")[2]
-            stem, _, ext = base.partition(".")
-            if member.isfile() and ext.lower() in IMAGE_EXTENSIONS and not stem.startswith("."):
-                keys.add(member.name.rpartition(".")[0] if "/" in member.name else stem)
-    return len(keys)
 
 
 def _world() -> tuple[int, int]:
@@ -241,7 +228,7 @@ class ImageTextDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         urls = self._urls(self.hparams.train, "train")
-        total = self.hparams.samples_per_epoch or sum(count_image_samples(u) for u in urls)
+        total = self.hparams.samples_per_epoch or sum(len(image_keys(u)) for u in urls)
         _, world = _world()
         steps = total // (world * self.hparams.batch_size)
         if steps < 1:

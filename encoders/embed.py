@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tarfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from data.embeddings import (
     sha256_file,
     write_part,
 )
-from data.shards import IMAGE_EXTENSIONS, DecodeConfig, expand_urls, iter_shard
+from data.shards import DecodeConfig, expand_urls, image_keys, iter_shard
 from encoders.base import IMAGE, TEXT, Encoder, Preprocessor
 from encoders.catalogue import DEFAULT_FIELDS, CatalogueTexts, is_catalogue, load_catalogue_texts
 from encoders.fusion import FusionConfig, ModalityFusion
@@ -82,24 +81,6 @@ class Unit:
     samples: int  # input samples expected (images for shards, items for text chunks)
     keys: list[str] = field(default_factory=list)  # shard: keys with an image member
     item_ids: list = field(default_factory=list)  # text: catalogue items of the chunk
-
-
-def image_keys(url: str) -> list[str]:
-    """Keys of a shard that have an image member, in file order (headers only, no decoding)."""
-    keys: list[str] = []
-    seen: set[str] = set()
-    try:
-        with tarfile.open(url, mode="r|*") as tar:
-            for member in tar:
-                directory, _, base = member.name.rpartition("/")
-                stem, _, ext = base.partition(".")
-                key = f"{directory}/{stem}" if directory else stem
-                if member.isfile() and ext.lower() in IMAGE_EXTENSIONS and key not in seen:
-                    seen.add(key)
-                    keys.append(key)
-    except (tarfile.TarError, OSError, EOFError):
-        pass  # a damaged shard: reading it counts the damage; we plan with what we saw
-    return keys
 
 
 def split_inputs(inputs: list[str]) -> tuple[list[str], str | None]:
