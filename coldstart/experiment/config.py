@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from data.split import SplitConfig  # the split section is the data layer's own config
+
 
 @dataclass
 class DataConfig:
@@ -32,17 +34,6 @@ class DataConfig:
     root: str | None = None
     mapping: str | None = None
     posters: str | None = None
-
-
-@dataclass
-class SplitConfig:
-    """Cold-start split (data/split.py): 20% cold items, warm rows 80/10/10, cold items 50/50."""
-
-    seed: int = 0
-    cold_fraction: float = 0.2
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    cold_val_fraction: float = 0.5
 
 
 @dataclass
