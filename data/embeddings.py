@@ -39,18 +39,16 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
+def fsync_path(path: str | os.PathLike) -> None:
+    """fsync a file or a directory by path (a directory's fsync makes a rename in it durable)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -148,7 +146,7 @@ def write_part(
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(directory)
+    fsync_path(directory)
     return PartInfo(name=name, source=source, count=table.num_rows, sha256=sha256_file(path))
 
 

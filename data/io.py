@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.embeddings import _fsync_dir
+from data.embeddings import fsync_path
 from data.schema import (
     EVENT,
     GENRES,
@@ -101,7 +101,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
     return path
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from data.embeddings import atomic_write_json, utc_now
+from data.embeddings import atomic_write_json, fsync_path, utc_now
 from index.config import IndexConfig, StoreConfig
 from index.vector_index import InvalidInput, SearchResult, VectorIndex, _faiss
 from index.wal import OP_DELETE, OP_UPSERT, WalRecord, WriteAheadLog
@@ -33,14 +33,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 WAL = "wal.log"
 FORMAT = "coldstart-index/1"
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
@@ -221,12 +213,12 @@ class DurableIndex:
             for child in tmp.iterdir():
                 with open(child, "rb") as handle:
                     os.fsync(handle.fileno())
-            _fsync_path(tmp)
+            fsync_path(tmp)
             final = self.directory / name
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            _fsync_path(self.directory)
+            fsync_path(self.directory)
             manifest = dict(self.manifest)
             manifest.update(snapshot=name, lsn=lsn, ntotal=len(self.index), updated_at=utc_now())
             atomic_write_json(self.directory / MANIFEST, manifest)

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from data.embeddings import fsync_path
+
 MAGIC = b"CSW1"
 _FRAME = struct.Struct("<4sII")  # magic, length, crc32
 _HEAD = struct.Struct("<QBI")  # lsn, op, header length
@@ -126,18 +128,10 @@ class WriteAheadLog:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_path(self.path.parent)
         self._fh = open(self.path, "ab")  # noqa: SIM115
         self.bytes = 0
 
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
