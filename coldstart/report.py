@@ -41,7 +41,7 @@ def _params_text(params: dict[str, Any]) -> str:
 def quality_table(methods: dict[str, Any]) -> str:
     """Markdown table: one row per method, cold/warm/all x R@10, R@20, N@10, N@20; best in bold."""
     if not methods:
-        return "_no quality figures (the ranker or evaluate stage is pending)_\n"
+        return "_no quality figures (the ranker and evaluate stages did not run)_\n"
     columns = [(part, key) for part in PARTS for key in METRIC_KEYS]
     best = {c: max(methods[m][c[0]][c[1]] for m in methods) for c in columns}
     header = "| method | " + " | ".join(f"{p} {_SHORT[k]}" for p, k in columns) + " |"
@@ -60,7 +60,7 @@ def quality_table(methods: dict[str, Any]) -> str:
 def summary_table(methods: dict[str, Any]) -> str:
     """The short plain-text table `coldstart demo` prints: Recall@20 and NDCG@20 per part."""
     if not methods:
-        return "(no quality figures: see the pending stages in the report)"
+        return "(no quality figures: the ranker and evaluate stages did not run)"
     width = max(len("method"), *(len(m) for m in methods))
     head = f"{'method':<{width}}  " + "  ".join(
         f"{p + ' ' + k:>14}" for p in PARTS for k in ("R@20", "N@20")
@@ -212,9 +212,6 @@ def dims_table(data: dict[str, Any]) -> str:
 def timings_table(stages: dict[str, Any]) -> str:
     lines = ["| stage | status | build s | this run s | version |", "|---|---|---:|---:|---|"]
     for name, s in stages.items():
-        if s.get("status") == "pending":
-            lines.append(f"| {name} | pending | – | – | – |")
-            continue
         lines.append(
             f"| {name} | {s['status']} | {_fmt(s.get('build_seconds'), 1)} "
             f"| {_fmt(s.get('seconds'), 1)} | `{s['version']}` |"
@@ -341,11 +338,6 @@ def write_report(result: RunResult, config: ExperimentConfig, total_seconds: flo
             f"{s.get('count')} vectors."
         )
         out.append("")
-    if result.pending:
-        out += ["## Pending stages", ""]
-        out += [f"- `{name}`: {reason}" for name, reason in result.pending.items()]
-        out.append("")
-
     path = run_dir / "report.md"
     path.write_text("\n".join(out))
     return path

@@ -9,8 +9,7 @@ upstream keys):
     split, embed -> dims
     everything -> report (always written to a fresh run directory)
 
-A stage whose domain module has not landed yet raises StagePending: it is recorded as pending
-in metrics.json and the report, and the stages that need it are skipped, never faked.
+A stage that fails stops the run with its error; the artifacts built before it stay cached.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from typing import Any
 from coldstart.experiment import stages
 from coldstart.experiment.artifacts import Artifact, ArtifactStore
 from coldstart.experiment.config import ExperimentConfig
-from coldstart.experiment.stages import StagePending
 
 STAGE_ORDER = ("split", "embed", "index", "ranker", "evaluate", "stability", "dims")
 
@@ -39,12 +37,11 @@ class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
     artifacts: dict[str, Artifact] = field(default_factory=dict)
-    pending: dict[str, str] = field(default_factory=dict)  # stage -> reason
 
     def stage_status(self, name: str) -> str:
         if name in self.artifacts:
             return "reused" if self.artifacts[name].reused else "built"
-        return "pending" if name in self.pending else "skipped"
+        return "skipped"
 
 
 def _section(obj: Any) -> Any:
@@ -69,19 +66,6 @@ def run_experiment(
     store = ArtifactStore(root, log=log, force=set(force or ()))
     started = time.perf_counter()
     artifacts: dict[str, Artifact] = {}
-    pending: dict[str, str] = {}
-
-    def attempt(name: str, needs: list[str], fn: Callable[[], Artifact]) -> None:
-        missing = [n for n in needs if n not in artifacts]
-        if missing:
-            pending[name] = f"waits for stage(s) {', '.join(missing)}"
-            log(f"[{name}] skipped: {pending[name]}")
-            return
-        try:
-            artifacts[name] = fn()
-        except StagePending as exc:
-            pending[name] = str(exc)
-            log(f"[{name}] pending: {exc}")
 
     # The dataset is loaded once here (cheap) so its source hashes can enter the split key.
     dataset_fn = lambda: stages.load_dataset(config.data)  # noqa: E731
@@ -106,67 +90,51 @@ def run_experiment(
             version=stages.VERSIONS["split"],
         )
 
-    attempt("split", [], run_split)
+    artifacts["split"] = run_split()
 
     embed_section = {"embed": _section(config.embed), "posters": config.data.posters}
     if not config.data.posters:
         # Without posters the image settings change nothing: keep them out of the key.
         for key in ("image_encoder", "fusion", "image_weight"):
             embed_section["embed"].pop(key)
-    attempt(
+    artifacts["embed"] = store.run(
         "embed",
-        ["split"],
-        lambda: store.run(
-            "embed",
-            embed_section,
-            [artifacts["split"]],
-            lambda out: stages.build_embed(artifacts["split"].path, config.embed, config.data, out),
-            version=stages.VERSIONS["embed"],
-        ),
+        embed_section,
+        [artifacts["split"]],
+        lambda out: stages.build_embed(artifacts["split"].path, config.embed, config.data, out),
+        version=stages.VERSIONS["embed"],
     )
-    attempt(
+    artifacts["index"] = store.run(
         "index",
-        ["split", "embed"],
-        lambda: store.run(
-            "index",
-            _section(config.index),
-            [artifacts["split"], artifacts["embed"]],
-            lambda out: stages.build_index(
-                artifacts["split"].path, artifacts["embed"].path, config.index, out
-            ),
-            version=stages.VERSIONS["index"],
+        _section(config.index),
+        [artifacts["split"], artifacts["embed"]],
+        lambda out: stages.build_index(
+            artifacts["split"].path, artifacts["embed"].path, config.index, out
         ),
+        version=stages.VERSIONS["index"],
     )
     ranker_section = _section(config.ranker)
-    attempt(
+    artifacts["ranker"] = store.run(
         "ranker",
-        ["split", "embed"],
-        lambda: store.run(
-            "ranker",
-            ranker_section,
-            [artifacts["split"], artifacts["embed"]],
-            lambda out: stages.build_ranker(
-                artifacts["split"].path, artifacts["embed"].path, config.ranker, out
-            ),
-            version=stages.VERSIONS["ranker"],
+        ranker_section,
+        [artifacts["split"], artifacts["embed"]],
+        lambda out: stages.build_ranker(
+            artifacts["split"].path, artifacts["embed"].path, config.ranker, out
         ),
+        version=stages.VERSIONS["ranker"],
     )
-    attempt(
+    artifacts["evaluate"] = store.run(
         "evaluate",
-        ["split", "embed", "ranker"],
-        lambda: store.run(
-            "evaluate",
-            _section(config.evaluate),
-            [artifacts["split"], artifacts["embed"], artifacts["ranker"]],
-            lambda out: stages.build_evaluate(
-                artifacts["split"].path,
-                artifacts["embed"].path,
-                artifacts["ranker"].path,
-                config.evaluate,
-                out,
-            ),
-            version=stages.VERSIONS["evaluate"],
+        _section(config.evaluate),
+        [artifacts["split"], artifacts["embed"], artifacts["ranker"]],
+        lambda out: stages.build_evaluate(
+            artifacts["split"].path,
+            artifacts["embed"].path,
+            artifacts["ranker"].path,
+            config.evaluate,
+            out,
         ),
+        version=stages.VERSIONS["evaluate"],
     )
     # The analyses train extra rankers: their sections include the ranker params they inherit.
     for name, section_cfg, builder in (
@@ -176,23 +144,19 @@ def run_experiment(
         if not section_cfg.enabled or (only is not None and name not in only):
             continue
         section = {name: _section(section_cfg), "ranker_params": config.ranker.params}
-        attempt(
+        artifacts[name] = store.run(
             name,
-            ["split", "embed"],
-            lambda name=name, section=section, section_cfg=section_cfg, builder=builder: store.run(
-                name,
-                section,
-                [artifacts["split"], artifacts["embed"]],
-                lambda out: builder(
-                    artifacts["split"].path,
-                    artifacts["embed"].path,
-                    section_cfg,
-                    config.ranker,
-                    config.index,
-                    out,
-                ),
-                version=stages.VERSIONS[name],
+            section,
+            [artifacts["split"], artifacts["embed"]],
+            lambda out, section_cfg=section_cfg, builder=builder: builder(
+                artifacts["split"].path,
+                artifacts["embed"].path,
+                section_cfg,
+                config.ranker,
+                config.index,
+                out,
             ),
+            version=stages.VERSIONS[name],
         )
 
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -205,12 +169,12 @@ def run_experiment(
 
     metrics = {
         "methods": _methods_metrics(artifacts, list(config.ranker.methods)),
-        "stages": _stages_summary(artifacts, pending),
+        "stages": _stages_summary(artifacts),
     }
     # Plain json.dumps (not sorted) so methods keep the config's order in the file.
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    result = RunResult(run_dir, metrics, artifacts, pending)
+    result = RunResult(run_dir, metrics, artifacts)
     report_mod.write_report(result, config, total_seconds=time.perf_counter() - started)
     return result
 
@@ -231,12 +195,10 @@ def _methods_metrics(artifacts: dict[str, Artifact], order: list[str]) -> dict[s
     }
 
 
-def _stages_summary(artifacts: dict[str, Artifact], pending: dict[str, str]) -> dict[str, Any]:
+def _stages_summary(artifacts: dict[str, Artifact]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in STAGE_ORDER:
         if name in artifacts:
             out[name] = {"status": "reused" if artifacts[name].reused else "built"}
             out[name].update(artifacts[name].summary())
-        elif name in pending:
-            out[name] = {"status": "pending", "reason": pending[name]}
     return out

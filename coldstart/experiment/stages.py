@@ -2,15 +2,14 @@
 
 Every `build_*` function takes its inputs (upstream artifact directories, config sections) and a
 fresh output directory, writes its files there and returns a JSON-able summary for the manifest.
-Nothing here re-implements a domain package: when one has not landed yet the stage raises
-StagePending and the pipeline records it as such.
+Nothing here re-implements a domain package; heavy imports happen inside the builders, so
+loading a config stays fast.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,31 +41,14 @@ VERSIONS = {
 }
 
 
-class StagePending(RuntimeError):
-    """The domain code a stage needs is not available yet (recorded, never faked)."""
-
-
-def require(module: str, *names: str) -> Any:
-    """Import `module` and check it has `names`; StagePending when either is missing."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
-            raise StagePending(f"{module} has not landed yet") from exc
-        raise
-    missing = [n for n in names if not hasattr(mod, n)]
-    if missing:
-        raise StagePending(f"{module} lacks {', '.join(missing)} (not landed yet)")
-    return mod
-
-
 # --------------------------------------------------------------------------- data + split
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
     """The experiment's Dataset through data.generic.load_dataset: MovieLens (the embedded copy,
     or `root`) or any CSV/Parquet pair described by the YAML mapping at `mapping`."""
-    generic = require("data.generic", "load_dataset")
+    import data.generic as generic
+
     if cfg.loader == "movielens":
         return generic.load_dataset("movielens", root=cfg.root)
     if cfg.loader == "generic":
@@ -89,14 +71,17 @@ def dataset_fingerprint(dataset: Dataset) -> str:
 
 
 def build_split(dataset: Dataset, cfg: SplitConfig, out: Path) -> dict[str, Any]:
-    split_mod = require("data.split", "cold_start_split", "write_split")
+    import data.split as split_mod
+
     split = split_mod.cold_start_split(dataset, **dataclasses.asdict(cfg))
     manifest = split_mod.write_split(split, out)
     return {k: v for k, v in manifest.items() if k != "files"}
 
 
 def load_split(split_dir: Path) -> Any:
-    return require("data.split", "load_split").load_split(split_dir)
+    from data.split import load_split as load
+
+    return load(split_dir)
 
 
 # --------------------------------------------------------------------------- embed
@@ -110,7 +95,7 @@ def build_embed(split_dir: Path, cfg: EmbedConfig, data: DataConfig, out: Path) 
     first, texts from the second, one space), and writes "image", "text" and "fused" rows.
     Downstream stages read "fused" when present, else "text".
     """
-    embed = require("encoders.embed", "EmbedConfig", "build_embeddings")
+    import encoders.embed as embed
     from data.embeddings import EmbeddingManifest
 
     if cfg.threads > 0:
@@ -120,7 +105,9 @@ def build_embed(split_dir: Path, cfg: EmbedConfig, data: DataConfig, out: Path) 
     inputs = [str(split_dir / "items.parquet")]
     encoder, fusion_weights = cfg.encoder, {}
     if data.posters:
-        shards = require("data.shards", "expand_urls").expand_urls(data.posters)
+        from data.shards import expand_urls
+
+        shards = expand_urls(data.posters)
         missing = [s for s in shards if not Path(s).exists()]
         if not shards or missing:
             raise FileNotFoundError(f"poster shards not found: {data.posters} ({missing[:3]})")
@@ -167,8 +154,8 @@ def content_vectors(embed_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def build_index(split_dir: Path, embed_dir: Path, cfg: IndexConfig, out: Path) -> dict[str, Any]:
     """index.build.build_index over the content vectors, plus cold items' nearest warm items."""
-    build_mod = require("index.build", "build_index")
-    index_mod = require("index", "IndexConfig", "DurableIndex")
+    import index as index_mod
+    import index.build as build_mod
     from data.embeddings import EmbeddingManifest
     from data.io import read_table
     from data.schema import ITEM_ID, TITLE
@@ -226,7 +213,9 @@ def build_index(split_dir: Path, embed_dir: Path, cfg: IndexConfig, out: Path) -
 
 
 def method_names() -> tuple[str, ...]:
-    return require("ranker.methods", "METHODS").METHODS
+    from ranker.methods import METHODS
+
+    return METHODS
 
 
 def params_for(cfg: RankerConfig, method: str) -> dict[str, Any]:
@@ -242,7 +231,8 @@ def params_for(cfg: RankerConfig, method: str) -> dict[str, Any]:
 
 def _ranker_inputs(split_dir: Path, embed_dir: Path) -> Any:
     """RankerData for the split with the content vectors aligned to its catalogue."""
-    data_mod = require("ranker.data", "build_ranker_data")
+    import ranker.data as data_mod
+
     ids, vectors = content_vectors(embed_dir)
     return data_mod.build_ranker_data(load_split(split_dir), ids, vectors)
 
@@ -257,7 +247,7 @@ def _jsonable(obj: Any) -> Any:
 
 def build_ranker(split_dir: Path, embed_dir: Path, cfg: RankerConfig, out: Path) -> dict[str, Any]:
     """Train every method of `cfg.methods`; save its item and user vectors and its info."""
-    methods_mod = require("ranker.methods", "fit_method", "METHODS")
+    import ranker.methods as methods_mod
     from data.embeddings import atomic_write_json
 
     unknown = [m for m in cfg.methods if m not in methods_mod.METHODS]
@@ -283,7 +273,8 @@ def build_ranker(split_dir: Path, embed_dir: Path, cfg: RankerConfig, out: Path)
 
 
 def _load_fitted(ranker_dir: Path, name: str, data: Any) -> Any:
-    methods_mod = require("ranker.methods", "FittedMethod")
+    import ranker.methods as methods_mod
+
     target = ranker_dir / "methods" / name
     return methods_mod.FittedMethod(
         name, data, np.load(target / "items.npy"), np.load(target / "users.npy")
@@ -363,8 +354,8 @@ def build_stability(
     out: Path,
 ) -> dict[str, Any]:
     """Neighbour overlap between seeds and between an old and a retrained model, per init."""
-    methods_mod = require("ranker.methods", "fit_method", "method_params")
-    data_mod = require("ranker.data", "build_ranker_data")
+    import ranker.data as data_mod
+    import ranker.methods as methods_mod
     from data.embeddings import atomic_write_json
     from data.schema import TIMESTAMP
 
@@ -437,10 +428,10 @@ def build_dims(
     """Item-vector dim -> cold/warm Recall@20, index memory and search QPS (index.VectorIndex)."""
     import time
 
-    methods_mod = require("ranker.methods", "fit_method", "method_params")
-    index_mod = require("index", "IndexConfig", "VectorIndex")
     import faiss
 
+    import index as index_mod
+    import ranker.methods as methods_mod
     from data.embeddings import atomic_write_json
 
     data = _ranker_inputs(split_dir, embed_dir)
