@@ -68,6 +68,9 @@ class EmbedConfig:
     fusion_weights: dict[str, float] = field(default_factory=dict)
     text_chunk: int = 4096  # catalogue items without media per text part
     progress: bool = True
+    # Seeds the random initialisation of towers without pretrained weights, so every process
+    # (a rerun, each --devices rank) draws the same weights and a killed job can resume.
+    init_seed: int = 0
 
 
 @dataclass
@@ -460,8 +463,9 @@ def finished_parts(out: Path, weights_sha256: str) -> dict[str, dict]:
         part = out / meta["part"]["name"]
         if meta.get("weights_sha256") != weights_sha256:
             raise ValueError(
-                f"{out} holds parts of another encoder/weights ({meta.get('encoder')}); "
-                "use a new --out directory"
+                f"{out} holds parts of another encoder/weights ({meta.get('encoder')}, weights "
+                f"sha256 {str(meta.get('weights_sha256'))[:12]}, this run {weights_sha256[:12]}): "
+                "resume with the same --encoder, --pretrained and --init-seed, or use a new --out"
             )
         if part.exists() and _part_sha256(part) == meta["part"]["sha256"]:
             done[meta["part"]["name"]] = meta
@@ -516,7 +520,9 @@ def build_embeddings(config: EmbedConfig, encoder: Encoder | None = None) -> Emb
     if not shards and catalogue_spec is None:
         raise ValueError("nothing to embed: give shards and/or a catalogue with --input")
     if encoder is None:
-        encoder = create_encoder(config.encoder, config.pretrained)
+        with torch.random.fork_rng(devices=[]):  # seeded init, global RNG left as it was
+            torch.manual_seed(config.init_seed)
+            encoder = create_encoder(config.encoder, config.pretrained)
     if shards and IMAGE not in encoder.modalities:
         raise ValueError(f"encoder {config.encoder!r} has no image tower but shards were given")
     want_text = TEXT in encoder.modalities

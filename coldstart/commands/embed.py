@@ -60,6 +60,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--fusion-weights", default="", help="weighted fusion, e.g. image=1,text=2,tags=0.5"
     )
+    p.add_argument(
+        "--init-seed",
+        type=int,
+        default=0,
+        help="seed for towers without pretrained weights (random init): a rerun with the same "
+        "seed draws the same weights, so it resumes",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -86,6 +93,7 @@ def main(argv: list[str]) -> int:
         fusion=args.fusion,
         fusion_weights=weights,
         progress=not args.no_progress,
+        init_seed=args.init_seed,
     )
     start = time.perf_counter()
     try:

@@ -158,6 +158,32 @@ def test_sigkill_midway_then_resume(media, tmp_path):
 
 
 @pytest.mark.slow
+def test_random_init_encoder_resumes_in_a_new_process(media, tmp_path):
+    """No --pretrained: the random init is seeded, so a second process draws the same weights
+    (same weights_sha256) and resumes instead of refusing the directory (issue 9, item 7)."""
+    out = tmp_path / "emb"
+    cmd = [
+        sys.executable, "-m", "coldstart", "embed", "--encoder", "tiny-clip", "--input",
+        str(media["root"] / "media-{000..001}.tar"), "--out", str(out), "--no-progress",
+        "--batch-size", "8", "--num-workers", "0",
+    ]  # fmt: skip
+    first = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = EmbeddingManifest.load(out)
+    ids0, vecs0 = read_embeddings(out, "image")
+    kept = (out / "part-00000.parquet").stat().st_mtime_ns
+    (out / "part-00001.parquet").unlink()  # as if the first run had died before this part
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = EmbeddingManifest.load(out)
+    assert after.extra["complete"] and after.weights_sha256 == before.weights_sha256
+    assert (out / "part-00000.parquet").stat().st_mtime_ns == kept  # resumed, not redone
+    ids1, vecs1 = read_embeddings(out, "image")
+    np.testing.assert_array_equal(ids0, ids1)
+    np.testing.assert_allclose(vecs0, vecs1, atol=1e-6)  # the redone part has the same vectors
+
+
+@pytest.mark.slow
 def test_two_devices_split_by_shard(media, tmp_path):
     single = build_embeddings(
         EmbedConfig(
