@@ -8,6 +8,7 @@ Reads: POST /v1/search, GET /v1/items/{id}, GET /v1/items/{id}/neighbors, POST /
 POST /v1/coldstart (JSON), POST /v1/coldstart/media (multipart). Writes (bearer token):
 POST /v1/items, DELETE /v1/items/{id}, POST /v1/snapshot, cold-start with insert=true.
 Ops: GET /health, GET /ready (503 until the index is loaded), GET /metrics (Prometheus).
+Browsing (index.browse): GET /v1/items/{id}/meta, GET /v1/items/{id}/image, the page at GET /.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
@@ -30,10 +31,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from index.batching import MicroBatcher
+from index.catalogue import Catalogue, MediaStore
 from index.coldstart import IdRows, estimate_row
 from index.config import ServerConfig
 from index.store import DurableIndex
 from index.vector_index import InvalidInput, NotTrained, UnknownItem
+
+if TYPE_CHECKING:
+    from index.browse import BrowseConfig
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +266,14 @@ def create_app(
     encode: EncodeFn | None = None,
     id_rows: IdRows | None = None,
     close_on_shutdown: bool = True,
+    catalogue: Catalogue | None = None,
+    media: MediaStore | None = None,
+    browse: BrowseConfig | None = None,
 ) -> FastAPI:
-    """The HTTP app. `load` runs in a thread at start-up (/ready is 503 until it returns)."""
+    """The HTTP app. `load` runs in a thread at start-up (/ready is 503 until it returns).
+
+    catalogue / media: what the browsing page at `/` shows about an item (index.browse).
+    """
     config = config or ServerConfig()
     token = config.token()
     metrics = Metrics()
@@ -620,6 +631,19 @@ def create_app(
         idx = index()
         written = await run_in_threadpool(idx.snapshot)
         return JSONResponse({"written": written, "lsn": idx.lsn})
+
+    # --------------------------------------------------------------- browsing page
+    from index.browse import install_browse  # imports this module: deferred
+
+    install_browse(
+        app,
+        normalize_id=lambda raw: index().index.normalize_id(raw),
+        require_read=require_read,
+        server=config,
+        catalogue=catalogue,
+        media=media,
+        config=browse,
+    )
 
     # Added last = outermost: metrics also count the 413s of the body limit.
     app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import time
+from typing import Any
+
+log = logging.getLogger("coldstart.serve")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="coldstart serve",
         description="Serve an index directory over HTTP: search by vector, id or media; "
-        "live upsert/delete (bearer token); /health, /ready, /metrics, OpenAPI docs at /docs.",
+        "live upsert/delete (bearer token); /health, /ready, /metrics, OpenAPI docs at /docs; "
+        "a browsing page at / (titles from --catalogue, thumbnails from --media shards).",
     )
     p.add_argument("--index", required=True, help="index directory (coldstart index build)")
     p.add_argument("--encoder", help="encoder name for media queries (encoders registry)")
     p.add_argument("--pretrained", help="encoder weights: open_clip tag, file or .ckpt")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--config", help="YAML with `index:`, `store:` and `server:` sections")
+    p.add_argument(
+        "--config", help="YAML with `index:`, `store:`, `server:` and `browse:` sections"
+    )
     p.add_argument("--no-batching", action="store_true", help="one FAISS call per request")
     p.add_argument("--max-batch-size", type=int, help="query rows per FAISS call")
     p.add_argument("--max-wait-ms", type=float, help="wait for a batch to fill (ms)")
@@ -35,6 +43,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--insecure-writes", action="store_true", help="allow writes with no token configured"
     )
+    p.add_argument(
+        "--catalogue",
+        help="item catalogue for the page and /v1/items/{id}/meta: items.parquet (e.g. the "
+        "split artifact), a CSV/TSV with an item_id column, a dataset YAML config, or movielens",
+    )
+    p.add_argument(
+        "--media",
+        action="append",
+        help="webdataset shards (uncompressed tar) holding item images, read in place for "
+        "/v1/items/{id}/image, e.g. 'posters-{000..003}.tar' (repeatable)",
+    )
     p.add_argument("--id-rows", help="embedding export of ID-embedding rows (cold-start estimates)")
     p.add_argument("--id-rows-modality", help="modality of the --id-rows export to read")
     p.add_argument("--no-fsync", action="store_true", help="skip fsync on writes (unsafe)")
@@ -46,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from index.browse import BrowseConfig
     from index.config import IndexConfig, ServerConfig, StoreConfig, load_yaml
     from index.server import create_app, run_server
     from index.store import DurableIndex, read_manifest
@@ -111,9 +131,44 @@ def main(argv: list[str]) -> int:
             )
             return 2
 
+    try:
+        browse = BrowseConfig.from_dict(raw.get("browse", {}))
+        catalogue, media = _load_browse(args, read_manifest(args.index))
+    except (FileNotFoundError, ValueError, OSError) as err:
+        print(f"coldstart serve: {err}", file=sys.stderr)
+        return 2
+
     def load() -> DurableIndex:
         return DurableIndex.open(args.index, store, overrides)
 
-    app = create_app(load, server, encode=encode)
-    run_server(app, args.host, args.port, log_level=args.log_level)
+    app = create_app(load, server, encode=encode, catalogue=catalogue, media=media, browse=browse)
+    try:
+        run_server(app, args.host, args.port, log_level=args.log_level)
+    finally:
+        if media is not None:
+            media.close()
     return 0
+
+
+def _load_browse(args: argparse.Namespace, manifest: dict) -> tuple[Any, Any]:
+    """(Catalogue | None, MediaStore | None) keyed in the index's id type, loaded at start."""
+    from index.catalogue import Catalogue, MediaStore
+
+    id_type = manifest.get("config", {}).get("id_type", "int")
+    catalogue = media = None
+    if args.catalogue:
+        start = time.perf_counter()
+        catalogue = Catalogue.load(args.catalogue, id_type)
+        log.info(
+            "catalogue %s: %d items in %.2f s%s",
+            args.catalogue,
+            len(catalogue),
+            time.perf_counter() - start,
+            f", skipped {dict(catalogue.skipped)}" if catalogue.skipped else "",
+        )
+    if args.media:
+        start = time.perf_counter()
+        keys = catalogue.media_keys() if catalogue is not None else None
+        media = MediaStore.scan(args.media, id_type, keys)
+        log.info("media: %s in %.2f s", json.dumps(media.report), time.perf_counter() - start)
+    return catalogue, media

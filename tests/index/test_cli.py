@@ -88,9 +88,11 @@ def test_serve_help_is_fast_and_documented(capsys):
         serve.main(["--help"])
     out = capsys.readouterr().out
     assert "--index" in out and "--encoder" in out and "--no-batching" in out
+    assert "--catalogue" in out and "--media" in out
 
 
 def test_configs_parse():
+    from index.browse import BrowseConfig
     from index.config import IndexConfig, ServerConfig, StoreConfig, load_yaml
 
     paths = sorted((REPO_ROOT / "configs" / "index").glob("*.yaml"))
@@ -100,6 +102,8 @@ def test_configs_parse():
         IndexConfig.from_dict(raw.get("index", {}))
         StoreConfig.from_dict(raw.get("store", {}))
         ServerConfig.from_dict(raw.get("server", {}))
+        BrowseConfig.from_dict(raw.get("browse", {}))
+    assert "browse" in load_yaml(REPO_ROOT / "configs" / "index" / "server.yaml")
 
 
 class FakeEncoder:

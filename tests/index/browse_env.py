@@ -1,0 +1,319 @@
+"""A synthetic world for the browsing page: catalogue, image shards, index, ID rows, and a real
+`coldstart serve` process over them. Used by the browser tests and by the README screenshot:
+
+    python -m tests.index.browse_env --out docs/browse_page.png
+
+Items come from `data.synthetic` (images where the class is visible); the index holds each
+item's fused image + title vector from the tiny random-init open_clip preset, whose weights are
+saved so the server's encoder is the very same one (`--pretrained <file>`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data.embeddings import EmbeddingManifest, write_part
+from data.io import write_table
+from data.shards import write_shards
+from data.synthetic import class_name, make_synthetic
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "page-test-token"
+XSS_TITLE = "<img src=x onerror=alert(1)>"
+XSS_ID = 9999  # an item in the index and the catalogue whose title is markup
+NO_IMAGE_ID = 9998  # in the index and the catalogue, but not in the shards
+ID_ROW_DIM = 8
+
+
+@dataclass
+class BrowseEnv:
+    root: Path
+    index: Path
+    catalogue: Path
+    shards: list[str]
+    weights: Path
+    id_rows: Path
+    items: pd.DataFrame
+    images: dict[int, np.ndarray]  # item id -> (H, W, 3) uint8
+
+
+def build_env(
+    root: Path,
+    n_items: int = 48,
+    n_classes: int = 32,
+    image_size: int = 96,
+    pretrained: str | None = None,
+    seed: int = 0,
+) -> BrowseEnv:
+    """Write catalogue, shards, encoder weights, index and ID rows under `root`.
+
+    pretrained: tiny-clip weights for both sides (e.g. the checkpoint of `coldstart encoder
+    fit --config configs/encoders/tiny-clip.yaml`); None draws random weights and saves them.
+    Each item's vector fuses its image and its synthetic caption ("a blue pattern of dots").
+    """
+    import torch
+
+    from coldstart.serving import encode_fn_from_encoder
+    from encoders import create_encoder
+    from index.config import IndexConfig, StoreConfig
+    from index.store import DurableIndex
+    from index.vector_index import VectorIndex
+
+    root.mkdir(parents=True, exist_ok=True)
+    syn = make_synthetic(n_items=n_items, n_classes=n_classes, image_size=image_size, seed=seed)
+    items = syn.dataset.items.copy()
+    labels = syn.item_class
+    items["title"] = [
+        f"{class_name(int(c))[0].capitalize()} {class_name(int(c))[1]} no. {i}"
+        for i, c in zip(items["item_id"], labels)
+    ]
+    images = {int(i): syn.images[k] for i, k in zip(items["item_id"], items["media_key"])}
+    items["text"] = [syn.captions[k] for k in items["media_key"]]
+    extra = pd.DataFrame(
+        {
+            "item_id": [XSS_ID, NO_IMAGE_ID],
+            "title": [XSS_TITLE, "An item without a picture"],
+            "text": [XSS_TITLE, "An item without a picture"],
+            "genres": [["<b>bold</b>", "grey"], ["grey"]],
+            "media_key": [None, None],
+        }
+    )
+    items = pd.concat([items, extra], ignore_index=True)
+    catalogue = write_table(items, root / "items.parquet")
+    shards = write_shards(
+        (
+            {"key": key, "image": syn.images[key], "json": {"item_id": int(i)}}
+            for i, key in zip(syn.dataset.items["item_id"], syn.dataset.items["media_key"])
+        ),
+        str(root / "shards" / "items-%03d.tar"),
+        maxcount=max(1, n_items // 2),
+        image_format="png",
+    )
+
+    torch.manual_seed(seed)
+    encoder = create_encoder("tiny-clip", pretrained=pretrained)
+    if pretrained is None:
+        weights = root / "tiny-clip.pt"
+        torch.save(encoder.model.state_dict(), weights)
+    else:
+        weights = Path(pretrained)
+    encode = encode_fn_from_encoder(encoder)
+    from PIL import Image
+
+    vectors = []
+    for item_id, text in zip(items["item_id"], items["text"]):
+        pictures = [Image.fromarray(images[int(item_id)])] if int(item_id) in images else []
+        vectors.append(encode(pictures, [text]))
+    ids = [int(i) for i in items["item_id"]]
+    x = np.stack(vectors).astype(np.float32)  # (N, D)
+    index = VectorIndex.build(ids, x, IndexConfig(factory="Flat", dim=x.shape[1]))
+    DurableIndex.create(root / "index", index, StoreConfig(fsync=False)).close(snapshot=False)
+
+    # ID rows of the warm items (every catalogue item here), as a ranker would export them.
+    rng = np.random.default_rng(seed)
+    rows = rng.standard_normal((len(ids), ID_ROW_DIM)).astype(np.float32)
+    part = write_part(root / "id_rows", "part-00000.parquet", ids, "id", rows, source="test")
+    EmbeddingManifest(
+        encoder="ranker",
+        encoder_config={},
+        weights_sha256="0" * 64,
+        dim=ID_ROW_DIM,
+        normalized=False,
+        modalities=["id"],
+        parts=[part],
+    ).save(root / "id_rows")
+    return BrowseEnv(
+        root, root / "index", catalogue, shards, weights, root / "id_rows", items, images
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve(env: BrowseEnv, *extra: str, timeout: float = 120) -> Iterator[str]:
+    """A real `coldstart serve` process on 127.0.0.1:<free port>; yields its base URL."""
+    import httpx
+
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "coldstart",
+        "serve",
+        "--index",
+        str(env.index),
+        "--encoder",
+        "tiny-clip",
+        "--pretrained",
+        str(env.weights),
+        "--catalogue",
+        str(env.catalogue),
+        "--media",
+        str(env.root / "shards"),  # a directory: every tar in it
+        "--id-rows",
+        str(env.id_rows),
+        "--no-fsync",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *extra,
+    ]
+    environ = {
+        **os.environ,
+        "COLDSTART_API_TOKEN": TOKEN,
+        "PYTHONPATH": str(REPO_ROOT),
+        "OMP_NUM_THREADS": "1",
+    }
+    log = open(env.root / f"serve-{port}.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, env=environ, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"coldstart serve exited with {proc.returncode}: "
+                    + (env.root / f"serve-{port}.log").read_text()[-3000:]
+                )
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("coldstart serve did not become ready")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+# ------------------------------------------------------------------------------ browser
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def browser_missing() -> str | None:
+    """Why a real browser cannot run here, or None."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not os.access(path, os.X_OK):
+            return f"{path} not found (apt-get install chromium chromium-driver)"
+    return None
+
+
+def make_driver(profile: Path, width: int = 1280, height: int = 900):  # noqa: ANN201
+    """Headless Debian Chromium through selenium, fresh profile, no network side traffic."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # root in CI containers
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        f"--window-size={width},{height}",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    return driver
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Render the page over synthetic items and save screenshots (the README's image)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/browse/browse_page.png", help="desktop screenshot")
+    p.add_argument("--phone", help="also save a phone-width screenshot here")
+    p.add_argument("--work", default="runs/browse/env", help="scratch directory")
+    p.add_argument("--query", default="a blue pattern of dots")
+    p.add_argument("--new-item", default="a yellow pattern of rings")
+    p.add_argument("--items", type=int, default=96)
+    p.add_argument(
+        "--pretrained",
+        help="tiny-clip checkpoint (coldstart encoder fit --config configs/encoders/tiny-clip.yaml)",
+    )
+    args = p.parse_args(argv)
+    missing = browser_missing()
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    env = build_env(Path(args.work), n_items=args.items, pretrained=args.pretrained)
+    with serve(env) as url:
+        driver = make_driver(Path(args.work) / "profile", 1360, 900)
+        try:
+            driver.get(url + "/")
+            wait = WebDriverWait(driver, 30)
+            box = driver.find_element(By.ID, "query")
+            box.send_keys(args.query)
+            driver.find_element(By.ID, "search-btn").click()
+            wait.until(lambda d: d.find_element(By.ID, "results").get_attribute("data-count"))
+            driver.find_element(By.ID, "new-title").send_keys(args.new_item)
+            driver.find_element(By.ID, "new-run").click()
+            wait.until(lambda d: d.find_element(By.ID, "new-results").get_attribute("data-count"))
+            wait.until(lambda d: _images_settled(d))
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(args.out)
+            print(json.dumps({"screenshot": args.out, "url": url}))
+            if args.phone:
+                driver.set_window_size(390, 1100)
+                time.sleep(0.3)
+                driver.save_screenshot(args.phone)
+                print(json.dumps({"screenshot": args.phone}))
+        finally:
+            driver.quit()
+    return 0
+
+
+def _images_settled(driver) -> bool:  # noqa: ANN001
+    """No search, catalogue row or thumbnail is in flight (the page counts them)."""
+    return driver.execute_script(
+        "const b = document.body.dataset;"
+        " return b.state === 'idle' && b.newState !== 'busy' && b.pending === '0'"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
