@@ -64,9 +64,17 @@
   }
 
   function initials(title, id) {
-    const words = String(title || "").match(/[\p{L}\p{N}]+/gu) || [];
+    const text = String(title || "");
+    const words = text.match(/\p{L}[\p{L}\p{N}'’]*/gu) || text.match(/[\p{N}]+/gu) || [];
     const letters = words.slice(0, 2).map((w) => w[0].toUpperCase()).join("");
     return letters || "#" + String(id).slice(-3);
+  }
+
+  // A short line under the title: the catalogue's genres (or tags), when it has them.
+  function subtitle(meta) {
+    const fields = (meta && meta.fields) || {};
+    const list = Array.isArray(fields.genres) ? fields.genres : Array.isArray(fields.tags) ? fields.tags : [];
+    return list.slice(0, 3).map(String).join(" · ");
   }
 
   function fmtScore(score) {
@@ -229,10 +237,11 @@
     if (rank) wrap.append(el("span", "rank", rank));
     const body = el("div", "card-body");
     const title = el("div", "card-title", local || `item ${id}`);
+    const sub = el("div", "card-sub");
     const meta = el("div", "card-meta");
     meta.append(el("span", "card-id", `#${id}`));
     if (Number.isFinite(score)) meta.append(el("span", "score", fmtScore(score)));
-    body.append(title, meta);
+    body.append(title, sub, meta);
     if (relative && Number.isFinite(score)) {
       const bar = el("div", "bar");
       const fill = el("span");
@@ -250,6 +259,7 @@
         title.title = name;
         wrap.querySelector(".placeholder").textContent = initials(name, id);
       }
+      sub.textContent = subtitle(m);
       const hasImage = m ? m.has_image : settings.media_items > 0;
       if (hasImage) loadThumb(wrap, id, name, size);
     });
@@ -544,6 +554,7 @@
   function init() {
     document.body.dataset.state = "idle";
     document.body.dataset.pending = "0";
+    document.body.classList.toggle("no-media", !settings.media_items);
     const choices = [6, 12, 24, 48].filter((n) => n <= (settings.max_k || 1000));
     for (const n of choices) {
       const opt = el("option", null, `${n} results`);

@@ -260,10 +260,11 @@ def make_driver(profile: Path, width: int = 1280, height: int = 900):  # noqa: A
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Render the page over synthetic items and save screenshots (the README's image)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Screenshot the page: over synthetic items (a server started here), or at --url."""
+    p = argparse.ArgumentParser(description="Screenshot the browsing page (README images).")
     p.add_argument("--out", default="runs/browse/browse_page.png", help="desktop screenshot")
     p.add_argument("--phone", help="also save a phone-width screenshot here")
+    p.add_argument("--url", help="a running `coldstart serve` (else: synthetic items, served here)")
     p.add_argument("--work", default="runs/browse/env", help="scratch directory")
     p.add_argument("--query", default="a blue pattern of dots")
     p.add_argument("--new-item", default="a yellow pattern of rings")
@@ -277,34 +278,41 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(missing, file=sys.stderr)
         return 2
+    if args.url:
+        screenshot(args.url.rstrip("/"), args)
+        return 0
+    env = build_env(Path(args.work), n_items=args.items, pretrained=args.pretrained)
+    with serve(env) as url:
+        screenshot(url, args)
+    return 0
+
+
+def screenshot(url: str, args: argparse.Namespace) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    env = build_env(Path(args.work), n_items=args.items, pretrained=args.pretrained)
-    with serve(env) as url:
-        driver = make_driver(Path(args.work) / "profile", 1360, 900)
-        try:
-            driver.get(url + "/")
-            wait = WebDriverWait(driver, 30)
-            box = driver.find_element(By.ID, "query")
-            box.send_keys(args.query)
-            driver.find_element(By.ID, "search-btn").click()
-            wait.until(lambda d: d.find_element(By.ID, "results").get_attribute("data-count"))
+    driver = make_driver(Path(args.work) / f"profile-{os.getpid()}", 1360, 900)
+    try:
+        driver.get(url + "/")
+        wait = WebDriverWait(driver, 60)
+        driver.find_element(By.ID, "query").send_keys(args.query)
+        driver.find_element(By.ID, "search-btn").click()
+        wait.until(lambda d: d.find_element(By.ID, "results").get_attribute("data-count"))
+        if args.new_item:
             driver.find_element(By.ID, "new-title").send_keys(args.new_item)
             driver.find_element(By.ID, "new-run").click()
             wait.until(lambda d: d.find_element(By.ID, "new-results").get_attribute("data-count"))
-            wait.until(lambda d: _images_settled(d))
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            driver.save_screenshot(args.out)
-            print(json.dumps({"screenshot": args.out, "url": url}))
-            if args.phone:
-                driver.set_window_size(390, 1100)
-                time.sleep(0.3)
-                driver.save_screenshot(args.phone)
-                print(json.dumps({"screenshot": args.phone}))
-        finally:
-            driver.quit()
-    return 0
+        wait.until(_images_settled)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(args.out)
+        print(json.dumps({"screenshot": args.out, "url": url}))
+        if args.phone:
+            driver.set_window_size(390, 1100)
+            time.sleep(0.3)
+            driver.save_screenshot(args.phone)
+            print(json.dumps({"screenshot": args.phone}))
+    finally:
+        driver.quit()
 
 
 def _images_settled(driver) -> bool:  # noqa: ANN001
