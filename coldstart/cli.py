@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "contrastive fine-tuning (LightningCLI: fit/validate/test)",
     ),
     "embed": ("coldstart.commands.embed:main", "batch-embed media shards and/or a catalogue"),
-    "index": ("coldstart.commands.index:main", "build and inspect FAISS indexes"),
+    "index": ("coldstart.commands.index:main", "build, inspect and repair FAISS indexes"),
     "serve": ("coldstart.commands.serve:main", "serve an index over HTTP"),
     "ranker": (
         "coldstart.commands.ranker:main",

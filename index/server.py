@@ -36,6 +36,7 @@ from index.coldstart import IdRows, estimate_row
 from index.config import ServerConfig
 from index.store import DurableIndex
 from index.vector_index import InvalidInput, NotTrained, UnknownItem
+from index.wal import WalWriteError
 
 if TYPE_CHECKING:
     from index.browse import BrowseConfig
@@ -253,6 +254,20 @@ def decode_image(data: bytes, max_pixels: int) -> Any:
 
 
 # ------------------------------------------------------------------------- app
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def finite_scores(scores: Any) -> list[float]:
+    """Scores as JSON-safe floats, rounded to 6 decimals.
+
+    Inputs are bounded so scores stay finite (index.vector_index.prepare); vectors acknowledged
+    before those bounds existed may still overflow: +-inf is clipped to +-float32 max and NaN
+    becomes the float32 minimum, so a response is never a 500."""
+    arr = np.asarray(scores, dtype=np.float64)
+    arr = np.nan_to_num(arr, nan=-_F32_MAX, posinf=_F32_MAX, neginf=-_F32_MAX)
+    return arr.round(6).tolist()
+
+
 class _State:
     def __init__(self) -> None:
         self.index: DurableIndex | None = None
@@ -353,6 +368,15 @@ def create_app(
     async def _unknown(request: Request, err: UnknownItem) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=404)
 
+    @app.exception_handler(WalWriteError)
+    async def _wal_failed(request: Request, err: WalWriteError) -> JSONResponse:
+        log.error("write refused: %s", err)
+        return JSONResponse(
+            {"detail": f"write not stored: {err.strerror or err}"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
     @app.exception_handler(NotTrained)
     async def _untrained(request: Request, err: NotTrained) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=409)
@@ -404,7 +428,7 @@ def create_app(
         return result.ids, result.scores
 
     def _hits(ids: list, scores: np.ndarray) -> dict[str, Any]:
-        return {"ids": ids, "scores": np.asarray(scores, dtype=np.float64).round(6).tolist()}
+        return {"ids": ids, "scores": finite_scores(scores)}
 
     async def _encode(images: list[Any], texts: list[str], idx: DurableIndex) -> np.ndarray:
         if encode is None:
@@ -629,7 +653,11 @@ def create_app(
     async def snapshot() -> JSONResponse:
         """Write a snapshot now (and reset the write-ahead log)."""
         idx = index()
-        written = await run_in_threadpool(idx.snapshot)
+        try:
+            written = await run_in_threadpool(idx.snapshot)
+        except OSError as err:  # disk full...: the log still holds every write
+            log.error("snapshot failed: %s", err)
+            raise HTTPError(503, f"snapshot failed: {err}", {"Retry-After": "5"}) from err
         return JSONResponse({"written": written, "lsn": idx.lsn})
 
     # --------------------------------------------------------------- browsing page

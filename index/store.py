@@ -26,13 +26,47 @@ import numpy as np
 from data.embeddings import atomic_write_json, fsync_path, utc_now
 from index.config import IndexConfig, StoreConfig
 from index.vector_index import InvalidInput, SearchResult, VectorIndex, _faiss
-from index.wal import OP_DELETE, OP_UPSERT, WalRecord, WriteAheadLog
+from index.wal import OP_DELETE, OP_UPSERT, WalCorrupt, WalRecord, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 WAL = "wal.log"
 FORMAT = "coldstart-index/1"
+
+
+class IndexCorrupt(RuntimeError):
+    """The index directory's write-ahead log is corrupt (not a torn tail): refuse to open."""
+
+    def __init__(self, directory: str | os.PathLike, err: WalCorrupt) -> None:
+        self.directory = Path(directory)
+        self.scan = err.scan
+        lsn = read_manifest(directory)["lsn"]
+        dropped = err.scan.dropped_acknowledged(int(lsn))
+        super().__init__(
+            f"{err}. Refusing to open: replaying only the records before it would silently "
+            f"drop acknowledged writes. `coldstart index repair --index {self.directory}` cuts "
+            f"the log at byte {err.scan.corrupt_at}, dropping {dropped} acknowledged record(s) "
+            "(the cut bytes are kept beside the log)."
+        )
+
+
+def check_wal(directory: str | os.PathLike) -> None:
+    """Raise IndexCorrupt when the index's log is corrupt (a torn tail is fine: it is cut off
+    when the index opens). Reads the log once without loading anything."""
+    from index.wal import scan
+
+    found = scan(Path(directory) / WAL)
+    if found.corrupt_at is not None:
+        raise IndexCorrupt(directory, WalCorrupt(found))
+
+
+def repair_index(directory: str | os.PathLike, dry_run: bool = False) -> dict[str, Any]:
+    """Cut the index's write-ahead log at its first bad record (see index.wal.repair)."""
+    from index.wal import repair
+
+    manifest = read_manifest(directory)
+    return repair(Path(directory) / WAL, before_lsn=int(manifest["lsn"]), dry_run=dry_run)
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
@@ -117,30 +151,15 @@ class DurableIndex:
         directory = Path(directory)
         manifest = read_manifest(directory)
         store = store or StoreConfig()
-        cfg = dict(manifest["config"])
-        for key, value in (overrides or {}).items():
-            if key in ("factory", "metric", "dim", "id_type", "normalize"):
-                raise ValueError(f"{key} is fixed by the stored index and cannot be overridden")
-            cfg[key] = value
-        config = IndexConfig.from_dict(cfg)
-        snap = directory / manifest["snapshot"]
-        state = json.loads((snap / "state.json").read_text())
-        with np.load(snap / "items.npz", allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-        faiss_index = _faiss().read_index(str(snap / "index.faiss"))
-        index = VectorIndex.restore(config, faiss_index, arrays, state)
-        _clean_orphans(directory, keep=manifest["snapshot"])
-        wal = WriteAheadLog(directory / WAL, fsync=store.fsync)
-        if wal.torn_bytes:
-            log.warning("dropped a torn WAL tail of %d bytes (never acknowledged)", wal.torn_bytes)
-        next_lsn = int(manifest["lsn"]) + 1
-        replayed = 0
-        for record in wal.replayed():
-            if record.lsn <= manifest["lsn"]:
-                continue  # already in the snapshot (crash between snapshot and WAL reset)
-            _apply(index, record)
-            next_lsn = max(next_lsn, record.lsn + 1)
-            replayed += 1
+        try:  # first: a corrupt log stops the open before the snapshot is loaded
+            wal = WriteAheadLog(directory / WAL, fsync=store.fsync)
+        except WalCorrupt as err:
+            raise IndexCorrupt(directory, err) from err
+        try:
+            index, replayed, next_lsn = _load(directory, manifest, wal, overrides)
+        except BaseException:
+            wal.close()
+            raise
         self = cls(directory, index, store, manifest, wal, next_lsn)
         self.replayed = replayed
         self._ops_since_snapshot = replayed
@@ -193,8 +212,14 @@ class DurableIndex:
             return
         if self._snapshot_thread is not None and self._snapshot_thread.is_alive():
             return
-        self._snapshot_thread = threading.Thread(target=self.snapshot, daemon=True)
+        self._snapshot_thread = threading.Thread(target=self._background_snapshot, daemon=True)
         self._snapshot_thread.start()
+
+    def _background_snapshot(self) -> None:
+        try:
+            self.snapshot()
+        except Exception:  # the WAL still holds every write: retried after the next writes
+            log.exception("automatic snapshot of %s failed", self.directory)
 
     def snapshot(self, force: bool = False) -> bool:
         """Write a snapshot atomically and reset the WAL. False when nothing changed."""
@@ -239,11 +264,55 @@ class DurableIndex:
         self.index.close()
 
 
+def _load(
+    directory: Path,
+    manifest: dict[str, Any],
+    wal: WriteAheadLog,
+    overrides: dict[str, Any] | None,
+) -> tuple[VectorIndex, int, int]:
+    """The snapshot named by the manifest with the log replayed over it."""
+    cfg = dict(manifest["config"])
+    for key, value in (overrides or {}).items():
+        if key in ("factory", "metric", "dim", "id_type", "normalize"):
+            raise ValueError(f"{key} is fixed by the stored index and cannot be overridden")
+        cfg[key] = value
+    config = IndexConfig.from_dict(cfg)
+    snap = directory / manifest["snapshot"]
+    state = json.loads((snap / "state.json").read_text())
+    with np.load(snap / "items.npz", allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    faiss_index = _faiss().read_index(str(snap / "index.faiss"))
+    index = VectorIndex.restore(config, faiss_index, arrays, state)
+    _clean_orphans(directory, keep=manifest["snapshot"])
+    if wal.torn_bytes:
+        log.warning(
+            "%s: cut off a torn tail of %d bytes at byte %d (an incomplete last record: "
+            "a crash during an append that was never acknowledged)",
+            wal.path,
+            wal.torn_bytes,
+            wal.bytes,
+        )
+    next_lsn = int(manifest["lsn"]) + 1
+    replayed = 0
+    for record in wal.replayed():
+        if record.lsn <= manifest["lsn"]:
+            continue  # already in the snapshot (crash between snapshot and WAL reset)
+        _apply(index, record)
+        next_lsn = max(next_lsn, record.lsn + 1)
+        replayed += 1
+    return index, replayed, next_lsn
+
+
 def _apply(index: VectorIndex, record: WalRecord) -> None:
+    """Replay one record as it was acknowledged: no re-validation (the rules may have changed
+    since it was written, and refusing it now would lose an acknowledged write)."""
     if record.op == OP_UPSERT:
-        index.upsert(record.ids, record.vectors)
+        assert record.vectors is not None
+        last = {item: row for row, item in enumerate(record.ids)}  # duplicate ids: last wins
+        rows = list(last.values())
+        index.upsert(list(last), record.vectors[rows], _checked=True)
     elif record.op == OP_DELETE:
-        index.delete(record.ids)
+        index.delete(record.ids, _checked=True)
     else:
         raise ValueError(f"unknown WAL op {record.op}")
 

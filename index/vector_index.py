@@ -32,8 +32,41 @@ from index.config import IndexConfig
 log = logging.getLogger(__name__)
 
 ItemId = int | str
-_INT_RE = re.compile(r"^-?\d{1,19}$")
+_INT_RE = re.compile(r"^-?[0-9]{1,19}\Z")
 _I64 = (-(2**63), 2**63 - 1)
+# Indexes without normalization: |component| <= this keeps D * x^2 (inner products) and
+# 4 * D * x^2 (L2 distances) far below float32's 3.4e38 for any practical D.
+MAX_ABS_UNNORMALIZED = 1e15
+MAX_ID_CHARS = 512
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+ID_RULES = (
+    "string ids: 1 to 512 characters of valid Unicode, no control characters "
+    "(U+0000-U+001F, U+007F-U+009F), no '/', not '.' or '..'; kept exactly as sent"
+)
+
+
+def string_id_problem(text: str) -> str | None:
+    """Why `text` cannot be a string item id (see ID_RULES), or None when it can."""
+    if not text:
+        return "empty"
+    if len(text) > MAX_ID_CHARS:
+        return f"longer than {MAX_ID_CHARS} characters"
+    if _CONTROL.search(text):
+        return "control characters (U+0000-U+001F, U+007F-U+009F) are not allowed"
+    if "/" in text:
+        return "'/' is not allowed (the id could not be addressed as /v1/items/{id})"
+    if text in (".", ".."):
+        return "'.' and '..' are not allowed (URL paths collapse them)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode (lone surrogate)"
+    return None
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class InvalidInput(ValueError):
@@ -247,45 +280,69 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- validation
     def normalize_id(self, item_id: object) -> ItemId:
-        """The canonical form of an item id for this index (int64 or str); InvalidInput else."""
+        """The canonical form of an item id for this index (int64 or str); InvalidInput else.
+
+        String ids (see ID_RULES): 1 to 512 characters, valid Unicode (no lone surrogates), no
+        control characters (U+0000-U+001F, U+007F-U+009F), no "/", not "." or "..". They are
+        kept exactly as given (no trimming, no Unicode normalization), so every accepted id
+        can be read and deleted through /v1/items/{id} and round-trips through the log and
+        snapshots byte for byte.
+        """
         if self.config.id_type == "int":
             if isinstance(item_id, bool):
                 raise InvalidInput(f"item id must be an integer, got {item_id!r}")
-            if isinstance(item_id, int | np.integer):
-                value = int(item_id)
-            elif isinstance(item_id, str) and _INT_RE.match(item_id.strip()):
-                value = int(item_id.strip())
+            digits = isinstance(item_id, str) and _INT_RE.match(item_id)
+            if isinstance(item_id, int | np.integer) or digits:
+                value = int(item_id)  # type: ignore[arg-type]
             else:
-                raise InvalidInput(f"item id must be an integer, got {item_id!r}")
+                raise InvalidInput(f"item id must be an integer, got {_short(item_id)}")
             if not _I64[0] <= value <= _I64[1]:
                 raise InvalidInput(f"item id {value} does not fit in int64")
             return value
         if isinstance(item_id, bool) or not isinstance(item_id, str | int | np.integer):
-            raise InvalidInput(f"item id must be a string, got {item_id!r}")
+            raise InvalidInput(f"item id must be a string, got {_short(item_id)}")
         text = str(item_id)
-        if not text or len(text) > 512:
-            raise InvalidInput("item id must be a non-empty string of at most 512 characters")
+        problem = string_id_problem(text)
+        if problem:
+            raise InvalidInput(f"item id {_short(text)} is not allowed: {problem}")
         return text
 
     def prepare(self, vectors: Any) -> np.ndarray:
-        """Validated float32 (N, D) copy, L2-normalized when configured. InvalidInput else."""
+        """Validated float32 (N, D) copy, L2-normalized when configured. InvalidInput else.
+
+        Normalizing indexes accept any finite non-zero vector: the norm is taken in float64
+        after scaling by the largest component, so neither 1e20 (whose float32 norm
+        overflows) nor 1e-30 (whose square underflows) loses its direction. Indexes without
+        normalization accept components of magnitude <= MAX_ABS_UNNORMALIZED, so that every
+        inner product and L2 distance stays finite in float32.
+        """
         try:
-            with np.errstate(over="ignore"):  # float32 overflow becomes inf, rejected below
-                arr = np.array(vectors, dtype=np.float32)
-        except (TypeError, ValueError) as err:
+            arr = np.array(vectors, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError) as err:
             raise InvalidInput(f"vectors must be numbers: {err}") from err
         if arr.ndim == 1:
             arr = arr[None, :]
         if arr.ndim != 2 or arr.shape[1] != self.dim:
             raise InvalidInput(f"vectors must have shape (N, {self.dim}), got {arr.shape}")
         if not np.isfinite(arr).all():
-            raise InvalidInput("vectors contain NaN or infinity (or values beyond float32)")
-        if self.config.normalize and len(arr):
-            norms = np.linalg.norm(arr, axis=1, keepdims=True)
-            if (norms == 0).any():
+            raise InvalidInput("vectors contain NaN or infinity")
+        if not len(arr):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self.config.normalize:
+            scale = np.abs(arr).max(axis=1, keepdims=True)  # (N, 1)
+            if (scale == 0).any():
                 raise InvalidInput("zero vector cannot be normalized")
-            arr /= norms
-        return np.ascontiguousarray(arr)
+            arr = arr / scale
+            arr /= np.linalg.norm(arr, axis=1, keepdims=True)
+        elif (np.abs(arr) > MAX_ABS_UNNORMALIZED).any():
+            raise InvalidInput(
+                f"vector components must lie within +-{MAX_ABS_UNNORMALIZED:g} in an index "
+                "without normalization (larger values overflow float32 scores)"
+            )
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+        if not np.isfinite(out).all():  # pragma: no cover - guarded above; never store inf
+            raise InvalidInput("vectors overflow float32")
+        return out
 
     # ----------------------------------------------------------------- training
     def train(self, vectors: np.ndarray) -> None:
@@ -319,11 +376,12 @@ class VectorIndex:
     def check_upsert(self, ids: Sequence[Any], vectors: Any) -> tuple[list[ItemId], np.ndarray]:
         """Validate an upsert without applying it. Returns canonical ids and prepared vectors."""
         norm = [self.normalize_id(i) for i in ids]
-        if len(set(norm)) != len(norm):
-            raise InvalidInput("duplicate item ids in one upsert")
         vecs = self.prepare(vectors)
         if len(vecs) != len(norm):
             raise InvalidInput(f"{len(norm)} ids but {len(vecs)} vectors")
+        if len(set(norm)) != len(norm):  # the same id twice: the later item wins, as in a dict
+            last = {item: row for row, item in enumerate(norm)}
+            norm, vecs = list(last), vecs[list(last.values())]
         if not self.is_trained:
             raise NotTrained(f"{self.config.factory!r} is untrained: build it from data first")
         return norm, vecs
@@ -341,9 +399,9 @@ class VectorIndex:
         self._after_mutation()
         return len(norm)
 
-    def delete(self, ids: Sequence[Any]) -> int:
+    def delete(self, ids: Sequence[Any], _checked: bool = False) -> int:
         """Remove items; unknown ids are ignored. Returns how many were removed."""
-        norm = [self.normalize_id(i) for i in ids]
+        norm = list(ids) if _checked else [self.normalize_id(i) for i in ids]
         with self._lock.write():
             internal = [self._ext_to_int[i] for i in dict.fromkeys(norm) if i in self._ext_to_int]
             if internal:
@@ -601,16 +659,15 @@ class VectorIndex:
             self._ext_to_int.values(), dtype=np.int64, count=len(self._ext_to_int)
         )
         item_ids = self._ext_of[internal].tolist()
-        ids_arr = (
-            np.asarray(item_ids, dtype=np.int64)
-            if self.config.id_type == "int"
-            else np.asarray(item_ids, dtype=str)
-        )
-        return {
+        out = {
             "internal_ids": internal,
-            "item_ids": ids_arr,
             "vectors": self._vecs[self._row_of[internal]] if len(internal) else self._vecs[:0],
         }
+        if self.config.id_type == "int":
+            out["item_ids"] = np.asarray(item_ids, dtype=np.int64)
+        else:
+            out.update(pack_strings(item_ids))
+        return out
 
     def faiss_index(self) -> Any:
         """The CPU source-of-truth FAISS index (call inside `frozen()` to serialize it)."""
@@ -639,7 +696,10 @@ class VectorIndex:
         self._vecs[:n] = arrays["vectors"]
         self._n_rows = n
         self._row_of[internal] = np.arange(n, dtype=np.int64)
-        items = arrays["item_ids"].tolist()
+        # Snapshots written before the UTF-8 + offsets form held a numpy str array (which had
+        # already dropped trailing NULs).
+        legacy = "item_ids_utf8" not in arrays
+        items = arrays["item_ids"].tolist() if legacy else unpack_strings(arrays)
         ext = np.empty(n, dtype=object)
         ext[:] = items
         self._ext_of[internal] = ext
@@ -647,3 +707,25 @@ class VectorIndex:
         self._tombstones = set(int(t) for t in meta.get("tombstones", []))
         self._selector = self._make_selector()
         return self
+
+
+def pack_strings(strings: Sequence[str]) -> dict[str, np.ndarray]:
+    """Strings as UTF-8 bytes + offsets: exact for any str (numpy's str dtype drops trailing
+    NULs). Lone surrogates (only possible in logs written before the id rules) pass through."""
+    encoded = [s.encode("utf-8", "surrogatepass") for s in strings]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(b) for b in encoded])
+    return {
+        "item_ids_utf8": np.frombuffer(b"".join(encoded), dtype=np.uint8),
+        "item_ids_offsets": offsets,
+    }
+
+
+def unpack_strings(arrays: dict[str, np.ndarray]) -> list[str]:
+    """The inverse of pack_strings."""
+    blob = arrays["item_ids_utf8"].tobytes()
+    offsets = arrays["item_ids_offsets"].tolist()
+    return [
+        blob[a:b].decode("utf-8", "surrogatepass")
+        for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+    ]

@@ -32,6 +32,22 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--recall-queries", type=int, default=1000, help="queries for recall@10")
     info = sub.add_parser("info", help="print an index directory's manifest and live item count")
     info.add_argument("--index", required=True)
+    repair = sub.add_parser(
+        "repair",
+        help="cut a corrupt write-ahead log at its first bad record; reports what it drops",
+        description="A torn tail (an incomplete last record left by a crash during an append) "
+        "is cut off automatically when the index opens: it was never acknowledged. Any other "
+        "damage (a bad checksum, garbage followed by intact records) makes the index refuse to "
+        "open, because replaying only the records before it would silently drop acknowledged "
+        "writes. This command cuts the log at the first bad byte, saves the cut bytes beside "
+        "the log (wal.log.cut-<offset>-<time>) and prints a JSON report: "
+        "dropped_acknowledged_records, dropped_items, dropped_lsns. Exit code 0 when the log "
+        "was clean or repaired.",
+    )
+    repair.add_argument("--index", required=True)
+    repair.add_argument(
+        "--dry-run", action="store_true", help="report what would be cut, change nothing"
+    )
     return parser
 
 
@@ -39,6 +55,8 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "build":
         return _build(args)
+    if args.cmd == "repair":
+        return _repair(args)
     return _info(args)
 
 
@@ -74,15 +92,34 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repair(args: argparse.Namespace) -> int:
+    from index.store import repair_index
+
+    try:
+        report = repair_index(args.index, dry_run=args.dry_run)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        print(f"coldstart index repair: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    if report["dropped_acknowledged_records"]:
+        verb = "would drop" if args.dry_run else "dropped"
+        print(
+            f"coldstart index repair: {verb} {report['dropped_acknowledged_records']} "
+            f"acknowledged record(s) ({report['dropped_items']} item(s) in the intact ones)",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
-    from index.store import DurableIndex, read_manifest
+    from index.store import DurableIndex, IndexCorrupt, read_manifest
 
     try:
         manifest = read_manifest(args.index)
-    except (FileNotFoundError, ValueError) as err:
+        durable = DurableIndex.open(args.index)
+    except (FileNotFoundError, ValueError, IndexCorrupt) as err:
         print(f"coldstart index info: {err}", file=sys.stderr)
         return 2
-    durable = DurableIndex.open(args.index)
     try:
         manifest["live_items"] = len(durable)
         manifest["wal_records_replayed"] = durable.replayed

@@ -68,12 +68,13 @@ def main(argv: list[str]) -> int:
     from index.browse import BrowseConfig
     from index.config import IndexConfig, ServerConfig, StoreConfig, load_yaml
     from index.server import create_app, run_server
-    from index.store import DurableIndex, read_manifest
+    from index.store import DurableIndex, IndexCorrupt, check_wal, read_manifest
 
     raw = load_yaml(args.config) if args.config else {}
     try:
         read_manifest(args.index)
-    except (FileNotFoundError, ValueError) as err:
+        check_wal(args.index)  # a corrupt log: refuse to start, before binding the port
+    except (FileNotFoundError, ValueError, IndexCorrupt) as err:
         print(f"coldstart serve: {err}", file=sys.stderr)
         return 2
     overrides = {

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -57,6 +61,80 @@ def wait_ready(client: Any, timeout: float = 20) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"server not ready: {client.get('/health').json()}")
         time.sleep(0.02)
+
+
+class ServeProcess:
+    """A real `coldstart serve` in its own process on 127.0.0.1 (kill -9 with `kill()`).
+
+    stderr goes to `log` (a file, so a chatty server never blocks on a full pipe).
+    prefix: argv run before the server's (e.g. a wrapper that sets resource limits and execs).
+    """
+
+    def __init__(
+        self,
+        index_dir: Path,
+        *args: str,
+        log: Path,
+        token: str | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
+        import httpx
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env.pop("COLDSTART_API_TOKEN", None)
+        if token is not None:
+            env["COLDSTART_API_TOKEN"] = token
+        cmd = [*prefix, sys.executable, "-m", "coldstart", "serve", "--index", str(index_dir)]
+        cmd += ["--port", str(self.port), "--log-level", "warning", *args]
+        self.log = log
+        with open(log, "ab") as err:
+            self.proc = subprocess.Popen(
+                cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err
+            )
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=self.url, timeout=30, headers=headers)
+
+    def wait_ready(self, timeout: float = 60) -> dict:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited ({self.proc.returncode}): {self.stderr()}")
+            try:
+                r = self.client.get("/ready")
+                if r.status_code == 200:
+                    return r.json()
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server never became ready: {self.stderr()}")
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook, no snapshot."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @pytest.fixture(scope="session")

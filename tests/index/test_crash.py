@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -17,30 +13,10 @@ import pytest
 from index.config import IndexConfig, StoreConfig
 from index.store import DurableIndex
 from index.vector_index import VectorIndex
-from tests.index.conftest import REPO_ROOT, free_port
+from tests.index.conftest import ServeProcess
 
 TOKEN = "crash-token"
 DIM = 16
-
-
-def _start(index_dir, port):
-    env = {**os.environ, "COLDSTART_API_TOKEN": TOKEN, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "coldstart", "serve", "--index", str(index_dir)]
-    cmd += ["--port", str(port), "--log-level", "warning", "--snapshot-every", "40"]
-    return subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
-
-
-def _wait_ready(client, proc, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "server exited"
-        try:
-            if client.get("/ready").status_code == 200:
-                return client.get("/ready").json()
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("server never became ready")
 
 
 def _vec(rng):
@@ -60,58 +36,47 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
     killer = random.Random(1)
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
+    def serve() -> ServeProcess:
+        args = ("--snapshot-every", "40")
+        return ServeProcess(tmp_path / "idx", *args, log=tmp_path / "serve.log", token=TOKEN)
+
     for _round in range(4):
-        port = free_port()
-        proc = _start(tmp_path / "idx", port)
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-                ready = _wait_ready(client, proc)
-                # Every batch acknowledged before a kill is there; a batch in flight at the
-                # kill is there entirely or not at all (the WAL record is all-or-nothing).
-                assert ready["items"] in {len(acked) + n for n in (0, *map(len, in_flight))}
-                for batch in _check(client, acked, in_flight):
-                    acked.update(batch)  # durable though never acknowledged: it stays
-                in_flight.clear()
-                stop = threading.Event()
+        with serve() as srv:
+            client = srv.client
+            ready = srv.wait_ready()
+            # Every batch acknowledged before a kill is there; a batch in flight at the
+            # kill is there entirely or not at all (the WAL record is all-or-nothing).
+            assert ready["items"] in {len(acked) + n for n in (0, *map(len, in_flight))}
+            for batch in _check(client, acked, in_flight):
+                acked.update(batch)  # durable though never acknowledged: it stays
+            in_flight.clear()
+            stop = threading.Event()
 
-                def writer(client=client, stop=stop) -> None:
-                    while not stop.is_set():
-                        batch = {next_id[0] + j: _vec(rng) for j in range(7)}
-                        next_id[0] += 7
-                        in_flight.append(batch)
-                        body = {
-                            "items": [{"id": i, "vector": v.tolist()} for i, v in batch.items()]
-                        }
-                        try:
-                            r = client.post("/v1/items", json=body, headers=headers)
-                        except httpx.TransportError:
-                            return
-                        if r.status_code != 200:
-                            return
-                        acked.update(batch)
-                        in_flight.remove(batch)
+            def writer(client=client, stop=stop) -> None:
+                while not stop.is_set():
+                    batch = {next_id[0] + j: _vec(rng) for j in range(7)}
+                    next_id[0] += 7
+                    in_flight.append(batch)
+                    body = {"items": [{"id": i, "vector": v.tolist()} for i, v in batch.items()]}
+                    try:
+                        r = client.post("/v1/items", json=body, headers=headers)
+                    except httpx.TransportError:
+                        return
+                    if r.status_code != 200:
+                        return
+                    acked.update(batch)
+                    in_flight.remove(batch)
 
-                thread = threading.Thread(target=writer)
-                thread.start()
-                time.sleep(killer.uniform(0.3, 1.5))
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                stop.set()
-                thread.join()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            thread = threading.Thread(target=writer)
+            thread.start()
+            time.sleep(killer.uniform(0.3, 1.5))
+            srv.kill()
+            stop.set()
+            thread.join()
     assert len(acked) > 50 + 4 * 7, "the writer never got going"
-    port = free_port()
-    proc = _start(tmp_path / "idx", port)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            _wait_ready(client, proc)
-            _check(client, acked, in_flight)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+    with serve() as srv:
+        srv.wait_ready()
+        _check(srv.client, acked, in_flight)
 
 
 def _check(client, acked, in_flight) -> list[dict]:

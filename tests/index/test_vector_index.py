@@ -78,14 +78,24 @@ def test_string_ids_and_l2():
     assert index.normalize_id(7) == "7"
 
 
+def test_norms_in_float64_and_duplicate_ids():
+    index = VectorIndex(IndexConfig(dim=4))
+    # 1e20 overflows a float32 norm (stored as zeros before); 1e-30 underflows its square.
+    index.upsert([1, 2, 3], [[1e20, 0, 0, 0], [0, -1e-30, 0, 0], [3e38, 3e38, 0, 0]])
+    np.testing.assert_allclose(
+        index.get([1, 2, 3]), [[1, 0, 0, 0], [0, -1, 0, 0], [2**-0.5, 2**-0.5, 0, 0]], atol=1e-7
+    )
+    index.upsert([4, 4], [[0, 0, 1, 0], [0, 0, 0, 1]])  # the same id twice: the later wins
+    np.testing.assert_allclose(index.get([4]), [[0, 0, 0, 1]])
+    assert len(index) == 4
+
+
 def test_validation_errors():
     index = VectorIndex(IndexConfig(dim=4))
     good = np.ones((1, 4), np.float32)
     for bad in (np.ones((1, 5)), [[1, 2, float("nan"), 3]], [[1, 2, 3, np.inf]], [[0, 0, 0, 0]]):
         with pytest.raises(InvalidInput):
             index.upsert([1], bad)
-    with pytest.raises(InvalidInput):
-        index.upsert([1, 1], np.ones((2, 4)))  # duplicate ids
     with pytest.raises(InvalidInput):
         index.upsert([True], good)  # bool is not an id
     with pytest.raises(InvalidInput):
@@ -95,7 +105,9 @@ def test_validation_errors():
     with pytest.raises(InvalidInput):
         index.search(good, 0)
     with pytest.raises(InvalidInput):
-        index.upsert([1], [[1e39, 0, 0, 0]])  # overflows float32 -> inf
+        index.upsert([1], [[1e309, 0, 0, 0]])  # beyond float64: inf
+    with pytest.raises(InvalidInput):
+        VectorIndex(IndexConfig(dim=4, normalize=False)).upsert([1], [[1e16, 0, 0, 0]])
     with pytest.raises(InvalidInput):
         VectorIndex(IndexConfig(factory="NoSuchThing", dim=4))
     untrained = VectorIndex(IndexConfig(factory="IVF8,Flat", dim=4))
