@@ -41,6 +41,7 @@ class MicroBatcher:
         max_wait_ms: float = 1.0,
         on_batch: Callable[[int], None] | None = None,
         workers: int = 1,
+        initializer: Callable[[], None] | None = None,
     ) -> None:
         self.search_fn = search_fn
         self.max_batch_size = max(1, int(max_batch_size))
@@ -51,8 +52,9 @@ class MicroBatcher:
         self._tasks: list[asyncio.Task] = []
         # `workers` batches may be searched at once, each in its own thread (FAISS releases
         # the GIL); with one, batches run back to back and FAISS parallelizes inside a call.
+        # initializer: runs once in each search thread (e.g. per-thread OpenMP settings).
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            self.workers, thread_name_prefix="faiss-batch"
+            self.workers, thread_name_prefix="faiss-search", initializer=initializer
         )
 
     async def search(self, queries: np.ndarray, k: int) -> tuple[list[list], list[np.ndarray]]:

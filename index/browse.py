@@ -26,15 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from index.api import HTTPError, RouteDocs
 from index.catalogue import ByteLRU, Catalogue, ItemId, MediaStore
 from index.config import ServerConfig, _from_dict
-from index.server import HTTPError, decode_image
+from index.server import decode_image
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,6 @@ class ItemMeta(BaseModel):
     title: str | None = Field(None, description="the catalogue title (or text), when present")
     fields: dict[str, Any] = Field(description="every other non-empty catalogue column")
     has_image: bool = Field(description="whether /v1/items/{id}/image has an image")
-
-
-class ErrorDetail(BaseModel):
-    detail: str
 
 
 def make_thumbnail(data: bytes, size: int, max_pixels: int, quality: int) -> bytes:
@@ -157,26 +154,27 @@ def install_browse(
     catalogue: Catalogue | None = None,
     media: MediaStore | None = None,
     config: BrowseConfig | None = None,
+    docs: RouteDocs | None = None,
 ) -> None:
     """Add the item meta and image routes, the page at `/` and its `/static` assets to `app`.
 
     normalize_id: the index's id rule (raises for a malformed id, 503 while loading), so a
     route's id finds the row the catalogue and media store keyed in the index's id type.
+    docs: the server's route documentation (index.api): statuses, auth, error model.
     """
+    docs = docs or RouteDocs(token=server.token() is not None, auth_reads=server.auth_reads)
     config = config or BrowseConfig()
     thumbs = Thumbnails(media, server, config) if media is not None else None
     app.state.thumbnails = thumbs
     visibility = "private" if server.auth_reads else "public"
     cache_control = f"{visibility}, max-age={config.max_age_s}"
-    errors = {
-        404: {"model": ErrorDetail, "description": "unknown item, or no image"},
-    }
+    # 422: a malformed id or size; 503: the index is loading (normalize_id needs it).
+    statuses = (404, 422, 503)
     router = APIRouter(tags=["items"], dependencies=[Depends(require_read)])
 
     @router.get(
         "/v1/items/{item_id}/meta",
-        response_model=ItemMeta,
-        responses={**errors},
+        **docs(ItemMeta, *statuses, auth="read", s404="not in the catalogue"),
     )
     async def item_meta(item_id: str) -> JSONResponse:
         """Catalogue fields of an item (title first), and whether it has an image."""
@@ -191,21 +189,30 @@ def install_browse(
     @router.get(
         "/v1/items/{item_id}/image",
         response_class=Response,
-        responses={
-            200: {"content": {"image/jpeg": {}}, "description": "JPEG thumbnail"},
-            **errors,
-            413: {"model": ErrorDetail, "description": "stored image over the upload limits"},
-            415: {"model": ErrorDetail, "description": "stored media is not an image"},
-        },
+        **docs(
+            {
+                "description": "JPEG thumbnail",
+                "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            *statuses,
+            413,
+            415,
+            auth="read",
+            s404="no image for this item",
+            s413="stored image over the upload limits",
+            s415="stored media is not an image",
+        ),
     )
-    async def item_image(item_id: str, size: int = config.thumb_size) -> Response:
+    async def item_image(
+        item_id: str,
+        size: int = Query(
+            config.thumb_size,
+            ge=config.min_thumb_size,
+            le=config.max_thumb_size,
+            description="longest side in pixels",
+        ),
+    ) -> Response:
         """A thumbnail of the item's image, longest side at most `size` pixels (cached)."""
-        if not config.min_thumb_size <= size <= config.max_thumb_size:
-            raise HTTPError(
-                422,
-                f"size must be between {config.min_thumb_size} and {config.max_thumb_size}, "
-                f"got {size}",
-            )
         norm = normalize_id(item_id)
         if thumbs is None or norm not in thumbs.media:
             why = "" if thumbs is not None else " (the server was started without --media)"

@@ -9,27 +9,50 @@ POST /v1/coldstart (JSON), POST /v1/coldstart/media (multipart). Writes (bearer 
 POST /v1/items, DELETE /v1/items/{id}, POST /v1/snapshot, cold-start with insert=true.
 Ops: GET /health, GET /ready (503 until the index is loaded), GET /metrics (Prometheus).
 Browsing (index.browse): GET /v1/items/{id}/meta, GET /v1/items/{id}/image, the page at GET /.
+
+The contract (error model, statuses per route, request models, OpenAPI document) lives in
+index.api; every route here declares its statuses through `docs(...)`.
+
+Threads: the event loop only routes requests. Large bodies are parsed and validated, images
+decoded, large responses encoded, and every FAISS search run in worker threads; searches run
+in the "faiss-search" threads of the micro-batcher (or the unbatched pool), each of which
+applies `faiss_threads` to its own OpenMP settings (OpenMP settings are per thread).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hmac
 import io
+import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field, StrictInt, StrictStr
 
+from index.api import (
+    IMAGE_UPLOAD,
+    Contract,
+    HTTPError,
+    RouteDocs,
+    build_models,
+    error_json,
+    form_body,
+    install_errors,
+    install_openapi,
+    json_body,
+)
 from index.batching import MicroBatcher
 from index.catalogue import Catalogue, MediaStore
 from index.coldstart import IdRows, estimate_row
@@ -45,56 +68,45 @@ log = logging.getLogger(__name__)
 
 EncodeFn = Callable[[list[Any], list[str]], np.ndarray]
 API_VERSION = "v1"
+# Responses with more numbers than this are encoded in a worker thread, not on the loop.
+OFFLOAD_NUMBERS = 20_000
 
 
-class HTTPError(Exception):
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.headers = status, detail, headers
-
-
-# ------------------------------------------------------------------------- schemas
+# ------------------------------------------------------------------------- response models
 ItemIdT = StrictInt | StrictStr
 
 
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    vectors: list[list[float]] = Field(description="(Q, D) query vectors")
-    k: int = Field(10, description="neighbours per query")
-
-
 class Hits(BaseModel):
-    ids: list[ItemIdT]
+    ids: list[ItemIdT] = Field(description="best first; fewer than k when the index is small")
     scores: list[float] = Field(description="similarity (ip) or squared distance (l2)")
 
 
 class SearchResponse(BaseModel):
-    results: list[Hits]
+    results: list[Hits] = Field(description="one per query vector, in order")
 
 
-class Item(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ItemVector(BaseModel):
     id: ItemIdT
-    vector: list[float]
+    vector: list[float] = Field(description="as stored (normalized when the index normalizes)")
 
 
-class UpsertRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    items: list[Item]
+class Neighbors(Hits):
+    id: ItemIdT = Field(description="the item whose neighbours these are (excluded from them)")
 
 
 class UpsertResponse(BaseModel):
-    upserted: int
+    upserted: int = Field(description="distinct items written")
+    lsn: int = Field(description="the write-ahead log record that holds them (durable)")
+
+
+class DeleteResponse(BaseModel):
+    deleted: ItemIdT
     lsn: int
 
 
-class ColdStartRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    vector: list[float] | None = Field(None, description="content vector of the new item")
-    text: str | None = Field(None, description="text to encode (needs an encoder)")
-    k: int = 10
-    item_id: ItemIdT | None = Field(None, description="id of the new item (needed to insert)")
-    insert: bool = Field(False, description="insert it so it is retrievable at once")
+class SnapshotResponse(BaseModel):
+    written: bool = Field(description="false when nothing changed since the last snapshot")
+    lsn: int
 
 
 class ColdStartResponse(BaseModel):
@@ -107,18 +119,42 @@ class ColdStartResponse(BaseModel):
     lsn: int | None = None
 
 
+class Health(BaseModel):
+    status: str
+    ready: bool
+    error: str | None
+    items: int | None
+    device: str | None
+    backend: str | None
+    batching: bool
+    faiss_threads: int | None = Field(
+        description="OpenMP threads seen by the last search thread (None before a search)"
+    )
+
+
+class Ready(BaseModel):
+    ready: bool
+    items: int
+    lsn: int
+
+
 # ------------------------------------------------------------------------- middleware
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
 class BodyLimitMiddleware:
-    """413 for bodies over `limit` bytes, by Content-Length or while streaming (chunked)."""
+    """413 for bodies over `limit` bytes, by Content-Length or while streaming (chunked).
+
+    Only methods with a body are limited (no route reads the body of a GET or DELETE)."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("method") not in _BODY_METHODS:
             return await self.app(scope, receive, send)
         for name, value in scope.get("headers", []):
-            if name == b"content-length":
+            if name == b"content-length" and scope.get("method") in _BODY_METHODS:
                 try:
                     declared = int(value)
                 except ValueError:
@@ -156,7 +192,7 @@ class _TooLarge(BaseException):
 
 
 async def _plain(send: Callable, status: int, detail: str) -> None:
-    body = ('{"detail":"' + detail + '"}').encode()
+    body = json.dumps({"detail": detail}).encode()  # the one error model (index.api)
     await send(
         {
             "type": "http.response.start",
@@ -253,7 +289,6 @@ def decode_image(data: bytes, max_pixels: int) -> Any:
         raise HTTPError(422, f"corrupt or truncated image: {err}") from err
 
 
-# ------------------------------------------------------------------------- app
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -273,6 +308,7 @@ class _State:
         self.index: DurableIndex | None = None
         self.error: str | None = None
         self.batcher: MicroBatcher | None = None
+        self.search_threads: int | None = None
 
 
 def create_app(
@@ -281,12 +317,16 @@ def create_app(
     encode: EncodeFn | None = None,
     id_rows: IdRows | None = None,
     close_on_shutdown: bool = True,
+    contract: Contract | None = None,
     catalogue: Catalogue | None = None,
     media: MediaStore | None = None,
     browse: BrowseConfig | None = None,
 ) -> FastAPI:
     """The HTTP app. `load` runs in a thread at start-up (/ready is 503 until it returns).
 
+    contract: what the OpenAPI document and the request models know of the index (dimension,
+    id type, normalization; `Contract.from_manifest`); taken from `load` when it is an open
+    index. Without one, vectors of any length and ids of either kind are documented.
     catalogue / media: what the browsing page at `/` shows about an item (index.browse).
     """
     config = config or ServerConfig()
@@ -295,13 +335,29 @@ def create_app(
     state = _State()
     if config.id_rows and id_rows is None:
         id_rows = IdRows.from_export(config.id_rows, config.id_rows_modality)
+    if contract is None and isinstance(load, DurableIndex):
+        contract = Contract.from_manifest(load.manifest)
+    contract = replace(
+        contract or Contract(), max_k=config.max_k, max_vectors=config.max_vectors_per_request
+    )
+    models = build_models(contract, encoder=encode is not None)
+    docs = RouteDocs(
+        token=token is not None,
+        auth_reads=config.auth_reads,
+        insecure_writes=config.insecure_writes,
+    )
+
+    def _search_thread_init() -> None:
+        # OpenMP settings are per thread: set them in each thread that runs searches.
+        if config.faiss_threads > 0:
+            import faiss
+
+            faiss.omp_set_num_threads(config.faiss_threads)
 
     def _load() -> None:
         try:
             import faiss
 
-            if config.faiss_threads > 0:
-                faiss.omp_set_num_threads(config.faiss_threads)
             if config.blas_threshold is not None:
                 faiss.cvar.distance_compute_blas_threshold = int(config.blas_threshold)
             loaded = load() if callable(load) else load
@@ -315,71 +371,62 @@ def create_app(
             log.exception("loading the index failed")
             state.error = f"{type(err).__name__}: {err}"
 
+    # Unbatched searches get a pool of their own, one thread per core, set up like the
+    # batcher's (the default thread pool would run them with OpenMP's defaults).
+    unbatched_pool = concurrent.futures.ThreadPoolExecutor(
+        max(1, os.cpu_count() or 1), "faiss-search", initializer=_search_thread_init
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         loader = asyncio.create_task(asyncio.to_thread(_load))
         if config.batching:
             state.batcher = MicroBatcher(
-                _batched_search,
+                _run_search,
                 config.max_batch_size,
                 config.max_wait_ms,
                 on_batch=metrics.batch.observe,
                 workers=config.batch_workers,
+                initializer=_search_thread_init,
             )
         yield
         await loader
         if state.batcher is not None:
             await state.batcher.close()
+        unbatched_pool.shutdown(wait=False)
         if state.index is not None and close_on_shutdown:
             await asyncio.to_thread(state.index.close)
 
     app = FastAPI(
         title="coldstart index API",
         version=API_VERSION,
-        description="Nearest neighbours for cold-start items over a durable FAISS index.",
+        description="Nearest neighbours for cold-start items over a durable FAISS index. "
+        "Every error body is `{detail, errors?}`; writes need the bearer token.",
         lifespan=lifespan,
     )
     app.state.cs = state
     app.state.metrics = metrics
-
-    @app.exception_handler(HTTPError)
-    async def _http_error(request: Request, err: HTTPError) -> JSONResponse:
-        return JSONResponse({"detail": err.detail}, status_code=err.status, headers=err.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, err: RequestValidationError) -> JSONResponse:
-        # FastAPI's default echoes the input back, and NaN/inf inputs cannot be JSON-encoded
-        # (a 500): keep only where and what went wrong.
-        errors = [
-            {
-                "loc": [str(p) for p in e.get("loc", ())],
-                "msg": str(e.get("msg", "")),
-                "type": str(e.get("type", "")),
-            }
-            for e in err.errors()
-        ]
-        return JSONResponse({"detail": errors}, status_code=422)
+    app.state.docs = docs  # for modules that add routes (index.browse)
+    app.state.contract = contract
+    install_errors(app)
+    install_openapi(app, docs, contract)
 
     @app.exception_handler(InvalidInput)
     async def _invalid(request: Request, err: InvalidInput) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=422)
+        return error_json(422, str(err))
 
     @app.exception_handler(UnknownItem)
     async def _unknown(request: Request, err: UnknownItem) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=404)
+        return error_json(404, str(err))
+
+    @app.exception_handler(NotTrained)
+    async def _untrained(request: Request, err: NotTrained) -> JSONResponse:
+        return error_json(409, str(err))
 
     @app.exception_handler(WalWriteError)
     async def _wal_failed(request: Request, err: WalWriteError) -> JSONResponse:
         log.error("write refused: %s", err)
-        return JSONResponse(
-            {"detail": f"write not stored: {err.strerror or err}"},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
-
-    @app.exception_handler(NotTrained)
-    async def _untrained(request: Request, err: NotTrained) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=409)
+        return error_json(503, f"write not stored: {err.strerror or err}", {"Retry-After": "5"})
 
     # --------------------------------------------------------------- dependencies
     def _check_token(request: Request) -> None:
@@ -411,21 +458,34 @@ def create_app(
             raise HTTPError(503, detail, {"Retry-After": "1"})
         return state.index
 
-    def _check_k(k: int) -> int:
-        if not 1 <= k <= config.max_k:
-            raise HTTPError(422, f"k must be between 1 and {config.max_k}, got {k}")
-        return k
+    def _run_search(queries: np.ndarray, k: int) -> tuple[list[list], list[np.ndarray]]:
+        """Runs in a search thread (batcher or unbatched pool)."""
+        import faiss
 
-    def _batched_search(queries: np.ndarray, k: int) -> tuple[list[list], list[np.ndarray]]:
+        state.search_threads = faiss.omp_get_max_threads()
         result = index().index.search(queries, k, prepared=True)
         return result.ids, result.scores
 
     async def _search(queries: np.ndarray, k: int) -> tuple[list[list], list[np.ndarray]]:
         if state.batcher is not None:
             return await state.batcher.search(queries, k)
-        result = await run_in_threadpool(index().index.search, queries, k, True)
+        loop = asyncio.get_running_loop()
+        ids, scores = await loop.run_in_executor(unbatched_pool, _run_search, queries, k)
         metrics.batch.observe(len(queries))
-        return result.ids, result.scores
+        return ids, scores
+
+    async def _prepare(idx: DurableIndex, vectors: Any) -> np.ndarray:
+        """Validated query rows (Q, D); in a worker thread when there are many."""
+        if len(vectors) * idx.index.dim > OFFLOAD_NUMBERS:
+            return await run_in_threadpool(idx.index.prepare, vectors)
+        return idx.index.prepare(vectors)
+
+    async def _reply(payload: dict[str, Any], numbers: int) -> Response:
+        """JSON response; encoded in a worker thread when it holds many numbers."""
+        if numbers <= OFFLOAD_NUMBERS:
+            return JSONResponse(payload)
+        body = await run_in_threadpool(_dumps, payload)
+        return Response(body, media_type="application/json")
 
     def _hits(ids: list, scores: np.ndarray) -> dict[str, Any]:
         return {"ids": ids, "scores": finite_scores(scores)}
@@ -438,10 +498,13 @@ def create_app(
         vector = await run_in_threadpool(encode, images, texts)
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vector.shape[0] != idx.index.dim:
-            raise HTTPError(
-                500, f"encoder returned dim {vector.shape[0]}, index has {idx.index.dim}"
-            )
+            raise RuntimeError(f"encoder returned dim {vector.shape[0]}, index has {idx.index.dim}")
         return vector
+
+    async def _images(data: bytes | None) -> list[Any]:
+        if data is None:
+            return []
+        return [await run_in_threadpool(decode_image, data, config.max_image_pixels)]
 
     async def _cold_start(
         idx: DurableIndex,
@@ -449,13 +512,7 @@ def create_app(
         k: int,
         item_id: Any,
         insert: bool,
-        request: Request,
     ) -> dict[str, Any]:
-        _check_k(k)
-        if insert:
-            require_write(request)
-            if item_id is None:
-                raise HTTPError(422, "insert=true needs an item_id")
         norm_id = idx.index.normalize_id(item_id) if item_id is not None else None
         query = idx.index.prepare(vector)
         ids, scores = await _search(query, k + 1 if norm_id is not None else k)
@@ -468,7 +525,7 @@ def create_app(
             rows, mask = id_rows.lookup(n_ids)
             if mask.any():
                 row = estimate_row(rows, n_scores[mask], idx.index.config.metric)
-                out["id_row"] = np.asarray(row, dtype=np.float64).round(6).tolist()
+                out["id_row"] = finite_scores(row)
                 out["id_row_neighbors"] = int(mask.sum())
         out["inserted"] = False
         out["lsn"] = None
@@ -478,7 +535,7 @@ def create_app(
         return out
 
     # --------------------------------------------------------------- ops endpoints
-    @app.get("/health", tags=["ops"])
+    @app.get("/health", tags=["ops"], **docs(Health))
     async def health() -> dict[str, Any]:
         """Liveness: the process answers. Says whether the index is loaded and where it runs."""
         idx = state.index
@@ -490,63 +547,77 @@ def create_app(
             "device": idx.index.device if idx is not None else None,
             "backend": idx.index.backend_note if idx is not None else None,
             "batching": config.batching,
+            "faiss_threads": state.search_threads,
         }
 
-    @app.get("/ready", tags=["ops"])
+    @app.get("/ready", tags=["ops"], **docs(Ready, 503, s503="the index is loading or failed"))
     async def ready() -> JSONResponse:
         """Readiness: 200 once the index is loaded, 503 before (or if loading failed)."""
         if state.index is None:
-            return JSONResponse(
-                {"ready": False, "error": state.error},
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
+            detail = f"index failed to load: {state.error}" if state.error else "index loading"
+            return error_json(503, detail, {"Retry-After": "1"}, ready=False, error=state.error)
         return JSONResponse({"ready": True, "items": len(state.index), "lsn": state.index.lsn})
 
-    @app.get("/metrics", tags=["ops"])
+    text_metrics = {
+        "description": "Prometheus text format",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, **docs(text_metrics))
     async def prometheus() -> Response:
+        """Request counts and latencies per route, batch sizes, items, last log record."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # --------------------------------------------------------------- reads
+    read = [Depends(require_read)]
+    # Bodies are dependencies (index.api): parsed off the loop when large, documented exactly.
+    search_body = Depends(json_body(models.search))
+    search_media_form = Depends(form_body(models.search_media))
+    cold_start_body = Depends(json_body(models.cold_start))
+    cold_start_form = Depends(form_body(models.cold_start_media))
+    upsert_body = Depends(json_body(models.upsert))
+
     @app.post(
         "/v1/search",
         tags=["search"],
-        dependencies=[Depends(require_read)],
-        responses={200: {"model": SearchResponse}},
+        dependencies=read,
+        **docs(SearchResponse, 503, auth="read", json=models.search),
     )
-    async def search(body: SearchRequest) -> JSONResponse:
+    async def search(body: Any = search_body) -> Response:
         """Batch search: k nearest items for each query vector."""
         idx = index()
-        _check_k(body.k)
-        if not body.vectors:
-            raise HTTPError(422, "vectors must not be empty")
-        if len(body.vectors) > config.max_vectors_per_request:
-            raise HTTPError(422, f"at most {config.max_vectors_per_request} vectors per request")
-        queries = idx.index.prepare(body.vectors)
+        queries = await _prepare(idx, body.vectors)
         ids, scores = await _search(queries, body.k)
         results = [_hits(i, s) for i, s in zip(ids, scores, strict=True)]
-        return JSONResponse({"results": results})
+        return await _reply({"results": results}, len(queries) * body.k)
 
-    @app.get("/v1/items/{item_id}", tags=["items"], dependencies=[Depends(require_read)])
+    @app.get(
+        "/v1/items/{item_id}",
+        tags=["items"],
+        dependencies=read,
+        **docs(ItemVector, 404, 422, 503, auth="read"),
+    )
     async def get_item(item_id: str) -> JSONResponse:
         """The stored vector of an item."""
         idx = index()
-        vector = idx.index.get([item_id])[0]
         norm = idx.index.normalize_id(item_id)
+        vector = idx.index.get([norm])[0]
         return JSONResponse({"id": norm, "vector": vector.astype(np.float64).round(7).tolist()})
 
     @app.get(
         "/v1/items/{item_id}/neighbors",
         tags=["search"],
-        dependencies=[Depends(require_read)],
-        responses={200: {"model": Hits}},
+        dependencies=read,
+        **docs(Neighbors, 404, 422, 503, auth="read"),
     )
-    async def neighbors(item_id: str, k: int = 10) -> JSONResponse:
+    async def neighbors(
+        item_id: str,
+        k: int = Query(10, ge=1, le=config.max_k, description="neighbours to return"),
+    ) -> JSONResponse:
         """Nearest items to a stored item (the item itself excluded)."""
         idx = index()
-        _check_k(k)
         norm = idx.index.normalize_id(item_id)
         vector = idx.index.get([norm])
         ids, scores = await _search(vector, k + 1)
@@ -554,92 +625,92 @@ def create_app(
         hits = _hits([i for i, _ in pairs], np.asarray([s for _, s in pairs]))
         return JSONResponse({"id": norm, **hits})
 
+    # Without an encoder the media routes answer 501 and stay out of the document.
     @app.post(
         "/v1/search/media",
         tags=["search"],
-        dependencies=[Depends(require_read)],
-        responses={200: {"model": Hits}},
+        dependencies=read,
+        include_in_schema=encode is not None,
+        **docs(Hits, 501, 503, auth="read", form=models.search_media, encoding=IMAGE_UPLOAD),
     )
-    async def search_media(
-        image: Annotated[
-            UploadFile | None, File(description="an image (JPEG, PNG, WebP...)")
-        ] = None,
-        text: Annotated[str | None, Form(description="title, description or tags")] = None,
-        k: Annotated[int, Form()] = 10,
-    ) -> JSONResponse:
+    async def search_media(form: Any = search_media_form) -> JSONResponse:
         """Search by raw media: the image and/or text go through the encoder, then the index."""
         idx = index()
-        _check_k(k)
-        images = [decode_image(await image.read(), config.max_image_pixels)] if image else []
-        vector = await _encode(images, [text] if text else [], idx)
-        ids, scores = await _search(idx.index.prepare(vector), k)
+        images = await _images(form.image)
+        vector = await _encode(images, [form.text] if form.text else [], idx)
+        ids, scores = await _search(idx.index.prepare(vector), form.k)
         return JSONResponse(_hits(ids[0], scores[0]))
+
+    cold_statuses = (409, 501, 503)
 
     @app.post(
         "/v1/coldstart",
         tags=["cold start"],
-        dependencies=[Depends(require_read)],
-        responses={200: {"model": ColdStartResponse}},
+        dependencies=read,
+        **docs(ColdStartResponse, *cold_statuses, auth="optional", json=models.cold_start),
     )
-    async def cold_start(body: ColdStartRequest, request: Request) -> JSONResponse:
+    async def cold_start(request: Request, body: Any = cold_start_body) -> JSONResponse:
         """A new item by vector or text: its nearest warm items, an estimated ID-embedding row,
         and (insert=true, needs the write token) insertion so it is retrievable at once."""
+        if body.insert:
+            require_write(request)
         idx = index()
-        if (body.vector is None) == (body.text is None):
-            raise HTTPError(422, "send exactly one of vector or text")
         if body.vector is not None:
-            vector = body.vector  # validated (finite, dim, float32 range) by prepare()
+            vector = body.vector  # validated and normalized by _cold_start
         else:
-            vector = await _encode([], [body.text or ""], idx)
-        out = await _cold_start(idx, vector, body.k, body.item_id, body.insert, request)
+            vector = await _encode([], [body.text], idx)
+        out = await _cold_start(idx, vector, body.k, body.item_id, body.insert)
         return JSONResponse(out)
 
     @app.post(
         "/v1/coldstart/media",
         tags=["cold start"],
-        dependencies=[Depends(require_read)],
-        responses={200: {"model": ColdStartResponse}},
+        dependencies=read,
+        include_in_schema=encode is not None,
+        **docs(
+            ColdStartResponse,
+            *cold_statuses,
+            auth="optional",
+            form=models.cold_start_media,
+            encoding=IMAGE_UPLOAD,
+        ),
     )
-    async def cold_start_media(
-        request: Request,
-        image: Annotated[UploadFile | None, File()] = None,
-        text: Annotated[str | None, Form()] = None,
-        k: Annotated[int, Form()] = 10,
-        item_id: Annotated[str | None, Form()] = None,
-        insert: Annotated[bool, Form()] = False,
-    ) -> JSONResponse:
+    async def cold_start_media(request: Request, form: Any = cold_start_form) -> JSONResponse:
         """Like /v1/coldstart, from raw media (multipart image and/or text)."""
-        idx = index()
-        _check_k(k)
-        if insert:
+        if form.insert:
             require_write(request)
-        images = [decode_image(await image.read(), config.max_image_pixels)] if image else []
-        vector = await _encode(images, [text] if text else [], idx)
-        out = await _cold_start(idx, vector, k, item_id, insert, request)
+        idx = index()
+        images = await _images(form.image)
+        vector = await _encode(images, [form.text] if form.text else [], idx)
+        out = await _cold_start(idx, vector, form.k, form.item_id, form.insert)
         return JSONResponse(out)
 
     # --------------------------------------------------------------- writes
+    write = [Depends(require_write)]
+
     @app.post(
         "/v1/items",
         tags=["items"],
-        dependencies=[Depends(require_write)],
-        responses={200: {"model": UpsertResponse}},
+        dependencies=write,
+        **docs(UpsertResponse, 409, 503, auth="write", json=models.upsert),
     )
-    async def upsert(body: UpsertRequest) -> JSONResponse:
-        """Insert or replace items; acknowledged once fsync'd to the write-ahead log."""
+    async def upsert(body: Any = upsert_body) -> JSONResponse:
+        """Insert or replace items; acknowledged once fsync'd to the write-ahead log (503 with
+        nothing stored when the disk refuses the write)."""
         idx = index()
-        if not body.items:
-            raise HTTPError(422, "items must not be empty")
-        if len(body.items) > config.max_vectors_per_request:
-            raise HTTPError(422, f"at most {config.max_vectors_per_request} items per request")
         ids = [item.id for item in body.items]
         vectors = [item.vector for item in body.items]
         if any(len(v) != idx.index.dim for v in vectors):
             raise HTTPError(422, f"every vector must have {idx.index.dim} values")
         lsn = await run_in_threadpool(idx.upsert, ids, vectors)
-        return JSONResponse({"upserted": len(ids), "lsn": lsn})
+        return JSONResponse({"upserted": len(set(ids)), "lsn": lsn})
 
-    @app.delete("/v1/items/{item_id}", tags=["items"], dependencies=[Depends(require_write)])
+    @app.delete(
+        "/v1/items/{item_id}",
+        tags=["items"],
+        dependencies=write,
+        **docs(DeleteResponse, 404, 422, 503, auth="write"),
+    )
     async def delete(item_id: str) -> JSONResponse:
         """Remove an item (404 when unknown)."""
         idx = index()
@@ -649,7 +720,12 @@ def create_app(
             raise UnknownItem(f"unknown item id {norm!r}")
         return JSONResponse({"deleted": norm, "lsn": lsn})
 
-    @app.post("/v1/snapshot", tags=["ops"], dependencies=[Depends(require_write)])
+    @app.post(
+        "/v1/snapshot",
+        tags=["ops"],
+        dependencies=write,
+        **docs(SnapshotResponse, 503, auth="write"),
+    )
     async def snapshot() -> JSONResponse:
         """Write a snapshot now (and reset the write-ahead log)."""
         idx = index()
@@ -671,12 +747,17 @@ def create_app(
         catalogue=catalogue,
         media=media,
         config=browse,
+        docs=docs,
     )
 
     # Added last = outermost: metrics also count the 413s of the body limit.
     app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _dumps(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8080, **kwargs: Any) -> None:

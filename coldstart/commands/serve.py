@@ -142,7 +142,18 @@ def main(argv: list[str]) -> int:
     def load() -> DurableIndex:
         return DurableIndex.open(args.index, store, overrides)
 
-    app = create_app(load, server, encode=encode, catalogue=catalogue, media=media, browse=browse)
+    from index.api import Contract
+
+    contract = Contract.from_manifest(read_manifest(args.index))  # the document's vector/id shape
+    app = create_app(
+        load,
+        server,
+        encode=encode,
+        contract=contract,
+        catalogue=catalogue,
+        media=media,
+        browse=browse,
+    )
     try:
         run_server(app, args.host, args.port, log_level=args.log_level)
     finally:

@@ -312,3 +312,90 @@ def test_concurrent_readers_and_writers_over_http(server, vectors):
     deleted = [i for lo in (0, 60) for i in range(lo, lo + 60, 10)]
     assert all(client.get(f"/v1/items/{i}").status_code == 404 for i in deleted)
     assert client.get("/ready").json()["items"] == N + 120 - len(deleted)
+
+
+def test_openapi_document_lists_security_statuses_and_shapes(server):
+    client, _ = server
+    doc = client.get("/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    ops = doc["paths"]
+    upsert = ops["/v1/items"]["post"]
+    assert upsert["security"] == [{"bearerAuth": []}]
+    assert set(upsert["responses"]) == {"200", "400", "401", "409", "413", "415", "422", "503"}
+    search = ops["/v1/search"]["post"]
+    assert "security" not in search or search["security"] == []  # reads are open here
+    assert set(search["responses"]) == {"200", "400", "413", "415", "422", "503"}
+    assert ops["/v1/coldstart"]["post"]["security"] == [{}, {"bearerAuth": []}]  # insert=true
+    assert set(ops["/v1/items/{item_id}"]["delete"]["responses"]) == {
+        "200", "401", "404", "422", "503",
+    }  # fmt: skip
+    for path, methods in ops.items():  # one error model everywhere
+        for method, op in methods.items():
+            for status, response in op["responses"].items():
+                if int(status) >= 400:
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (path, method)
+    assert doc["components"]["schemas"]["ErrorResponse"]["properties"]["detail"]["type"] == "string"
+    # Shapes come from the served index: int ids, DIM-long non-zero vectors, k <= max_k.
+    param = ops["/v1/items/{item_id}"]["get"]["parameters"][0]
+    assert param["schema"]["type"] == "integer" and param["schema"]["maximum"] == 2**63 - 1
+    body = doc["components"]["schemas"]["SearchRequest"]["properties"]
+    assert body["vectors"]["items"]["minItems"] == body["vectors"]["items"]["maxItems"] == DIM
+    assert body["k"]["maximum"] == 50
+
+
+def test_errors_share_one_model(server, vectors):
+    client, _ = server
+    json_type = {"content-type": "application/json"}
+    cases = [
+        client.post("/v1/search", content=b'{"vectors": [[\xff\xfe]]}', headers=json_type),
+        client.post("/v1/search", content=b"\xc3\x28", headers=json_type),  # not UTF-8
+        client.post("/v1/search", json={"vectors": [[1.0]], "k": "3"}),
+        client.post("/v1/search", content=b"{}", headers={"content-type": "text/plain"}),
+        client.get("/v1/items/abc"),
+        client.get("/v1/items/99999"),
+        client.post("/v1/items", json={"items": []}),
+        client.request("PATCH", "/v1/items/1"),
+        client.get("/no/such/route"),
+    ]
+    statuses = [r.status_code for r in cases]
+    assert statuses == [422, 422, 422, 415, 422, 404, 401, 405, 404]
+    for r in cases:
+        assert isinstance(r.json()["detail"], str) and r.json()["detail"], r.text
+    assert cases[2].json()["errors"][0]["loc"][:2] == ["body", "vectors"]
+    assert cases[7].headers["allow"] == "DELETE, GET"  # every method of the path
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_faiss_threads_apply_where_searches_run(durable, vectors, batching):
+    """OpenMP settings are per thread: --faiss-threads set in the loader thread never reached
+    the threads that search (issue 9, item 6). /health reports what the last search saw."""
+    config = ServerConfig(faiss_threads=3, batching=batching)  # 3: not this machine's default
+    app = create_app(durable, config, close_on_shutdown=False)
+    with live_server(app) as url, httpx.Client(base_url=url) as client:
+        wait_ready(client)
+        assert client.get("/health").json()["faiss_threads"] is None  # no search yet
+        for _ in range(3):
+            r = client.post("/v1/search", json={"vectors": vectors[:2].tolist(), "k": 3})
+            assert r.status_code == 200
+        assert client.get("/health").json()["faiss_threads"] == 3
+
+
+def test_images_are_decoded_off_the_event_loop(server, monkeypatch):
+    import index.server as server_module
+
+    seen = []
+    real = server_module.decode_image
+
+    def spy(data, max_pixels):
+        try:
+            asyncio.get_running_loop()
+            seen.append("event loop")
+        except RuntimeError:
+            seen.append("worker thread")
+        return real(data, max_pixels)
+
+    monkeypatch.setattr(server_module, "decode_image", spy)
+    client, _ = server
+    r = client.post("/v1/search/media", files={"image": ("a.png", png(value=3), "image/png")})
+    assert r.status_code == 200 and seen == ["worker thread"]
