@@ -11,7 +11,8 @@ A *sample* is a dict::
 is all digits), so the real poster shards (`<movieId>.jpg` only) need no JSON.
 
 - `iter_shard(path)`: one shard, in file order. For per-shard jobs (one input shard -> one output
-  part) such as the embedding job.
+  part) such as the embedding job; `keys=` lets several readers share one shard.
+- `scan_shard(path)` / `image_keys(path)`: what a shard holds, from its tar headers only.
 - `ShardReader(urls, seed=0, ...)`: many shards as a torch `IterableDataset`: deterministic
   shard order for a seed (and epoch, `set_epoch`), split by node (torch.distributed rank) and by
   DataLoader worker; an optional seeded sample shuffle buffer; an optional `transform(sample)`.
@@ -40,7 +41,7 @@ import random
 import tarfile
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,25 +186,59 @@ def _split_name(name: str) -> tuple[str, str]:
     return key, ext.lower() if dot else ""
 
 
-def image_keys(path: str) -> list[str]:
-    """Keys of a shard's samples that have an image member, in file order.
+@dataclass
+class ShardScan:
+    """What a shard holds, from its tar headers alone (nothing decoded).
 
-    Reads tar headers only (no decoding), so jobs can plan work and totals cheaply. A damaged
-    shard yields the keys seen before the damage; reading it later counts the damage.
+    keys: keys with an image member, first occurrence each, in file order; duplicates: later
+    groups of an already listed key (readers embed the first one only); missing_image: keys with
+    no image member at all; has_text: any text member.
     """
-    keys: list[str] = []
+
+    keys: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    missing_image: int = 0
+    has_text: bool = False
+
+
+def scan_shard(path: str) -> ShardScan:
+    """Header-only pass over a shard, so jobs can plan work and totals cheaply.
+
+    A damaged shard yields what was seen before the damage; reading it later counts the damage.
+    """
+    scan = ShardScan()
     seen: set[str] = set()
+    all_keys: set[str] = set()
+    group: str | None = None  # key of the current run of consecutive members
+    group_counted = False
     try:
         with tarfile.open(path, mode="r|*") as tar:
             for member in tar:
                 key, ext = _split_name(member.name)
-                hidden = key.rsplit("/", 1)[-1].startswith(".")
-                if member.isfile() and ext in IMAGE_EXTENSIONS and not hidden and key not in seen:
+                if not member.isfile() or key.rsplit("/", 1)[-1].startswith(".") or not ext:
+                    continue
+                if key != group:
+                    group, group_counted = key, False
+                all_keys.add(key)
+                if ext in TEXT_EXTENSIONS:
+                    scan.has_text = True
+                if ext not in IMAGE_EXTENSIONS or group_counted:
+                    continue
+                group_counted = True  # one image per group: the reader takes the first
+                if key in seen:
+                    scan.duplicates += 1
+                else:
                     seen.add(key)
-                    keys.append(key)
+                    scan.keys.append(key)
     except (tarfile.TarError, OSError, EOFError):
         pass
-    return keys
+    scan.missing_image = len(all_keys - seen)
+    return scan
+
+
+def image_keys(path: str) -> list[str]:
+    """Keys of a shard's samples that have an image member, in file order (headers only)."""
+    return scan_shard(path).keys
 
 
 def _iter_members(path: str, counts: Counter) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -239,20 +274,36 @@ def iter_shard(
     path: str | os.PathLike,
     config: DecodeConfig | None = None,
     skipped: Counter | None = None,
+    keys: Collection[str] | None = None,
+    count_damage: bool = True,
 ) -> Iterator[Sample]:
     """Samples of one shard in file order; bad ones skipped and counted into `skipped`.
 
     `skipped` (a Counter, reason -> count) is updated in place so a caller can read it after the
     loop, e.g. to put it in an export manifest.
+
+    keys: read only these samples (several readers sharing one shard): other members are read
+    past without decoding, each key is decoded once (its first group; `scan_shard` counts the
+    duplicates) and reading stops after the last of them unless `count_damage`.
+    count_damage: count shard-level damage (unreadable or truncated tar) into `skipped`, reading
+    to the end of the shard. When several readers share a shard exactly one of them should.
     """
     config = config or DecodeConfig()
     counts = skipped if skipped is not None else Counter()
+    damage = counts if count_damage else Counter()
     shard = str(path)
-    for key, raw in _iter_members(shard, counts):
+    wanted = set(keys) if keys is not None else None
+    for key, raw in _iter_members(shard, damage):
+        if wanted is not None:
+            if key not in wanted:
+                continue
+            wanted.discard(key)
         try:
             yield decode_sample(raw, key, shard, config)
         except SkipSample as skip:
             counts[skip.reason] += 1
+        if wanted is not None and not wanted and not count_damage:
+            return
 
 
 @dataclass

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encoders.images import PixelSplit, split_transform
+
 IMAGE = "image"
 TEXT = "text"
 
@@ -62,16 +64,44 @@ class Preprocessor:
         self.image_transform = image_transform
         self.tokenizer = tokenizer
 
-    def image(self, image: Any) -> torch.Tensor:
-        if self.image_transform is None:
-            raise ValueError("this encoder has no image tower")
+    @staticmethod
+    def _rgb(image: Any) -> Any:
         if isinstance(image, np.ndarray):
             from PIL import Image
 
             image = Image.fromarray(image)
         if hasattr(image, "mode") and image.mode != "RGB":
             image = image.convert("RGB")
-        return self.image_transform(image)  # (3, H, W)
+        return image
+
+    def image(self, image: Any) -> torch.Tensor:
+        if self.image_transform is None:
+            raise ValueError("this encoder has no image tower")
+        return self.image_transform(self._rgb(image))  # (3, H, W)
+
+    @property
+    def split(self) -> PixelSplit | None:
+        """The image transform cut at ToTensor (encoders.images), None when it cannot be."""
+        if not hasattr(self, "_split"):
+            self._split = split_transform(self.image_transform) if self.image_transform else None
+        return self._split
+
+    def image_host(self, image: Any) -> torch.Tensor:
+        """The host half of `image`: (3, H, W) uint8 when the transform splits, else the full
+        float transform. `finish_pixels` completes either on any device."""
+        if self.split is None:
+            return self.image(image)
+        from encoders.images import pil_to_uint8
+
+        return pil_to_uint8(self.split.host(self._rgb(image)))  # (3, H, W) uint8
+
+    def finish_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) from `image_host` (uint8 or float) -> float input of the image tower."""
+        if pixels.dtype != torch.uint8:
+            return pixels
+        from encoders.images import normalize_uint8
+
+        return normalize_uint8(pixels, self.split.mean, self.split.std)
 
     def text(self, texts: Sequence[str]) -> torch.Tensor:
         if self.tokenizer is None:

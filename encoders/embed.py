@@ -2,24 +2,39 @@
 
 Work is planned as *units*: one per input shard (its images, plus the catalogue texts of the
 items in it) and one per chunk of catalogue items that have no media. One unit -> one Parquet
-part (data/embeddings.py), written atomically by a `BasePredictionWriter` when the unit's last
-batch arrives, followed by a sidecar `<part>.json` (its manifest entry, skipped samples, counts)
-and a rebuilt manifest.json. A rerun after a crash skips every unit whose part and sidecar are
-complete, so a killed job resumes with exactly one vector per (item, modality).
+part (data/embeddings.py), written atomically by a `BasePredictionWriter` (on a writer thread,
+so the device keeps computing) when the unit's last batch arrives, followed by a sidecar
+`<part>.json` (its manifest entry, skipped samples, counts) and a rebuilt manifest.json. A rerun
+after a crash skips every unit whose part and sidecar are complete, so a killed job resumes with
+exactly one vector per (item, modality).
 
-Units are split over devices by rank (unit i -> rank i % world), then over DataLoader workers,
-so `--devices N` has no duplicates and no gaps. Each batch holds rows of one unit only.
+Units are split over devices by rank (unit i -> rank i % world). Inside a rank each unit is cut
+into *chunks* (ranges of its samples, in memory only) dealt round-robin to the DataLoader
+workers, so every worker is busy even with fewer shards than workers; the writer reassembles a
+unit's chunks in file order before writing its part, so parts do not depend on the worker count.
+Each batch holds rows of one chunk only.
+
+Where the time goes, and what removes it: workers ship (3, H, W) uint8 pixels (the transform's
+PIL half; `/255` and Normalize run on the device), pinned when the device is a GPU; JPEG bytes
+instead of pixels with `decode="device"` (batched `decode_jpeg` on the device, CPU fallback for
+other formats and bad files); vectors come back to the host without stalling the next batch;
+parts are written on a thread; `fused` is computed only when the run has two or more modalities.
+
 Modalities in the export: "image", "text", optionally "tags" (user tags: interaction-derived),
 and "fused" (ModalityFusion over the modalities an item has) when the run has more than one.
+Vectors are float32 whatever `precision` the encoder ran at.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-from collections import Counter, defaultdict
+import warnings
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,21 +53,32 @@ from data.embeddings import (
     sha256_file,
     write_part,
 )
-from data.shards import DecodeConfig, expand_urls, image_keys, iter_shard
+from data.shards import DecodeConfig, SkipSample, decode_image, expand_urls, iter_shard, scan_shard
 from encoders.base import IMAGE, TEXT, Encoder, Preprocessor
 from encoders.catalogue import DEFAULT_FIELDS, CatalogueTexts, is_catalogue, load_catalogue_texts
 from encoders.fusion import FusionConfig, ModalityFusion
+from encoders.images import decode_jpegs, device_decodable, pack_bytes, unpack_bytes
 from encoders.registry import create_encoder
 
 TAGS = "tags"
 FUSED = "fused"
 SIDECAR = ".json"
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")  # Lightning's names
+DECODES = ("cpu", "device")
+CHUNKS_PER_WORKER = 4  # enough chunks that uneven shards still end together
+MAX_PENDING_PARTS = 4  # parts queued for the writer thread before the loop waits
 
 
 @dataclass
 class EmbedConfig:
     """One embedding run. inputs: shard specs (brace pattern, glob, directory) and/or at most one
-    catalogue ('movielens', 'movielens:<root>', items .parquet/.csv)."""
+    catalogue ('movielens', 'movielens:<root>', items .parquet/.csv).
+
+    precision: Lightning's 32 | bf16-mixed | 16-mixed for the forward pass (vectors are stored
+    float32 either way). decode: "cpu" (DataLoader workers decode with PIL) or "device" (JPEGs
+    decoded in batches on the model's device by torchvision; other formats and files the
+    device cannot decode take the CPU path).
+    """
 
     encoder: str
     inputs: list[str]
@@ -62,6 +88,8 @@ class EmbedConfig:
     num_workers: int = 2
     devices: int = 1
     accelerator: str = "cpu"
+    precision: str = "32"
+    decode: str = "cpu"
     text_fields: tuple[str, ...] = DEFAULT_FIELDS
     with_tags: bool = False
     fusion: str = "mean"  # mean | weighted
@@ -84,6 +112,19 @@ class Unit:
     samples: int  # input samples expected (images for shards, items for text chunks)
     keys: list[str] = field(default_factory=list)  # shard: keys with an image member
     item_ids: list = field(default_factory=list)  # text: catalogue items of the chunk
+    planned_skips: dict[str, int] = field(default_factory=dict)  # found by the header scan
+    has_text: bool = False  # shard: holds text members
+
+
+@dataclass
+class Chunk:
+    """A range of one unit's samples (keys or item ids): what one DataLoader worker reads."""
+
+    unit: int
+    index: int  # position among the unit's chunks
+    count: int  # chunks of the unit
+    start: int
+    stop: int
 
 
 def split_inputs(inputs: list[str]) -> tuple[list[str], str | None]:
@@ -110,10 +151,16 @@ def plan_units(shards: list[str], catalogue: CatalogueTexts | None, text_chunk: 
     units: list[Unit] = []
     covered: set = set()
     for i, url in enumerate(shards):
-        keys = image_keys(url)
-        units.append(Unit(i, "shard", url, f"part-{i:05d}.parquet", len(keys), keys=keys))
+        scan = scan_shard(url)
+        skips = {"duplicate_key": scan.duplicates, "missing_image": scan.missing_image}
+        units.append(
+            Unit(
+                i, "shard", url, f"part-{i:05d}.parquet", len(scan.keys), keys=scan.keys,
+                planned_skips={k: v for k, v in skips.items() if v}, has_text=scan.has_text,
+            )
+        )  # fmt: skip
         if catalogue is not None:
-            for key in keys:
+            for key in scan.keys:
                 item = catalogue.by_media_key.get(key)
                 covered.add(item if item is not None else _maybe_int(key))
     if catalogue is not None:
@@ -134,6 +181,33 @@ def plan_units(shards: list[str], catalogue: CatalogueTexts | None, text_chunk: 
     return units
 
 
+def plan_chunks(units: list[Unit], workers: int, batch_size: int) -> list[Chunk]:
+    """Cut units into chunks for `workers` DataLoader workers, in unit order.
+
+    One chunk per unit without workers. Otherwise chunks of about total / (workers x 4) samples
+    (so a worker's share ends with the others'), at least a batch when there is a batch for every
+    worker, fewer than a batch only when there is not (then every worker gets a smaller one).
+    Dealt round-robin (chunk i -> worker i % workers), a unit's chunks run side by side and
+    units finish, and are written, in order.
+    """
+    consumers = max(1, workers)
+    total = sum(u.samples for u in units)
+    if consumers == 1 or total == 0:
+        size = max(1, max((u.samples for u in units), default=1))
+    else:
+        size = max(
+            math.ceil(total / (consumers * CHUNKS_PER_WORKER)),
+            min(batch_size, math.ceil(total / consumers)),
+        )
+    chunks: list[Chunk] = []
+    for unit in units:
+        count = max(1, math.ceil(unit.samples / size))
+        bounds = [round(k * unit.samples / count) for k in range(count + 1)]  # even pieces
+        for k in range(count):
+            chunks.append(Chunk(unit.index, k, count, bounds[k], bounds[k + 1]))
+    return chunks
+
+
 def _maybe_int(key: str) -> int | str:
     base = key.rsplit("/", 1)[-1]
     return int(base) if base.isdigit() else key
@@ -144,37 +218,48 @@ def _maybe_int(key: str) -> int | str:
 
 
 class EmbedBatches(IterableDataset):
-    """Yields dict batches, each from one unit; the last batch of a unit has done=True.
+    """Yields dict batches, each from one chunk; the last batch of a chunk has done=True.
 
-    Batch: unit (int), ids (list, one per row), pixels (n_img, 3, H, W) + img_rows, tokens
-    (n_txt, L) + txt_rows, tag_tokens + tag_rows, n (input samples consumed), done, skipped.
+    Batch: unit, chunk, chunks (of the unit), seq (within the chunk), worker (DataLoader worker
+    id, -1 in the main process), ids (list, one per row),
+    pixels (n_img, 3, H, W) uint8 (float when the transform cannot be split) + img_rows, jpeg
+    (packed bytes) + jpeg_offsets + jpeg_rows (device decode), tokens (n_txt, L) + txt_rows,
+    tag_tokens + tag_rows, n (input samples consumed), done, skipped (counts of this batch).
     """
 
     def __init__(
         self,
-        units: list[Unit],
+        chunks: list[Chunk],
+        units: dict[int, Unit],
         pre: Preprocessor,
         batch_size: int,
         catalogue: CatalogueTexts | None,
         want_text: bool,
         with_tags: bool,
+        device_decode: bool = False,
     ) -> None:
         super().__init__()
+        self.chunks = chunks
         self.units = units
         self.pre = pre
         self.batch_size = batch_size
         self.catalogue = catalogue
         self.want_text = want_text
         self.with_tags = with_tags
+        self.device_decode = device_decode
+        self.decode = DecodeConfig()
+        self.worker = -1
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for unit in self.units[worker::workers]:
+        self.worker = info.id if info is not None else -1
+        for chunk in self.chunks[worker::workers]:
+            unit = self.units[chunk.unit]
             if unit.kind == "shard":
-                yield from self._shard(unit)
+                yield from self._shard(unit, chunk)
             else:
-                yield from self._text(unit)
+                yield from self._text(unit, chunk)
 
     def _texts_of(self, item: Any, fallback: str | None) -> tuple[str | None, str | None]:
         if self.catalogue is not None and item in self.catalogue.texts:
@@ -183,72 +268,101 @@ class EmbedBatches(IterableDataset):
             return text, tags
         return fallback, None
 
-    def _batch(self, unit: Unit, rows: list[dict], n: int, done: bool, skipped: Counter) -> dict:
+    def _batch(
+        self, chunk: Chunk, seq: int, rows: list[dict], n: int, done: bool, skipped: Counter
+    ) -> dict:
         img_rows = [i for i, r in enumerate(rows) if r.get("pixels") is not None]
+        jpeg_rows = [i for i, r in enumerate(rows) if r.get("jpeg") is not None]
         txt_rows = [i for i, r in enumerate(rows) if r.get("text")] if self.want_text else []
         tag_rows = [i for i, r in enumerate(rows) if r.get("tags")] if self.with_tags else []
-        return {
-            "unit": unit.index,
+        jpeg, offsets = pack_bytes([rows[i]["jpeg"] for i in jpeg_rows]) if jpeg_rows else (
+            None, None
+        )  # fmt: skip
+        batch = {
+            "unit": chunk.unit,
+            "chunk": chunk.index,
+            "chunks": chunk.count,
+            "seq": seq,
+            "worker": self.worker,
             "ids": [r["id"] for r in rows],
             "pixels": torch.stack([rows[i]["pixels"] for i in img_rows]) if img_rows else None,
             "img_rows": img_rows,
+            "jpeg": jpeg,
+            "jpeg_offsets": offsets,
+            "jpeg_rows": jpeg_rows,
             "tokens": self.pre.text([rows[i]["text"] for i in txt_rows]) if txt_rows else None,
             "txt_rows": txt_rows,
             "tag_tokens": self.pre.text([rows[i]["tags"] for i in tag_rows]) if tag_rows else None,
             "tag_rows": tag_rows,
             "n": n,
             "done": done,
-            "skipped": dict(skipped) if done else {},
+            "skipped": dict(skipped),
         }
+        skipped.clear()
+        return batch
 
-    def _shard(self, unit: Unit) -> Iterator[dict[str, Any]]:
-        skipped: Counter = Counter()
+    def _image(self, payload: bytes, skipped: Counter) -> dict[str, Any]:
+        """Encoded image -> {"jpeg": bytes} for the device, {"pixels": (3, H, W)}, or {} when
+        it is bad (counted by reason)."""
+        if self.device_decode and device_decodable(payload, self.decode.max_image_pixels):
+            return {"jpeg": payload}
+        try:
+            return {"pixels": self.pre.image_host(decode_image(payload, self.decode))}
+        except SkipSample as skip:
+            skipped[skip.reason] += 1
+        except Exception:  # noqa: BLE001 - a bad image is counted, never fatal
+            skipped["transform_error"] += 1
+        return {}
+
+    def _shard(self, unit: Unit, chunk: Chunk) -> Iterator[dict[str, Any]]:
+        keys = unit.keys[chunk.start : chunk.stop]
+        last = chunk.index == chunk.count - 1
+        # Shard-level counts (header scan, tar damage) belong to one chunk: the last, which
+        # reads to the end of the shard; the others stop after their own keys.
+        skipped: Counter = Counter(unit.planned_skips if last else {})
+        config = DecodeConfig(decode_images=False)  # bytes: decoded here or on the device
         rows: list[dict] = []
-        n = 0
+        n, seq = 0, 0
         seen: set[str] = set()
-        for sample in iter_shard(unit.source, DecodeConfig(), skipped):
+        for sample in iter_shard(unit.source, config, skipped, keys=keys, count_damage=last):
             key = sample["key"]
-            if key in seen:
-                skipped["duplicate_key"] += 1
-                continue
             seen.add(key)
             item = self.catalogue.lookup(key, sample["item_id"]) if self.catalogue else None
             item_id = item if item is not None else sample["item_id"]
-            try:
-                pixels = self.pre.image(sample["image"])
-            except Exception:  # noqa: BLE001 - a bad image is counted, never fatal
-                skipped["transform_error"] += 1
-                pixels = None
             text, tags = self._texts_of(item, sample.get("text"))
-            rows.append({"id": item_id, "pixels": pixels, "text": text, "tags": tags})
+            row = {"id": item_id, "text": text, "tags": tags}
+            row.update(self._image(sample["image_bytes"], skipped))
+            rows.append(row)
             n += 1
             if len(rows) == self.batch_size:
-                yield self._batch(unit, rows, n, False, skipped)
-                rows, n = [], 0
-        # Items whose image was skipped (corrupt, truncated) keep their text vectors.
-        if self.catalogue is not None:
-            for key in unit.keys:
-                if key in seen:
-                    continue
-                item = self.catalogue.lookup(key, _maybe_int(key))
-                if item is not None:
-                    text, tags = self._texts_of(item, None)
-                    rows.append({"id": item, "pixels": None, "text": text, "tags": tags})
-        yield self._batch(unit, rows, n, True, skipped)
+                yield self._batch(chunk, seq, rows, n, False, skipped)
+                rows, n, seq = [], 0, seq + 1
+        # Samples that could not be read at all (bad member, truncated shard) keep their texts.
+        for key in keys:
+            if key in seen:
+                continue
+            n += 1
+            item = self.catalogue.lookup(key, _maybe_int(key)) if self.catalogue else None
+            if item is not None:
+                text, tags = self._texts_of(item, None)
+                rows.append({"id": item, "text": text, "tags": tags})
+        yield self._batch(chunk, seq, rows, n, True, skipped)
 
-    def _text(self, unit: Unit) -> Iterator[dict[str, Any]]:
+    def _text(self, unit: Unit, chunk: Chunk) -> Iterator[dict[str, Any]]:
         rows: list[dict] = []
-        for item in unit.item_ids:
+        seq = 0
+        for item in unit.item_ids[chunk.start : chunk.stop]:
             text, tags = self._texts_of(item, None)
-            rows.append({"id": item, "pixels": None, "text": text, "tags": tags})
+            rows.append({"id": item, "text": text, "tags": tags})
             if len(rows) == self.batch_size:
-                yield self._batch(unit, rows, len(rows), False, Counter())
-                rows = []
-        yield self._batch(unit, rows, len(rows), True, Counter())
+                yield self._batch(chunk, seq, rows, len(rows), False, Counter())
+                rows, seq = [], seq + 1
+        yield self._batch(chunk, seq, rows, len(rows), True, Counter())
 
 
 class EmbedDataModule(L.LightningDataModule):
-    """Assigns units to this rank (i % world == rank) after the process group exists."""
+    """Assigns units to this rank (i % world == rank) after the process group exists, and cuts
+    them into chunks for this rank's workers."""
 
     def __init__(
         self,
@@ -259,6 +373,7 @@ class EmbedDataModule(L.LightningDataModule):
         catalogue: CatalogueTexts | None,
         want_text: bool,
         with_tags: bool,
+        device_decode: bool = False,
     ) -> None:
         super().__init__()
         self.units = units
@@ -268,53 +383,124 @@ class EmbedDataModule(L.LightningDataModule):
         self.catalogue = catalogue
         self.want_text = want_text
         self.with_tags = with_tags
+        self.device_decode = device_decode
         self.mine: list[Unit] = []
+        self.chunks: list[Chunk] = []
 
     def setup(self, stage: str | None = None) -> None:
         rank, world = self.trainer.global_rank, self.trainer.world_size
         # Every rank planned the same units; rank 0's list is authoritative (no drift).
         self.units = self.trainer.strategy.broadcast(self.units, 0)
         self.mine = [u for i, u in enumerate(self.units) if i % world == rank]
+        self.chunks = plan_chunks(self.mine, self.num_workers, self.batch_size)
 
     def predict_dataloader(self) -> DataLoader:
         ds = EmbedBatches(
-            self.mine, self.pre, self.batch_size, self.catalogue, self.want_text, self.with_tags
-        )
-        workers = min(self.num_workers, len(self.mine))
+            self.chunks, {u.index: u for u in self.mine}, self.pre, self.batch_size,
+            self.catalogue, self.want_text, self.with_tags, self.device_decode,
+        )  # fmt: skip
+        workers = min(self.num_workers, len(self.chunks))
+        pin = self.trainer.strategy.root_device.type == "cuda"  # pinned: async copies
         return DataLoader(
-            ds, batch_size=None, num_workers=workers, prefetch_factor=4 if workers else None
-        )
+            ds, batch_size=None, num_workers=workers, pin_memory=pin,
+            prefetch_factor=2 if workers else None,
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
 # model + writer
 
 
-class LitEmbedder(L.LightningModule):
-    """Wraps an encoder for Lightning predict: eval mode, no grad, L2-normalized outputs."""
+def _to_host(x: torch.Tensor) -> torch.Tensor:
+    """(n, D) device tensor -> a host tensor; from a GPU, an async copy into pinned memory that
+    is complete once the batch's `ready` event has fired (the next batch is already queued)."""
+    if x.device.type != "cuda":
+        return x
+    host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+    host.copy_(x, non_blocking=True)
+    return host
 
-    def __init__(self, encoder: Encoder) -> None:
+
+class LitEmbedder(L.LightningModule):
+    """Wraps an encoder for Lightning predict: eval mode, no grad, L2-normalized float32 outputs.
+
+    Pixels arrive as uint8 and are normalized here, on the device; JPEG bytes (device decode)
+    are decoded here in one batched call, with the CPU path as the fallback for files the device
+    cannot decode (a bad file is skipped and counted, as in the workers).
+    """
+
+    def __init__(self, encoder: Encoder, pre: Preprocessor | None = None) -> None:
         super().__init__()
         self.encoder = encoder
+        self.pre = pre if pre is not None else encoder.preprocessor()
+        self.decode = DecodeConfig()
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        # Only model inputs move; JPEG bytes stay on the host, where decode_jpeg wants them.
+        out = dict(batch)
+        for key in ("pixels", "tokens", "tag_tokens"):
+            if out.get(key) is not None:
+                out[key] = out[key].to(device, non_blocking=True)
+        return out
+
+    def _pixels(self, batch: dict[str, Any], skipped: Counter) -> tuple[torch.Tensor | None, list]:
+        """All image rows of the batch as one (n, 3, H, W) tensor on the device, in row order."""
+        pixels, rows = batch["pixels"], list(batch["img_rows"])
+        if not batch.get("jpeg_rows"):
+            return pixels, rows
+        payloads = unpack_bytes(batch["jpeg"], batch["jpeg_offsets"])
+        split = self.pre.split
+        decoded = decode_jpegs(payloads, self.device, split.device_ops if split else None)
+        extra, extra_rows = [], []
+        for row, payload, image in zip(batch["jpeg_rows"], payloads, decoded):
+            if image is None:  # the device could not decode it: the CPU path decides
+                try:
+                    host = decode_image(payload.numpy().tobytes(), self.decode)
+                    image = self.pre.image_host(host).to(self.device)
+                except SkipSample as skip:
+                    skipped[skip.reason] += 1
+                    continue
+                except Exception:  # noqa: BLE001 - a bad image is counted, never fatal
+                    skipped["transform_error"] += 1
+                    continue
+            extra.append(image)
+            extra_rows.append(row)
+        if not extra:
+            return pixels, rows
+        stacked = torch.stack(extra)
+        pixels = stacked if pixels is None else torch.cat([pixels, stacked])
+        rows += extra_rows
+        order = sorted(range(len(rows)), key=rows.__getitem__)
+        return pixels[torch.tensor(order, device=pixels.device)], [rows[i] for i in order]
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        skipped = Counter(batch["skipped"])
         out = {
             k: batch[k]
-            for k in ("unit", "ids", "img_rows", "txt_rows", "tag_rows", "n", "done", "skipped")
+            for k in ("unit", "chunk", "chunks", "seq", "worker", "ids", "txt_rows", "tag_rows")
+            + ("n", "done")
         }
-        for name, key in ((IMAGE, "pixels"), (TEXT, "tokens"), (TAGS, "tag_tokens")):
+        pixels, out["img_rows"] = self._pixels(batch, skipped)
+        out["skipped"] = dict(skipped)
+        out[IMAGE] = None
+        if pixels is not None:
+            x = self.pre.finish_pixels(pixels)  # (n_img, 3, H, W) float
+            out[IMAGE] = _to_host(self.encoder.encode_image(x))  # (n_img, D)
+        for name, key in ((TEXT, "tokens"), (TAGS, "tag_tokens")):
             x = batch[key]
-            if x is None:
-                out[name] = None
-            elif name == IMAGE:
-                out[name] = self.encoder.encode_image(x).cpu().numpy()  # (n_img, D)
-            else:
-                out[name] = self.encoder.encode_text(x).cpu().numpy()  # (n_txt, D)
+            out[name] = None if x is None else _to_host(self.encoder.encode_text(x))  # (n, D)
+        out["ready"] = None
+        if self.device.type == "cuda":
+            out["ready"] = torch.cuda.Event()
+            out["ready"].record()
         return out
 
 
 class PartWriter(BasePredictionWriter):
-    """Collects a unit's batches; on its last batch writes the part, its sidecar, the manifest."""
+    """Collects a unit's batches; when all its chunks are in, a writer thread writes the part,
+    its sidecar and the manifest while the loop goes on."""
 
     def __init__(
         self,
@@ -331,10 +517,15 @@ class PartWriter(BasePredictionWriter):
         self.fusion = fusion
         self.progress = progress
         self.buffers: dict[int, list[dict]] = defaultdict(list)
+        self.chunks_done: Counter = Counter()
+        self.pending: deque[dict] = deque()  # predictions whose device->host copy may be running
+        self.futures: list[Future] = []
+        self.pool: ThreadPoolExecutor | None = None
         self.bar = None
         self.rows_written = 0
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="embed-writer")
         if self.progress:
             from tqdm.auto import tqdm
 
@@ -346,8 +537,23 @@ class PartWriter(BasePredictionWriter):
             )  # fmt: skip
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        while self.pending:
+            self._collect(self.pending.popleft())
+        self._drain(0)
+        self._close()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)  # a part being written is finished, never half-left
+            self.pool = None
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
     def write_on_batch_end(
         self,
@@ -359,12 +565,38 @@ class PartWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        self.pending.append(prediction)
+        # Read results one batch late: by then the copy is done and the device never waited.
+        while self.pending and (
+            len(self.pending) > 2
+            or self.pending[0]["ready"] is None
+            or self.pending[0]["ready"].query()
+        ):
+            self._collect(self.pending.popleft())
+
+    def _collect(self, prediction: dict[str, Any]) -> None:
+        ready = prediction.pop("ready", None)
+        if ready is not None:
+            ready.synchronize()
+        for name in (IMAGE, TEXT, TAGS):
+            if prediction[name] is not None:
+                prediction[name] = prediction[name].numpy()
         unit = int(prediction["unit"])
         self.buffers[unit].append(prediction)
         if self.bar is not None:
             self.bar.update(int(prediction["n"]))
         if prediction["done"]:
-            self._finish(self.units[unit], self.buffers.pop(unit))
+            self.chunks_done[unit] += 1
+        if self.chunks_done[unit] == int(prediction["chunks"]):
+            del self.chunks_done[unit]
+            batches = sorted(self.buffers.pop(unit), key=lambda b: (b["chunk"], b["seq"]))
+            self._drain(MAX_PENDING_PARTS)
+            self.futures.append(self.pool.submit(self._finish, self.units[unit], batches))
+
+    def _drain(self, keep: int) -> None:
+        """Wait until at most `keep` parts are queued; re-raise a writer thread's error."""
+        while self.futures and (len(self.futures) > keep or self.futures[0].done()):
+            self.futures.pop(0).result()
 
     def _finish(self, unit: Unit, batches: list[dict]) -> None:
         ids: list = []
@@ -401,19 +633,22 @@ class PartWriter(BasePredictionWriter):
         else:  # any string id: the whole part uses string ids
             id_array = np.asarray([str(i) for i in ids], dtype=object)
         info = write_part(self.out, unit.part, id_array, mods, matrix, source=unit.source)
-        skipped = Counter()
+        skipped, workers = Counter(), Counter()
         for b in batches:
             skipped.update(b["skipped"])
+            workers[str(b.get("worker", -1))] += int(b["n"])
         counts = Counter(mods)
         sidecar = {
             "part": dataclasses.asdict(info),
             "unit": unit.index,
             "kind": unit.kind,
             "samples": sum(int(b["n"]) for b in batches),
-            "skipped": dict(skipped),
+            "skipped": {k: v for k, v in sorted(skipped.items()) if v},
             "rows": dict(counts),
+            "workers": dict(sorted(workers.items())),  # input samples per DataLoader worker
             "encoder": self.manifest.encoder,
             "weights_sha256": self.manifest.weights_sha256,
+            "precision": self.manifest.extra.get("precision", DEFAULT_PRECISION),
         }
         atomic_write_json(self.out / (unit.part + SIDECAR), sidecar)
         self.rows_written += len(ids)
@@ -437,27 +672,36 @@ class PartWriter(BasePredictionWriter):
 # ---------------------------------------------------------------------------------------------
 # manifest and resume
 
-
+DEFAULT_PRECISION = "32-true"  # what parts written before precision was recorded ran at
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
+_SIDECAR_CACHE: dict[tuple[str, int, int], dict] = {}
+
+
+def _cached(path: Path, cache: dict, read: Any) -> Any:
+    """read(path), cached by (path, mtime, size): manifests are rebuilt after every part."""
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in cache:
+        cache[key] = read(path)
+    return cache[key]
 
 
 def _part_sha256(path: Path) -> str:
-    """sha256 of a part, cached by (path, mtime, size): manifests are rebuilt after every part."""
-    stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
-    if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = sha256_file(path)
-    return _SHA_CACHE[key]
+    return _cached(path, _SHA_CACHE, sha256_file)
 
 
-def finished_parts(out: Path, weights_sha256: str) -> dict[str, dict]:
-    """part name -> sidecar, for parts whose file exists and matches its sidecar's sha256."""
+def finished_parts(out: Path, weights_sha256: str, precision: str | None = None) -> dict[str, dict]:
+    """part name -> sidecar, for parts whose file exists and matches its sidecar's sha256.
+
+    Raises when the directory holds parts of other weights, or (when `precision` is given) of
+    another precision: one export is one encoder at one precision.
+    """
     done: dict[str, dict] = {}
     if not out.is_dir():
         return done
     for sidecar in sorted(out.glob("part-*" + SIDECAR)):
         try:
-            meta = json.loads(sidecar.read_text())
+            meta = _cached(sidecar, _SIDECAR_CACHE, lambda p: json.loads(p.read_text()))
         except (OSError, json.JSONDecodeError):
             continue
         part = out / meta["part"]["name"]
@@ -466,6 +710,12 @@ def finished_parts(out: Path, weights_sha256: str) -> dict[str, dict]:
                 f"{out} holds parts of another encoder/weights ({meta.get('encoder')}, weights "
                 f"sha256 {str(meta.get('weights_sha256'))[:12]}, this run {weights_sha256[:12]}): "
                 "resume with the same --encoder, --pretrained and --init-seed, or use a new --out"
+            )
+        ran_at = meta.get("precision", DEFAULT_PRECISION)
+        if precision is not None and ran_at != precision:
+            raise ValueError(
+                f"{out} holds parts embedded at precision {ran_at}, this run is {precision}; "
+                "rerun with that --precision or use a new --out directory"
             )
         if part.exists() and _part_sha256(part) == meta["part"]["sha256"]:
             done[meta["part"]["name"]] = meta
@@ -510,12 +760,48 @@ def rebuild_manifest(
 # the job
 
 
-def build_embeddings(config: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingManifest:
+def check_options(config: EmbedConfig) -> None:
+    """Clear errors for option values before anything is loaded."""
+    if str(config.precision) not in PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {', '.join(PRECISIONS)} (Lightning's names), "
+            f"got {config.precision!r}"
+        )
+    if config.decode not in DECODES:
+        raise ValueError(f"decode must be one of {', '.join(DECODES)}, got {config.decode!r}")
+    if config.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
+    if config.num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {config.num_workers}")
+
+
+def _device_decode(config: EmbedConfig, pre: Preprocessor, shards: list[str]) -> bool:
+    """Whether JPEGs go to the device decoder: asked for, and the transform has a tensor form."""
+    if config.decode != "device" or not shards:
+        return False
+    split = pre.split
+    if split is None or split.device_ops is None:
+        warnings.warn(
+            "decode='device': this encoder's image transform has no tensor equivalent "
+            f"({pre.image_transform}); decoding on the CPU instead",
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
+def build_embeddings(
+    config: EmbedConfig,
+    encoder: Encoder | None = None,
+    callbacks: list[L.Callback] | None = None,
+) -> EmbeddingManifest:
     """Run (or resume) an embedding job; returns the manifest as written to `config.out`.
 
     encoder: an already built encoder to use instead of `create_encoder(config.encoder, ...)`
-    (its config is what the manifest records).
+    (its config is what the manifest records). callbacks: extra Lightning callbacks for the
+    predict run (e.g. timing in benchmarks/embed_throughput.py).
     """
+    check_options(config)
     shards, catalogue_spec = split_inputs(list(config.inputs))
     if not shards and catalogue_spec is None:
         raise ValueError("nothing to embed: give shards and/or a catalogue with --input")
@@ -525,8 +811,7 @@ def build_embeddings(config: EmbedConfig, encoder: Encoder | None = None) -> Emb
             encoder = create_encoder(config.encoder, config.pretrained)
     if shards and IMAGE not in encoder.modalities:
         raise ValueError(f"encoder {config.encoder!r} has no image tower but shards were given")
-    want_text = TEXT in encoder.modalities
-    if catalogue_spec is not None and not want_text:
+    if catalogue_spec is not None and TEXT not in encoder.modalities:
         raise ValueError(f"encoder {config.encoder!r} has no text tower but a catalogue was given")
     catalogue = (
         load_catalogue_texts(catalogue_spec, tuple(config.text_fields), config.with_tags)
@@ -534,6 +819,10 @@ def build_embeddings(config: EmbedConfig, encoder: Encoder | None = None) -> Emb
         else None
     )
     units = plan_units(shards, catalogue, config.text_chunk)
+    # Modalities the run really has (not all the encoder could do): an image-only run writes
+    # image rows and nothing else, not a "fused" copy of every image vector.
+    has_text = catalogue is not None or any(u.has_text for u in units)
+    want_text = TEXT in encoder.modalities and has_text
     modalities = ([IMAGE] if shards else []) + ([TEXT] if want_text else [])
     if config.with_tags and catalogue is not None:
         modalities.append(TAGS)
@@ -547,6 +836,23 @@ def build_embeddings(config: EmbedConfig, encoder: Encoder | None = None) -> Emb
             )
         )
         modalities.append(FUSED)
+    pre = encoder.preprocessor()
+    device_decode = _device_decode(config, pre, shards)
+    with warnings.catch_warnings():
+        # 16-mixed on a CPU: Lightning warns and runs bf16-mixed; the manifest says which ran.
+        warnings.filterwarnings("ignore", message=".*AMP with fp16 is not supported on CPU.*")
+        trainer = L.Trainer(
+            accelerator=config.accelerator,
+            devices=config.devices,
+            strategy="ddp" if config.devices > 1 else "auto",
+            precision=config.precision,
+            callbacks=list(callbacks or []),
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    precision = str(trainer.precision)
     out = Path(config.out)
     weights = encoder.weights_sha256()
     template = EmbeddingManifest(
@@ -567,38 +873,26 @@ def build_embeddings(config: EmbedConfig, encoder: Encoder | None = None) -> Emb
             if fusion
             else None,
             "catalogue": catalogue_spec,
+            "precision": precision,
+            "vector_dtype": "float32",
         },
     )
     out.mkdir(parents=True, exist_ok=True)
-    done = finished_parts(out, weights)
+    done = finished_parts(out, weights, precision)
     todo = [u for u in units if u.part not in done]
     if todo:
         writer = PartWriter(str(out), units, template, fusion, config.progress)
+        trainer.callbacks.append(writer)
         dm = EmbedDataModule(
-            todo,
-            encoder.preprocessor(),
-            config.batch_size,
-            config.num_workers,
-            catalogue,
-            want_text,
-            config.with_tags,
-        )
-        trainer = L.Trainer(
-            accelerator=config.accelerator,
-            devices=config.devices,
-            strategy="ddp" if config.devices > 1 else "auto",
-            callbacks=[writer],
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
-        import warnings
-
+            todo, pre, config.batch_size, config.num_workers, catalogue, want_text,
+            config.with_tags, device_decode,
+        )  # fmt: skip
         with warnings.catch_warnings():
             # Batches come from an IterableDataset: there are no sampler indices to infer.
             warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
-            trainer.predict(LitEmbedder(encoder), datamodule=dm, return_predictions=False)
+            # LitEmbedder moves only model inputs to the device (JPEG bytes stay on the host).
+            warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`")
+            trainer.predict(LitEmbedder(encoder, pre), datamodule=dm, return_predictions=False)
         trainer.strategy.barrier()
         if trainer.global_rank != 0:
             return EmbeddingManifest.load(out)

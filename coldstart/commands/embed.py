@@ -13,10 +13,14 @@ EPILOG = """examples:
   coldstart embed --encoder minilm --input items.parquet --out runs/emb-text
   coldstart embed --encoder tiny-clip --pretrained runs/encoders/tiny-clip/checkpoints/last.ckpt \\
       --input 'shards/train-{000..003}.tar' --out runs/emb-ft --devices 2
+  coldstart embed --encoder ViT-B-32 --input 'shards/{000..015}.tar' --out runs/emb-gpu \\
+      --accelerator gpu --precision bf16-mixed --decode device --batch-size 256 --num-workers 14
 
 Output: part-*.parquet (item_id, modality, vector) + manifest.json (data/embeddings.py).
 Modalities: image, text, tags (with --tags), fused (when a run has two or more).
 Rerunning the same command resumes: finished parts are kept, the rest is embedded.
+Each shard is cut into chunks so every DataLoader worker has work, even with fewer shards
+than workers; its part is still written once, whole, in file order.
 """
 
 
@@ -48,6 +52,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--devices", type=int, default=1, help="devices (processes); work split by shard"
     )
     p.add_argument("--accelerator", default="cpu", help="cpu, gpu, auto")
+    p.add_argument(
+        "--precision",
+        choices=("32", "bf16-mixed", "16-mixed"),
+        default="32",
+        help="forward precision (Lightning's names; 16-mixed runs as bf16-mixed on a CPU); "
+        "vectors are stored float32 either way, and one export keeps one precision",
+    )
+    p.add_argument(
+        "--decode",
+        choices=("cpu", "device"),
+        default="cpu",
+        help="cpu: workers decode images (PIL); device: JPEGs decoded in batches on the model's "
+        "device (torchvision decode_jpeg, nvjpeg on a GPU), other formats and files it cannot "
+        "decode on the CPU",
+    )
     p.add_argument(
         "--text-fields", default="title,genres,text", help="catalogue fields joined into the text"
     )
@@ -88,6 +107,8 @@ def main(argv: list[str]) -> int:
         num_workers=args.num_workers,
         devices=args.devices,
         accelerator=args.accelerator,
+        precision=args.precision,
+        decode=args.decode,
         text_fields=tuple(f.strip() for f in args.text_fields.split(",") if f.strip()),
         with_tags=args.tags,
         fusion=args.fusion,
