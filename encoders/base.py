@@ -185,5 +185,6 @@ class Encoder(nn.Module):
         for name, tensor in sorted(self.state_dict().items()):
             t = tensor.detach().cpu().contiguous()
             digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            # The raw bytes through the buffer protocol (no copy of the weights).
+            digest.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
         return digest.hexdigest()

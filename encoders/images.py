@@ -83,7 +83,8 @@ def normalize_uint8(
     """(B, 3, H, W) uint8 on any device -> (B, 3, H, W) float32: ToTensor's /255, then Normalize."""
     m = torch.as_tensor(mean, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
-    return pixels.to(torch.float32).div(255).sub(m).div(s)
+    # In place after the one conversion: no fresh (B, 3, H, W) buffers to fault in on a CPU.
+    return pixels.to(torch.float32).div_(255).sub_(m).div_(s)
 
 
 def device_decodable(payload: bytes, max_pixels: int | None = None) -> bool:

@@ -169,6 +169,11 @@ def test_bf16_agrees_with_fp32_and_stays_float32(mixed, tmp_path):
     # One export is one precision: resuming it at another is refused with a clear message.
     with pytest.raises(ValueError, match="precision bf16-mixed"):
         build_embeddings(_config(mixed, tmp_path / "bf16"), encoder=encoder)
+    # fp16 autocast does not exist on a CPU: Lightning runs bf16 and the manifest says so.
+    half = build_embeddings(
+        _config(mixed, tmp_path / "fp16", precision="16-mixed"), encoder=encoder
+    )
+    assert half.extra["precision"] == "bf16-mixed"
     with pytest.raises(ValueError, match="precision must be one of"):
         build_embeddings(_config(mixed, tmp_path / "x", precision="fp8"), encoder=encoder)
 
