@@ -184,6 +184,57 @@ def test_random_init_encoder_resumes_in_a_new_process(media, tmp_path):
 
 
 @pytest.mark.slow
+def test_sigkill_with_chunked_workers_then_resume_with_other_workers(media, tmp_path):
+    """Shards cut into chunks for 2 workers, kill -9 midway, resume with 1 worker: still one
+    vector per sample, and the export equals a clean single-process run, order included."""
+    syn = make_synthetic(n_items=240, n_classes=8, image_size=32, seed=3)
+    samples = [
+        {"key": k, "image": syn.images[k], "json": {"item_id": int(i)}}
+        for k, i in zip(syn.dataset.items["media_key"], syn.dataset.items["item_id"])
+    ]
+    write_shards(samples, str(tmp_path / "big-%03d.tar"), maxcount=80)  # 3 shards, 3 chunks each
+    spec = str(tmp_path / "big-{000..002}.tar")
+    out = tmp_path / "emb"
+    cmd = _embed_cmd(media, out, spec) + ["--batch-size", "8"]
+    proc = subprocess.Popen(
+        cmd + ["--num-workers", "2"], env=_env(), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    try:
+        while not (out / "manifest.json").exists() and time.time() < deadline:
+            assert proc.poll() is None, "embed exited before writing a part"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    killed = EmbeddingManifest.load(out)
+    assert not killed.extra["complete"] and 1 <= len(killed.parts) < 3
+    sidecar = json.loads((out / (killed.parts[0].name + ".json")).read_text())
+    assert set(sidecar["workers"]) == {"0", "1"}  # both workers embedded part of one shard
+    kept = {p.name: (out / p.name).stat().st_mtime_ns for p in killed.parts}
+
+    done = subprocess.run(
+        cmd + ["--num-workers", "1"], env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["input_samples"] == 240
+    assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept
+    ids, vecs = read_embeddings(out, "image")
+    assert len(ids) == 240 and len(set(ids.tolist())) == 240  # exactly one vector per sample
+    clean = build_embeddings(
+        EmbedConfig(
+            encoder=media["encoder"], inputs=[spec], out=str(tmp_path / "clean"), batch_size=8,
+            num_workers=0, progress=False,
+        )
+    )  # fmt: skip
+    assert clean.extra["complete"]
+    ids0, vecs0 = read_embeddings(tmp_path / "clean", "image")
+    assert ids.tolist() == ids0.tolist()
+    np.testing.assert_allclose(vecs, vecs0, atol=1e-6)
+
+
+@pytest.mark.slow
 def test_two_devices_split_by_shard(media, tmp_path):
     single = build_embeddings(
         EmbedConfig(

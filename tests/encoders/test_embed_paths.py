@@ -3,6 +3,7 @@ and `fused` only with two or more modalities."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 
@@ -220,9 +221,8 @@ def test_gpu_decode_and_bf16_on_cuda(mixed, tmp_path):
     """The real path: nvjpeg batched decode + bf16 on a GPU vs the CPU path at fp32."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    cpu = build_embeddings(_config(mixed, tmp_path / "cpu"), encoder=create_encoder("tiny-clip"))
-    encoder = create_encoder(cpu.encoder_config["name"])
-    encoder.load_state_dict(mixed["encoder"].state_dict())
+    cpu = build_embeddings(_config(mixed, tmp_path / "cpu"), encoder=mixed["encoder"])
+    encoder = copy.deepcopy(mixed["encoder"])  # predict leaves it on the GPU
     gpu = build_embeddings(
         _config(
             mixed, tmp_path / "gpu", accelerator="gpu", precision="bf16-mixed", decode="device",
@@ -230,7 +230,8 @@ def test_gpu_decode_and_bf16_on_cuda(mixed, tmp_path):
         ),
         encoder=encoder,
     )  # fmt: skip
-    assert gpu.skipped == {"corrupt_image": 2} and gpu.extra["precision"] == "bf16-mixed"
+    assert gpu.skipped == cpu.skipped == {"corrupt_image": 2}
+    assert gpu.extra["precision"] == "bf16-mixed" and gpu.modalities == ["image"]
     ids_c, v_c = read_embeddings(tmp_path / "cpu", "image")
     ids_g, v_g = read_embeddings(tmp_path / "gpu", "image")
     assert ids_c.tolist() == ids_g.tolist() and v_g.dtype == np.float32
