@@ -301,6 +301,14 @@ class Models:
     item_id: Any = None
 
 
+def _optional(kind: Any, description: str, **constraints: Any) -> tuple[Any, Any]:
+    """A create_model field that may be left out but not sent as null (nor documented so)."""
+    return (
+        Annotated[kind | SkipJsonSchema[None], BeforeValidator(_not_null)],
+        Field(None, json_schema_extra=_no_default, description=description, **constraints),
+    )
+
+
 def _no_encoder(value: Any) -> Any:
     raise ValueError("no encoder configured: start the server with --encoder NAME")
 
@@ -330,85 +338,29 @@ def build_models(contract: Contract, encoder: bool = True) -> Models:
             ...,
         ),  # type: ignore[valid-type]
     )
-    optional = BeforeValidator(_not_null)
+    no_encoder = (SkipJsonSchema[Annotated[Any, BeforeValidator(_no_encoder)]], None)
     cold = create_model(
         "ColdStartRequest",
         __base__=_ColdStartRules,
-        vector=(
-            Annotated[vector | SkipJsonSchema[None], optional],
-            Field(
-                None, json_schema_extra=_no_default, description="content vector of the new item"
-            ),
-        ),
-        text=(
-            Annotated[str | SkipJsonSchema[None], optional],
-            Field(
-                None,
-                json_schema_extra=_no_default,
-                min_length=1,
-                description="text to encode (needs an encoder)",
-            ),
-        )
+        vector=_optional(vector, "content vector of the new item"),
+        text=_optional(str, "text to encode (needs an encoder)", min_length=1)
         if encoder
-        else (SkipJsonSchema[Annotated[Any, BeforeValidator(_no_encoder)]], None),
+        else no_encoder,
         k=(k, 10),
-        item_id=(
-            Annotated[item_id | SkipJsonSchema[None], optional],
-            Field(
-                None,
-                json_schema_extra=_no_default,
-                description="id of the new item (needed to insert)",
-            ),
-        ),
+        item_id=_optional(item_id, "id of the new item (needed to insert)"),
         insert=(bool, Field(False, description="insert it so it is retrievable at once")),
     )
-    form_k = _int(1, contract.max_k, form=True, description="neighbours")
-    text = Annotated[str | SkipJsonSchema[None], optional]
-    image = Annotated[bytes | SkipJsonSchema[None], optional]
-    media = create_model(
-        "SearchMediaForm",
-        __base__=_SearchMediaRules,
-        image=(
-            image,
-            Field(None, json_schema_extra=_no_default, description="an image (JPEG, PNG, WebP...)"),
-        ),
-        text=(
-            text,
-            Field(
-                None,
-                json_schema_extra=_no_default,
-                min_length=1,
-                description="title, description or tags",
-            ),
-        ),
-        k=(form_k, 10),
-    )
-    form_id = Annotated[_id_type(contract, form=True) | SkipJsonSchema[None], optional]
+    media_fields: dict[str, Any] = {
+        "image": _optional(bytes, "an image (JPEG, PNG, WebP, GIF)"),
+        "text": _optional(str, "title, description or tags", min_length=1),
+        "k": (_int(1, contract.max_k, form=True, description="neighbours"), 10),
+    }
+    media = create_model("SearchMediaForm", __base__=_SearchMediaRules, **media_fields)
     cold_media = create_model(
         "ColdStartMediaForm",
         __base__=_ColdStartMediaRules,
-        image=(
-            image,
-            Field(None, json_schema_extra=_no_default, description="an image (JPEG, PNG, WebP...)"),
-        ),
-        text=(
-            text,
-            Field(
-                None,
-                json_schema_extra=_no_default,
-                min_length=1,
-                description="title, description or tags",
-            ),
-        ),
-        k=(form_k, 10),
-        item_id=(
-            form_id,
-            Field(
-                None,
-                json_schema_extra=_no_default,
-                description="id of the new item (needed to insert)",
-            ),
-        ),
+        **media_fields,
+        item_id=_optional(_id_type(contract, form=True), "id of the new item (needed to insert)"),
         insert=(FormBool, Field(False, description="insert it (needs the write token)")),
     )
     return Models(search, upsert, cold, media, cold_media, item_id)

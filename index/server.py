@@ -303,6 +303,27 @@ def finite_scores(scores: Any) -> list[float]:
     return arr.round(6).tolist()
 
 
+def warn_about_auth(config: ServerConfig, token: str | None) -> list[str]:
+    """Log (and return) a warning for each auth setting that leaves the server more open
+    than its flags suggest."""
+    warnings_: list[str] = []
+    if config.insecure_writes and token is None:
+        warnings_.append(
+            "--insecure-writes and no token: anyone who can reach this server can upsert and "
+            "delete items; use it on a trusted host only"
+        )
+    elif config.insecure_writes:
+        warnings_.append("--insecure-writes has no effect: a token is configured, writes need it")
+    if config.auth_reads and token is None:
+        warnings_.append(
+            f"--auth-reads has no effect without a token (set ${config.token_env} or "
+            "--token-file): reads are open to anyone"
+        )
+    for text in warnings_:
+        log.warning(text)
+    return warnings_
+
+
 class _State:
     def __init__(self) -> None:
         self.index: DurableIndex | None = None
@@ -331,6 +352,7 @@ def create_app(
     """
     config = config or ServerConfig()
     token = config.token()
+    warn_about_auth(config, token)
     metrics = Metrics()
     state = _State()
     if config.id_rows and id_rows is None:

@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--auth-reads", action="store_true", help="require the token for reads too")
     p.add_argument(
-        "--insecure-writes", action="store_true", help="allow writes with no token configured"
+        "--insecure-writes",
+        action="store_true",
+        help="allow writes with no token configured (logged as a warning: trusted hosts only)",
     )
     p.add_argument(
         "--catalogue",

@@ -236,3 +236,18 @@ def test_a_failed_append_leaves_no_garbage_for_later_appends(tmp_path):
         assert srv.client.get("/v1/items/100").status_code == 200
         assert srv.client.get("/v1/items/300").status_code == 200
         assert srv.client.get("/v1/items/200").status_code == 404
+
+
+@pytest.mark.slow
+def test_open_auth_settings_are_warned_about_at_start(tmp_path):
+    """Item 7: --insecure-writes and --auth-reads without a token open the server silently."""
+    _index(tmp_path)
+    log = tmp_path / "open.log"
+    with ServeProcess(tmp_path / "idx", "--insecure-writes", "--auth-reads", log=log) as srv:
+        srv.wait_ready()
+        item = {"items": [{"id": 900, "vector": _unit(1)}]}
+        assert srv.client.post("/v1/items", json=item).status_code == 200  # open indeed
+        assert srv.client.post("/v1/search", json={"vectors": [_unit(1)]}).status_code == 200
+    text = log.read_text()
+    assert "WARNING" in text and "--insecure-writes and no token: anyone" in text
+    assert "--auth-reads has no effect without a token" in text
