@@ -14,7 +14,7 @@
   document calls valid is accepted and one it calls invalid is refused.
 - **Bodies off the event loop.** `json_body(model)` and `form_body(model)` are dependencies
   that parse and validate a request body, in a worker thread when it is large.
-- **The document.** `install_openapi(app, docs)` adds the bearer security scheme, the request
+- **The document.** `install_openapi(app, docs, contract)` adds the bearer security scheme, the request
   body schemas and the id schema of every `{item_id}` path parameter.
 """
 
@@ -102,15 +102,18 @@ def error_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict
     return out
 
 
-def error_json(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any):
+def error_json(
+    status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """An ErrorResponse (extra fields allowed, e.g. /ready's `ready` and `error`)."""
     return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
 
 
-def _field_errors(errors: list[dict[str, Any]], prefix: tuple[str, ...] = ()) -> list[dict]:
+def _field_errors(errors: list[dict[str, Any]]) -> list[dict]:
     # Only where and what: echoing the input back could hold NaN/inf (not JSON) or secrets.
     return [
         {
-            "loc": [*prefix, *(str(p) for p in e.get("loc", ()))],
+            "loc": [str(p) for p in e.get("loc", ())],
             "msg": str(e.get("msg", "")),
             "type": str(e.get("type", "")),
         }
@@ -124,8 +127,8 @@ def _validation_detail(errors: list[dict]) -> str:
     return "; ".join(parts) + more
 
 
-def validation_error(errors: list[dict[str, Any]], prefix: tuple[str, ...] = ()) -> JSONResponse:
-    fields = _field_errors(errors, prefix)
+def validation_error(errors: list[dict[str, Any]]) -> JSONResponse:
+    fields = _field_errors(errors)
     return error_json(422, _validation_detail(fields) or "invalid input", errors=fields)
 
 
