@@ -73,10 +73,11 @@ class ServerConfig:
     max_batch_size: int = 64  # query vectors per FAISS call
     max_wait_ms: float = 1.0  # how long the first query of a batch waits for company
     batch_workers: int = 1  # batches searched at once (each in its own thread)
-    # FAISS process-wide knobs, applied at start-up. faiss_threads: OpenMP threads per search
-    # (0 leaves FAISS's default; 1 is best when concurrent requests already fill the cores).
-    # blas_threshold: queries per call from which flat search uses one BLAS matrix product
-    # (FAISS 1.15 defaults to 128000, i.e. practically never; None leaves it).
+    # FAISS knobs. faiss_threads: OpenMP threads per search, set in each thread that runs
+    # searches (OpenMP settings are per thread); 0 leaves FAISS's default; 1 is best when
+    # concurrent requests already fill the cores. blas_threshold (process-wide, at start-up):
+    # queries per call from which flat search uses one BLAS matrix product (FAISS 1.15
+    # defaults to 128000, i.e. practically never; None leaves it).
     faiss_threads: int = 0
     blas_threshold: int | None = 20
     max_k: int = 1000

@@ -31,7 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int, help="query rows per FAISS call")
     p.add_argument("--max-wait-ms", type=float, help="wait for a batch to fill (ms)")
     p.add_argument("--batch-workers", type=int, help="batches searched at once (threads)")
-    p.add_argument("--faiss-threads", type=int, help="OpenMP threads per FAISS call (0: default)")
+    p.add_argument(
+        "--faiss-threads",
+        type=int,
+        help="OpenMP threads per search, set in the search threads (0: FAISS default)",
+    )
     p.add_argument("--nprobe", type=int, help="IVF cells visited per query")
     p.add_argument("--ef-search", type=int, help="HNSW search beam width")
     p.add_argument("--replica", choices=["auto", "gpu", "clone", "none"], help="GPU replicas")
