@@ -42,6 +42,14 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
     fsync_path(path.parent)
 
 
+def jsonable(obj: Any) -> Any:
+    """A JSON-safe copy of `obj`: numpy arrays and scalars become lists and numbers, anything
+    else unknown its str()."""
+    return json.loads(
+        json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    )
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 

@@ -1,8 +1,12 @@
 """Lightning wrappers: `RankerDataModule` (split + content -> request batches) and `LitRanker`.
 
-The Ranker's sizes depend on the data (items, users, content width, semantic-ID rows), so
+LitRanker takes a method name and flat params, exactly like the experiment's `fit_method`, and
+resolves them with `ranker.methods.resolve_method`: one registry, one set of defaults for both
+paths. The Ranker's sizes depend on the data (items, users, content width, semantic-ID rows), so
 LitRanker builds it in `setup()` from the datamodule, or from a checkpoint's tensors when loaded
 without data (`on_load_checkpoint`). Checkpoints carry the resolved configs under "ranker".
+`RankerCLI` is the LightningCLI of `coldstart ranker`: `trainer.max_epochs` defaults to the
+method's resolved `epochs`.
 """
 
 from __future__ import annotations
@@ -17,19 +21,18 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.cli import LightningCLI
 from torch.utils.data import DataLoader, IterableDataset
 
 from ranker.data import RankerData, build_ranker_data
 from ranker.metrics import KS, SEGMENTS, ranking_metrics, user_auc
 from ranker.model import (
     ItemTower,
-    ItemTowerConfig,
     Ranker,
     RankerConfig,
     UserTower,
-    UserTowerConfig,
 )
-from ranker.train import BuildConfig, RequestBatches, TrainConfig, create_optimizer, create_ranker
+from ranker.train import RequestBatches, create_optimizer, create_ranker
 
 
 def synthetic_ranker_data(
@@ -69,7 +72,8 @@ class _Batches(IterableDataset):
 
 
 class RankerDataModule(L.LightningDataModule):
-    """Split + content vectors for the ranker.
+    """Split + content vectors for the ranker (where the data comes from; how it is batched for
+    training is the method's TrainConfig, resolved by LitRanker).
 
     split_dir: a split written by `coldstart data split` (data.split.write_split). When None,
       `dataset` is split on the fly with `split_seed` (movielens = the embedded copy, or
@@ -84,14 +88,6 @@ class RankerDataModule(L.LightningDataModule):
         split_seed: int = 0,
         embeddings_dir: str | None = None,
         modality: str | None = "text",
-        batch_requests: int = 128,
-        items_per_request: int = 6,
-        label_threshold: float | None = 4.0,
-        upsample_min_count: int = 0,
-        upsample_alpha: float = 0.0,
-        requests: str = "pages",
-        event_weights: dict[str, float] | None = None,
-        seed: int = 0,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
@@ -130,27 +126,13 @@ class RankerDataModule(L.LightningDataModule):
                 raise ValueError(f"{hp.embeddings_dir} has no vectors of modality {hp.modality!r}")
         self.data = build_ranker_data(split, ids, vectors)
 
-    def train_config(self) -> TrainConfig:
-        hp = self.hparams
-        return TrainConfig(
-            batch_requests=hp.batch_requests,
-            items_per_request=hp.items_per_request,
-            label_threshold=hp.label_threshold,
-            upsample_min_count=hp.upsample_min_count,
-            upsample_alpha=hp.upsample_alpha,
-            requests=hp.requests,
-            event_weights=dict(hp.event_weights or {}),
-            seed=hp.seed,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        history_len = self.trainer.lightning_module.config.user.history_len
-        train = self.train_config()
         lit = self.trainer.lightning_module
+        train = dataclasses.replace(lit.resolved.train)
         if lit.config.loss != "bce":
-            train.label_threshold = None
+            train.label_threshold = None  # labels only matter to the BCE loss
         return DataLoader(
-            _Batches(RequestBatches(self.data, history_len, train)),
+            _Batches(RequestBatches(self.data, lit.config.user.history_len, train)),
             batch_size=None,
             num_workers=self.hparams.num_workers,
         )
@@ -167,39 +149,33 @@ class RankerDataModule(L.LightningDataModule):
 
 
 class LitRanker(L.LightningModule):
-    """Train, evaluate and export the ranker.
+    """Train, evaluate and export one registered method (ranker.methods) under Lightning.
 
-    model: architecture and loss. build: rows from data (rare-ID threshold, ...).
-    lr / weight_decay / optimizer: adam, or rowwise_adagrad for sparse hashed tables.
-    dedup: run the user side once per request (same result, less compute).
+    method: a registered method that trains a Ranker (ours, ours+sid, id_only, ...).
+    params: flat overrides, the same keys as the experiment's `ranker.params` (dim, lr,
+      id_dropout, batch_requests, history, hash_size, ...); everything else is the registry's
+      default, so `LitRanker(m, p)` and `fit_method(m, ..., params=p)` build the same model.
+    eval_ks: the K of Recall@K / NDCG@K logged on validation and test.
     """
 
     def __init__(
         self,
-        model: RankerConfig | dict | None = None,
-        build: BuildConfig | dict | None = None,
-        lr: float = 3e-3,
-        weight_decay: float = 0.0,
-        optimizer: str = "adam",
-        dedup: bool = True,
+        method: str = "ours",
+        params: dict[str, Any] | None = None,
         eval_ks: tuple[int, ...] = KS,
     ) -> None:
         super().__init__()
-        self.config = (
-            ranker_config_from_dict(model) if isinstance(model, dict) else (model or RankerConfig())
-        )
-        self.build = BuildConfig(**build) if isinstance(build, dict) else (build or BuildConfig())
-        # Plain dicts in the checkpoint (no pickled classes): loadable with weights_only=True.
+        from ranker.methods import get_method, resolve_method
+
+        if not get_method(method).trains_ranker:
+            raise ValueError(
+                f"method {method!r} trains no ranker model; run it with `coldstart experiment`"
+            )
+        self.resolved = resolve_method(method, params)
+        self.config, self.build = self.resolved.ranker, self.resolved.build
+        # Plain values in the checkpoint (no pickled classes): loadable with weights_only=True.
         self.save_hyperparameters(
-            {
-                "model": dataclasses.asdict(self.config),
-                "build": dataclasses.asdict(self.build),
-                "lr": lr,
-                "weight_decay": weight_decay,
-                "optimizer": optimizer,
-                "dedup": dedup,
-                "eval_ks": list(eval_ks),
-            }
+            {"method": method, "params": dict(params or {}), "eval_ks": list(eval_ks)}
         )
         self.ranker: Ranker | None = None
         self.build_report: dict[str, Any] = {}
@@ -213,17 +189,14 @@ class LitRanker(L.LightningModule):
         self.ranker, self.build_report = create_ranker(dm.data, self.config, self.build)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        train = TrainConfig(
-            lr=self.hparams.lr,
-            weight_decay=self.hparams.weight_decay,
-            optimizer=self.hparams.optimizer,
-        )
-        return create_optimizer(self.ranker, train)
+        return create_optimizer(self.ranker, self.resolved.train)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ranker"] = {
+            "method": self.resolved.name,
             "model": dataclasses.asdict(self.config),
             "build": dataclasses.asdict(self.build),
+            "train": dataclasses.asdict(self.resolved.train),
             "report": json.loads(json.dumps(self.build_report, default=str)),
         }
 
@@ -233,20 +206,21 @@ class LitRanker(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self.ranker.loss(batch, dedup=self.hparams.dedup)
+        loss = self.ranker.loss(batch, dedup=self.resolved.train.dedup)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.item_ids))
         return loss
 
+    def vectors(self) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """(items (I, D), users (U, D), info): the method's served vectors (its finish step
+        included), computed as fit_method computes them."""
+        from ranker.methods import model_vectors
+
+        self.ranker.eval()
+        return model_vectors(self.ranker, self.trainer.datamodule.data, self.resolved)
+
     def _evaluate(self, part: str) -> dict[str, float]:
         data = self.trainer.datamodule.data
-        self.ranker.eval()
-        items = self.ranker.item_vectors()[: data.num_items].cpu().numpy()
-        hist = torch.as_tensor(data.histories(self.config.user.history_len), device=self.device)
-        users = (
-            self.ranker.user_vectors(torch.arange(data.num_users, device=self.device), hist)
-            .cpu()
-            .numpy()
-        )
+        items, users, _ = self.vectors()
 
         def score(u: np.ndarray, c: np.ndarray) -> np.ndarray:
             return users[u] @ items[c].T
@@ -258,10 +232,8 @@ class LitRanker(L.LightningModule):
             ).items():
                 if key != "users":
                     out[f"{part}/{seg}/{key}"] = value
-        threshold = self.trainer.datamodule.hparams.label_threshold
-        if (
-            threshold is not None
-        ):  # AUC where labels exist: held-out rated rows, rating >= threshold
+        threshold = self.resolved.train.label_threshold
+        if threshold is not None:  # AUC where labels exist: held-out rows, value >= threshold
             for seg, name in (("warm", part), ("cold", "cold_" + part)):
                 rows = data.parts[name]
                 s = (users[rows.users] * items[rows.items]).sum(1)
@@ -276,14 +248,6 @@ class LitRanker(L.LightningModule):
 
     def predict_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         return self.ranker.item_tower(batch, drop_ids=False)
-
-
-def ranker_config_from_dict(raw: dict[str, Any]) -> RankerConfig:
-    """RankerConfig from its asdict() form (nested item/user dicts)."""
-    raw = dict(raw)
-    item = ItemTowerConfig(**raw.pop("item", {}))
-    user = UserTowerConfig(**raw.pop("user", {}))
-    return RankerConfig(**raw, item=item, user=user)
 
 
 def ranker_from_state_dict(
@@ -317,6 +281,20 @@ def _history_items(s: dict[str, torch.Tensor], default: int) -> int:
     return default
 
 
+class RankerCLI(LightningCLI):
+    """LightningCLI over LitRanker + RankerDataModule whose `trainer.max_epochs` defaults to the
+    method's resolved `epochs` (ranker.methods), so `coldstart ranker fit` trains as long as
+    the experiment does. An explicit `--trainer.max_epochs` (e.g. to resume for more) wins."""
+
+    def before_instantiate_classes(self) -> None:
+        from ranker.methods import resolve_method
+
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.trainer.max_epochs is None and config.trainer.max_steps in (None, -1):
+            resolved = resolve_method(config.model.method, config.model.params)
+            config.trainer.max_epochs = resolved.train.epochs
+
+
 class RankerExportWriter(BasePredictionWriter):
     """`predict` output: item vectors (warm and cold parts), user vectors and the user tower.
 
@@ -332,61 +310,16 @@ class RankerExportWriter(BasePredictionWriter):
     def write_on_epoch_end(
         self, trainer: L.Trainer, pl_module: LitRanker, predictions: Any, batch_indices: Any
     ) -> None:
-        from data.embeddings import EmbeddingManifest, write_part
+        from ranker.methods import export_vectors
 
         if trainer.global_rank != 0:
             return
         data = trainer.datamodule.data
-        preds = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        items = torch.cat(list(preds)).cpu().numpy()[: data.num_items]
+        # The served vectors (the method's finish step included), as the experiment exports them.
+        items, users, _ = pl_module.vectors()
         out = Path(self.output_dir)
-        config = {"model": dataclasses.asdict(pl_module.config), "dim": int(items.shape[1])}
-        parts = []
-        for name, mask in (
-            ("warm", data.item_split == "warm"),
-            ("cold", data.item_split != "warm"),
-        ):
-            parts.append(
-                write_part(
-                    out / "items",
-                    f"part-{name}.parquet",
-                    data.item_ids[mask],
-                    "ranker",
-                    items[mask],
-                    source=name,
-                )
-            )
-        EmbeddingManifest(
-            encoder="ranker",
-            encoder_config=config,
-            weights_sha256="",
-            dim=int(items.shape[1]),
-            normalized=False,
-            modalities=["ranker"],
-            parts=parts,
-            extra={"score": "inner product of user vector [u, 1] and item vector [v, bias]"},
-        ).save(out / "items")
+        export_vectors(out, data, items, users, pl_module.resolved)
         hist = data.histories(pl_module.config.user.history_len)
-        users = (
-            pl_module.ranker.user_vectors(
-                torch.arange(data.num_users, device=pl_module.device),
-                torch.as_tensor(hist, device=pl_module.device),
-            )
-            .cpu()
-            .numpy()
-        )
-        upart = write_part(
-            out / "users", "part-00000.parquet", data.user_ids, "user", users, source="train"
-        )
-        EmbeddingManifest(
-            encoder="ranker-user-tower",
-            encoder_config=config,
-            weights_sha256="",
-            dim=int(users.shape[1]),
-            normalized=False,
-            modalities=["user"],
-            parts=[upart],
-        ).save(out / "users")
         torch.save(
             {
                 "config": dataclasses.asdict(pl_module.config.user),

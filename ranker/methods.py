@@ -1,40 +1,41 @@
-"""Train and score every cold-start method on a split: the API the experiment cycle builds on.
+"""Every cold-start method in one registry, with one source of defaults for both training paths.
 
-    from ranker.methods import METHODS, fit_method, run_method
+    from ranker.methods import fit_method, list_methods, resolve_method, run_method
 
-    metrics = run_method(name, split, content_ids, content_vectors, params=None, part="test")
-    # -> {"cold": {"recall@10", "recall@20", "ndcg@10", "ndcg@20", "users"},
-    #     "warm": {...}, "all": {...}}
-
+    list_methods()                           # ("popularity", "id_only", ..., "ours", "ours+sid")
+    resolved = resolve_method("ours", {"dim": 32})   # the configs both training paths use
     fitted = fit_method(name, split, content_ids, content_vectors, params=None, seed=0)
-    fitted.evaluate("test", ks=(10, 20))      # same dict as run_method; part: "val" | "test"
+    fitted.evaluate("test", ks=(10, 20))      # {"cold"|"warm"|"all": {"recall@10", ..., "users"}}
     fitted.item_vectors()                    # (I, D) float32, row = split.items order
     fitted.user_vectors()                    # (U, D) float32, row = fitted.data.user_ids order
     fitted.score(user_rows, item_rows)       # (B, C) float32 scores (higher = better)
     fitted.info                              # train seconds, epochs, collision/SID reports, ...
 
-name: one of METHODS
-  popularity          training count per item (cold items: all zero, i.e. no information)
-  id_only             two-tower model, ID rows only, random init; cold rows are untrained noise
-  content_knn         cosine of the item's content with the user's mean history content
-  content_projection  DeepMusic style: the id_only model, then a ridge map content -> ID vector
-                      gives cold items their vectors (warm items keep their trained rows)
-  ours                ID rows warm-started from content (residual on the content projection),
-                      ID dropout, content-predicted bias
-  ours+sid            ours plus semantic-ID prefix embeddings (residual k-means of content)
-split: data.split.Split. content_ids (N,), content_vectors (N, C): e.g. from
-  data.embeddings.read_embeddings(dir, "text"). Only item content is used (never tags).
-params: flat dict of overrides, e.g. {"dim": 64, "epochs": 8, "lr": 3e-3, "id_dropout": 0.5,
-  "init": "random", "history": "sequence", "max_seconds": 60}; keys of RankerConfig, ItemTowerConfig,
-  UserTowerConfig, TrainConfig and BuildConfig are accepted (unknown keys raise ValueError).
+Defaults: the config dataclasses' own field defaults (RankerConfig, ItemTowerConfig,
+UserTowerConfig, TrainConfig, BuildConfig) ARE the defaults; a method's `MethodSpec.params`
+holds only what it changes, and user params (a flat dict such as {"dim": 64, "epochs": 8,
+"id_dropout": 0.5, "history": "sequence", "max_seconds": 60}) come last. Unknown keys raise.
+`resolve_method` is the one place this happens: `fit_method` (the experiment's plain loop) and
+`ranker.lit.LitRanker` (LightningCLI) both call it, so the same name and params train the same
+model either way.
+
+Adding a method is one `register_method(MethodSpec(...))` call: a trained Ranker with other
+params, optionally a `finish` step on its vectors (e.g. content_projection's ridge map), or a
+`fit` function for a method that trains no Ranker (popularity, content_knn). The experiment's
+default method list and its validation read the registry.
+
 Vectors: item vector = [v, bias] and user vector = [u, 1], so the dot product is the score.
+split: data.split.Split. content_ids (N,), content_vectors (N, C): e.g. from
+data.embeddings.read_embeddings(dir, "text"). Only item content is used (never tags).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,55 +44,111 @@ import torch
 from data.split import Split
 from ranker.data import RankerData, build_ranker_data
 from ranker.metrics import KS, SEGMENTS, ranking_metrics
-from ranker.model import ItemTowerConfig, RankerConfig, UserTowerConfig
+from ranker.model import ItemTowerConfig, Ranker, RankerConfig, UserTowerConfig
 from ranker.train import BuildConfig, TrainConfig, create_ranker, fit_ranker
 
-METHODS = ("popularity", "id_only", "content_knn", "content_projection", "ours", "ours+sid")
 
-# Tuned on cold_val / val of MovieLens (seed 0); see the issue note for the figures.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "common": {
-        "dim": 64,
-        "epochs": 8,
-        "lr": 3e-3,
-        "batch_requests": 128,
-        "items_per_request": 6,
-        "history": "pooled",
-        "history_len": 100,
-    },
-    "id_only": {"use_content": False, "init": "random", "id_for_cold": True, "id_dropout": 0.0},
-    "content_projection": {
-        "use_content": False,
-        "init": "random",
-        "id_for_cold": True,
-        "id_dropout": 0.0,
-        "ridge": 10.0,
-    },
-    "ours": {"use_content": True, "init": "content", "combine": "residual", "id_dropout": 0.3},
-    "ours+sid": {
-        "use_content": True,
-        "init": "content",
-        "combine": "residual",
-        "id_dropout": 0.3,
-        "semantic_ids": True,
-        "sid_levels": 2,
-        "sid_codewords": 16,
-    },
-}
-_METHOD_KEYS = {"ridge"}
+@dataclass
+class ResolvedMethod:
+    """A method's configs after defaults and overrides: what both training paths build from.
+
+    params: the flat overrides that produced it (method defaults, then user params, then seed).
+    extra: the method's own keys (not config fields), e.g. {"ridge": 10.0}.
+    """
+
+    name: str
+    ranker: RankerConfig
+    build: BuildConfig
+    train: TrainConfig
+    extra: dict[str, Any]
+    params: dict[str, Any]
+
+    def flat(self) -> dict[str, Any]:
+        """Every resolved knob as one flat dict (for reports and manifests)."""
+        out: dict[str, Any] = {}
+        for cfg in (self.ranker, self.ranker.item, self.ranker.user, self.train, self.build):
+            for f in dataclasses.fields(cfg):
+                if f.name not in ("item", "user", "extra"):
+                    out.setdefault(f.name, getattr(cfg, f.name))
+        return {**out, **self.extra}
 
 
-def _split_params(
-    params: dict[str, Any],
-) -> tuple[RankerConfig, BuildConfig, TrainConfig, dict[str, Any]]:
-    """Route a flat params dict onto the config dataclasses (first match wins)."""
-    targets = [RankerConfig(), ItemTowerConfig(), UserTowerConfig(), TrainConfig(), BuildConfig()]
+# finish(data, items (I, D), users (U, D), resolved) -> (items, users, info): a step on a trained
+# model's vectors. fit(data, resolved) -> (items, users, info): a method that trains no Ranker.
+Finish = Callable[[RankerData, np.ndarray, np.ndarray, ResolvedMethod], tuple]
+Fit = Callable[[RankerData, ResolvedMethod], tuple]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method. params: overrides of the config dataclasses' defaults; extra: defaults of the
+    method's own keys; needs_content: refuses to run without content vectors; in_default: part of
+    the experiment's default method list."""
+
+    name: str
+    summary: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    needs_content: bool = False
+    fit: Fit | None = None
+    finish: Finish | None = None
+    in_default: bool = True
+
+    @property
+    def trains_ranker(self) -> bool:
+        return self.fit is None
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Add (or replace) a method in the registry; returns it."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_methods() -> tuple[str, ...]:
+    """Every registered method, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def default_methods() -> list[str]:
+    """The methods an experiment trains when its config names none."""
+    return [name for name, spec in _REGISTRY.items() if spec.in_default]
+
+
+def get_method(name: str) -> MethodSpec:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; methods are {list_methods()}")
+    return _REGISTRY[name]
+
+
+def _config_targets() -> list[Any]:
+    return [RankerConfig(), ItemTowerConfig(), UserTowerConfig(), TrainConfig(), BuildConfig()]
+
+
+def resolve_method(
+    name: str, params: Mapping[str, Any] | None = None, seed: int = 0
+) -> ResolvedMethod:
+    """The configs of method `name`: dataclass defaults <- the method's params <- `params`.
+
+    `seed` applies unless `params` has its own. Keys that are neither a config field nor an
+    extra key of a registered method raise ValueError (a typo must not fall back silently);
+    another method's extra key is accepted and ignored, so one shared params dict can serve
+    every method of an experiment.
+    """
+    spec = get_method(name)
+    merged = {**spec.params, "seed": seed, **(params or {})}
+    targets = _config_targets()
     names = [{f.name for f in dataclasses.fields(t)} - {"item", "user", "extra"} for t in targets]
     values: list[dict[str, Any]] = [{} for _ in targets]
-    method_params = {}
-    for key, value in params.items():
-        if key in _METHOD_KEYS:
-            method_params[key] = value
+    extra = dict(spec.extra)
+    known_extra = {k for s in _REGISTRY.values() for k in s.extra}
+    for key, value in merged.items():
+        if key in known_extra:
+            if key in spec.extra:
+                extra[key] = value
             continue
         hit = [i for i, n in enumerate(names) if key in n]
         if not hit:
@@ -101,19 +158,34 @@ def _split_params(
     ranker = dataclasses.replace(targets[0], **values[0])
     ranker.item = dataclasses.replace(targets[1], **values[1])
     ranker.user = dataclasses.replace(targets[2], **values[2])
-    return (
-        ranker,
-        dataclasses.replace(targets[4], **values[4]),
-        dataclasses.replace(targets[3], **values[3]),
-        method_params,
+    return ResolvedMethod(
+        name=name,
+        ranker=ranker,
+        build=dataclasses.replace(targets[4], **values[4]),
+        train=dataclasses.replace(targets[3], **values[3]),
+        extra=extra,
+        params=merged,
     )
 
 
-def method_params(name: str, params: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
-    """The resolved flat params of a method: common defaults, method defaults, then `params`."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; methods are {METHODS}")
-    return {**DEFAULTS["common"], **DEFAULTS.get(name, {}), "seed": seed, **(params or {})}
+def model_vectors(
+    model: Ranker, data: RankerData, resolved: ResolvedMethod
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(items (I, D), users (U, D), info) of a trained Ranker, after the method's finish step.
+
+    The one definition of a method's served vectors: fit_method, LitRanker's evaluation and its
+    export writer all call it.
+    """
+    items = model.item_vectors()[: data.num_items].cpu().numpy()
+    device = model.item_log_q.device
+    histories = torch.as_tensor(data.histories(resolved.ranker.user.history_len), device=device)
+    users = model.user_vectors(torch.arange(data.num_users, device=device), histories)
+    users = users.cpu().numpy()
+    info: dict[str, Any] = {}
+    spec = get_method(resolved.name)
+    if spec.finish is not None:
+        items, users, info = spec.finish(data, items, users, resolved)
+    return items.astype(np.float32), users.astype(np.float32), info
 
 
 @dataclass
@@ -142,6 +214,84 @@ class FittedMethod:
         return {seg: ranking_metrics(self.score, self.data.task(seg, part), ks) for seg in SEGMENTS}
 
 
+def export_vectors(
+    out: str | Path,
+    data: RankerData,
+    items: np.ndarray,
+    users: np.ndarray,
+    resolved: ResolvedMethod | None = None,
+    method: str | None = None,
+) -> dict[str, Any]:
+    """Write a method's vectors in the embedding-export format (data.embeddings), ids included.
+
+    out/items: modality "ranker", part-warm.parquet and part-cold.parquet (cold + unseen items),
+    out/users: modality "user" (the item_id column holds user ids), each with a manifest.json
+    naming the method and its resolved params, so anyone can re-score them:
+    score(user, item) = users[user] . items[item]. Returns {"items": count, "users": count}.
+    """
+    from data.embeddings import EmbeddingManifest, jsonable, write_part
+
+    out = Path(out)
+    name = resolved.name if resolved is not None else (method or "ranker")
+    config = {
+        "method": name,
+        "params": jsonable(resolved.flat()) if resolved is not None else {},
+        "dim": int(items.shape[1]),
+    }
+    score = "inner product of the user vector and the item vector (users/ x items/)"
+    parts = [
+        write_part(
+            out / "items", f"part-{part}.parquet", data.item_ids[mask], "ranker", items[mask], part
+        )
+        for part, mask in (("warm", data.item_split == "warm"), ("cold", data.item_split != "warm"))
+    ]
+    for directory, encoder, modality, written in (
+        (out / "items", "ranker", "ranker", parts),
+        (
+            out / "users",
+            "ranker-user-tower",
+            "user",
+            [
+                write_part(
+                    out / "users", "part-00000.parquet", data.user_ids, "user", users, "train"
+                )
+            ],
+        ),
+    ):
+        EmbeddingManifest(
+            encoder=encoder,
+            encoder_config=config,
+            weights_sha256="",
+            dim=int(items.shape[1]),
+            normalized=False,
+            modalities=[modality],
+            parts=written,
+            extra={"score": score},
+        ).save(directory)
+    return {"items": int(len(items)), "users": int(len(users))}
+
+
+def read_vectors(directory: str | Path, data: RankerData) -> tuple[np.ndarray, np.ndarray]:
+    """(items (I, D), users (U, D)) of an `export_vectors` directory, in `data`'s row order."""
+    import pandas as pd
+
+    from data.embeddings import read_embeddings
+
+    out = []
+    for sub, modality, ids in (
+        ("items", "ranker", data.item_ids),
+        ("users", "user", data.user_ids),
+    ):
+        got_ids, vectors = read_embeddings(Path(directory) / sub, modality)
+        rows = pd.Series(np.arange(len(got_ids)), index=got_ids).reindex(ids).to_numpy()
+        if np.isnan(rows).any():
+            raise ValueError(
+                f"{directory}/{sub} lacks {int(np.isnan(rows).sum())} of the data's ids"
+            )
+        out.append(vectors[rows.astype(np.int64)])
+    return out[0], out[1]
+
+
 def _mean_history_content(data: RankerData, content: np.ndarray) -> np.ndarray:
     tr = data.train
     users = np.zeros((data.num_users, content.shape[1]), dtype=np.float64)
@@ -165,57 +315,109 @@ def fit_method(
     progress: bool = False,
 ) -> FittedMethod:
     """Train `name` on the split's train part; see the module docstring."""
-    p = method_params(name, params, seed)
+    spec = get_method(name)
+    resolved = resolve_method(name, params, seed)
     data = (
         split
         if isinstance(split, RankerData)
         else build_ranker_data(split, content_ids, content_vectors)
     )
-    needs_content = name in ("content_knn", "content_projection", "ours", "ours+sid")
-    if needs_content and data.content is None:
+    if spec.needs_content and data.content is None:
         raise ValueError(f"method {name!r} needs content vectors (content_ids, content_vectors)")
     start = time.perf_counter()
-    if name == "popularity":
-        counts = data.train_counts().astype(np.float32)
-        # Score = log-count: one coordinate for the item, a constant 1 for every user.
-        items = np.log1p(counts)[:, None]
-        users = np.ones((data.num_users, 1), np.float32)
-        return FittedMethod(
-            name, data, items, users, {"seconds": time.perf_counter() - start, "params": p}
-        )
-    if name == "content_knn":
-        content = _normalized(data.content)
-        users = _normalized(_mean_history_content(data, content))
-        return FittedMethod(
-            name, data, content, users, {"seconds": time.perf_counter() - start, "params": p}
-        )
-
-    ranker_cfg, build_cfg, train_cfg, extra = _split_params(p)
-    model, report = create_ranker(data, ranker_cfg, build_cfg)
-    fit_info = fit_ranker(model, data, train_cfg, progress=progress)
-    items = model.item_vectors()[: data.num_items].numpy()
-    histories = torch.as_tensor(data.histories(ranker_cfg.user.history_len))
-    users = model.user_vectors(torch.arange(data.num_users), histories).numpy()
-    if name == "content_projection":
-        items = _ridge_cold_vectors(data, items, extra.get("ridge", 10.0))
-    info = {**fit_info, **report, "seconds": time.perf_counter() - start, "params": p}
-    return FittedMethod(name, data, items.astype(np.float32), users.astype(np.float32), info, model)
+    if spec.fit is not None:
+        items, users, info = spec.fit(data, resolved)
+        info = {**info, "seconds": time.perf_counter() - start, "params": resolved.params}
+        return FittedMethod(name, data, items.astype(np.float32), users.astype(np.float32), info)
+    model, report = create_ranker(data, resolved.ranker, resolved.build)
+    fit_info = fit_ranker(model, data, resolved.train, progress=progress)
+    items, users, finish_info = model_vectors(model, data, resolved)
+    info = {
+        **fit_info,
+        **report,
+        **finish_info,
+        "seconds": time.perf_counter() - start,
+        "params": resolved.params,
+    }
+    return FittedMethod(name, data, items, users, info, model)
 
 
-def _ridge_cold_vectors(data: RankerData, items: np.ndarray, alpha: float) -> np.ndarray:
+def _fit_popularity(data: RankerData, resolved: ResolvedMethod) -> tuple:
+    # Score = log-count: one coordinate for the item, a constant 1 for every user.
+    counts = data.train_counts().astype(np.float32)
+    return np.log1p(counts)[:, None], np.ones((data.num_users, 1), np.float32), {}
+
+
+def _fit_content_knn(data: RankerData, resolved: ResolvedMethod) -> tuple:
+    content = _normalized(data.content)
+    return content, _normalized(_mean_history_content(data, content)), {}
+
+
+def _finish_ridge(
+    data: RankerData, items: np.ndarray, users: np.ndarray, resolved: ResolvedMethod
+) -> tuple:
     """Fit content -> trained ID vector on warm items (ridge), replace non-warm items' vectors."""
     content = _normalized(data.content)
     warm = (data.item_split == "warm") & data.has_content & (data.train_counts() > 0)
     x = np.concatenate([content[warm], np.ones((int(warm.sum()), 1), np.float32)], axis=1)
-    y = items[warm]
-    gram = x.T @ x + alpha * np.eye(x.shape[1], dtype=np.float32)
-    w = np.linalg.solve(gram, x.T @ y)
+    gram = x.T @ x + resolved.extra["ridge"] * np.eye(x.shape[1], dtype=np.float32)
+    w = np.linalg.solve(gram, x.T @ items[warm])
     out = items.copy()
     other = ~warm
     out[other] = (
         np.concatenate([content[other], np.ones((int(other.sum()), 1), np.float32)], axis=1) @ w
     )
-    return out
+    return out, users, {}
+
+
+# The ID-only model: no content, random rows, cold items get (untrained) rows of their own.
+_ID_ONLY = {"use_content": False, "init": "random", "id_for_cold": True, "id_dropout": 0.0}
+
+register_method(
+    MethodSpec(
+        "popularity",
+        "training count per item (cold items: all zero, i.e. no information)",
+        fit=_fit_popularity,
+    )
+)
+register_method(
+    MethodSpec(
+        "id_only", "two-tower model, ID rows only, random init; cold rows untrained", _ID_ONLY
+    )
+)
+register_method(
+    MethodSpec(
+        "content_knn",
+        "cosine of the item's content with the user's mean history content",
+        needs_content=True,
+        fit=_fit_content_knn,
+    )
+)
+register_method(
+    MethodSpec(
+        "content_projection",
+        "DeepMusic style: the id_only model, then a ridge map content -> ID vector for cold items",
+        _ID_ONLY,
+        extra={"ridge": 10.0},
+        needs_content=True,
+        finish=_finish_ridge,
+    )
+)
+register_method(
+    MethodSpec(
+        "ours",
+        "ID rows warm-started from content (residual on its projection), ID dropout",
+        needs_content=True,
+    )
+)
+register_method(
+    MethodSpec(
+        "ours+sid",
+        "ours plus semantic-ID prefix embeddings (residual k-means of content)",
+        {"semantic_ids": True},
+        needs_content=True,
+    )
+)
 
 
 def run_method(

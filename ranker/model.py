@@ -34,6 +34,8 @@ class ItemTowerConfig:
       at its content vector; combine="swap": the ID row replaces the content projection and is
       initialised to it). "random": rows start as noise (the ID-only baseline).
     id_dropout: share of warm items shown content-only during training (the cold case).
+    Field defaults here, in UserTowerConfig, RankerConfig and ranker.train's TrainConfig and
+    BuildConfig are the defaults of every method (ranker.methods registers only differences).
     """
 
     use_id: bool = True
@@ -41,7 +43,7 @@ class ItemTowerConfig:
     content_hidden: int = 256
     init: str = "content"  # content | random
     combine: str = "residual"  # residual | swap
-    id_dropout: float = 0.5
+    id_dropout: float = 0.3
     use_bias: bool = True
     hash_size: int | None = None
     sparse: bool = False
@@ -57,7 +59,7 @@ class UserTowerConfig:
 
     use_user_id: bool = True
     history: str = "pooled"  # pooled | sequence | none
-    history_len: int = 50
+    history_len: int = 100
     pooling: str = "mean"  # pooled: mean | sum
     seq_layers: int = 1
     seq_heads: int = 2

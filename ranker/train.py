@@ -47,8 +47,8 @@ class BuildConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_requests: int = 256
+    epochs: int = 8
+    batch_requests: int = 128
     items_per_request: int = 6
     lr: float = 3e-3
     weight_decay: float = 0.0

@@ -1,8 +1,8 @@
 """`coldstart ranker fit|validate|test|predict --config configs/ranker/<name>.yaml`.
 
-LightningCLI over ranker.lit.LitRanker + RankerDataModule. Every run saves its resolved
-config.yaml beside its logs; checkpoints carry the model config (`--ckpt_path last` resumes from
-the ModelCheckpoint's last.ckpt). `predict` writes item vectors (warm and cold), user vectors and
+LightningCLI (ranker.lit.RankerCLI) over ranker.lit.LitRanker + RankerDataModule. Every run
+saves its resolved config.yaml beside its logs; checkpoints carry the model config
+(`--ckpt_path last` resumes from the ModelCheckpoint's last.ckpt). `predict` writes item vectors (warm and cold), user vectors and
 the user tower through ranker.lit.RankerExportWriter.
 """
 
@@ -19,6 +19,10 @@ Train and evaluate the cold-start ranker (LightningCLI). Examples:
   coldstart ranker predict --config configs/ranker/movielens.yaml --ckpt_path last
   coldstart ranker fit --config configs/ranker/synthetic.yaml --trainer.devices=2 --trainer.strategy=ddp
 
+The model section is a registered method and flat params, the same vocabulary as the
+experiment's `ranker.params` (ranker.methods holds the defaults of both paths):
+  --model.method ours --model.params '{dim: 32, id_dropout: 0.5}'
+trainer.max_epochs defaults to the method's `epochs`.
 `coldstart ranker fit --help` lists every option (model.*, data.*, trainer.*)."""
 
 
@@ -26,14 +30,12 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
-    from lightning.pytorch.cli import LightningCLI
-
-    from ranker.lit import LitRanker, RankerDataModule
+    from ranker.lit import LitRanker, RankerCLI, RankerDataModule
 
     # args=argv, not a rewritten sys.argv: DDP's launcher re-runs the real command line (whose
     # leading "ranker" LightningCLI would otherwise warn about).
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-    LightningCLI(
+    RankerCLI(
         LitRanker,
         RankerDataModule,
         args=argv,

@@ -67,25 +67,25 @@ class IndexConfig:
     eval_queries: int = 200  # recall@10 against exact search on this many queries
 
 
+def _default_methods() -> list[str]:
+    # Imported on use: the registry lives with the ranker (torch), loading a YAML that names its
+    # methods stays fast.
+    from ranker.methods import default_methods
+
+    return default_methods()
+
+
 @dataclass
 class RankerConfig:
     """Ranker variants trained on the split and content vectors (ranker/methods.py).
 
-    methods: names of the methods to train and evaluate, e.g. popularity, id_only, content_knn,
-    content_projection, ours, ours+sid. params: passed unchanged to the ranker's method config
-    (dimension, epochs, learning rate, ...), so a new ranker knob needs no change here.
+    methods: names of registered methods to train and evaluate (ranker.methods.list_methods();
+    default: the registry's default list). params: passed unchanged to the ranker's method
+    config (dimension, epochs, learning rate, ...), so a new ranker knob or method needs no
+    change here.
     """
 
-    methods: list[str] = field(
-        default_factory=lambda: [
-            "popularity",
-            "id_only",
-            "content_knn",
-            "content_projection",
-            "ours",
-            "ours+sid",
-        ]
-    )
+    methods: list[str] = field(default_factory=lambda: _default_methods())
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)
 

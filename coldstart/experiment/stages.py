@@ -213,9 +213,9 @@ def build_index(split_dir: Path, embed_dir: Path, cfg: IndexConfig, out: Path) -
 
 
 def method_names() -> tuple[str, ...]:
-    from ranker.methods import METHODS
+    from ranker.methods import list_methods
 
-    return METHODS
+    return list_methods()
 
 
 def params_for(cfg: RankerConfig, method: str) -> dict[str, Any]:
@@ -237,33 +237,30 @@ def _ranker_inputs(split_dir: Path, embed_dir: Path) -> Any:
     return data_mod.build_ranker_data(load_split(split_dir), ids, vectors)
 
 
-def _jsonable(obj: Any) -> Any:
-    import json
-
-    return json.loads(
-        json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
-    )
-
-
 def build_ranker(split_dir: Path, embed_dir: Path, cfg: RankerConfig, out: Path) -> dict[str, Any]:
-    """Train every method of `cfg.methods`; save its item and user vectors and its info."""
+    """Train every method of `cfg.methods`; export its item and user vectors (embedding-export
+    format: ids + manifest, ranker.methods.export_vectors) and its info."""
     import ranker.methods as methods_mod
-    from data.embeddings import atomic_write_json
+    from data.embeddings import atomic_write_json, jsonable
 
-    unknown = [m for m in cfg.methods if m not in methods_mod.METHODS]
+    unknown = [m for m in cfg.methods if m not in methods_mod.list_methods()]
     if unknown:
-        raise ValueError(f"ranker.methods {unknown} unknown; methods are {methods_mod.METHODS}")
+        raise ValueError(
+            f"ranker.methods {unknown} unknown; methods are {methods_mod.list_methods()}"
+        )
     data = _ranker_inputs(split_dir, embed_dir)
     summary: dict[str, Any] = {}
     for name in cfg.methods:
         params = params_for(cfg, name)
-        print(f"[ranker] training {name} {params or ''}", file=sys.stderr, flush=True)
+        if methods_mod.get_method(name).trains_ranker:
+            print(f"[ranker] training {name} {params or ''}", file=sys.stderr, flush=True)
+        else:  # popularity, content_knn: no model, so training params do not apply
+            print(f"[ranker] computing {name} (no training)", file=sys.stderr, flush=True)
         fitted = methods_mod.fit_method(name, data, params=params, seed=cfg.seed)
         target = out / "methods" / name
-        target.mkdir(parents=True)
-        np.save(target / "items.npy", fitted.item_vectors())
-        np.save(target / "users.npy", fitted.user_vectors())
-        info = _jsonable(fitted.info)
+        resolved = methods_mod.resolve_method(name, params, cfg.seed)
+        methods_mod.export_vectors(target, data, fitted.items, fitted.users, resolved)
+        info = jsonable(fitted.info)
         atomic_write_json(target / "info.json", info)
         summary[name] = {
             "seconds": round(float(info.get("seconds", 0.0)), 2),
@@ -273,12 +270,11 @@ def build_ranker(split_dir: Path, embed_dir: Path, cfg: RankerConfig, out: Path)
 
 
 def _load_fitted(ranker_dir: Path, name: str, data: Any) -> Any:
+    """A method's exported vectors, aligned by id with `data`'s item and user rows."""
     import ranker.methods as methods_mod
 
-    target = ranker_dir / "methods" / name
-    return methods_mod.FittedMethod(
-        name, data, np.load(target / "items.npy"), np.load(target / "users.npy")
-    )
+    items, users = methods_mod.read_vectors(ranker_dir / "methods" / name, data)
+    return methods_mod.FittedMethod(name, data, items, users)
 
 
 def build_evaluate(
@@ -356,7 +352,7 @@ def build_stability(
     """Neighbour overlap between seeds and between an old and a retrained model, per init."""
     import ranker.data as data_mod
     import ranker.methods as methods_mod
-    from data.embeddings import atomic_write_json
+    from data.embeddings import atomic_write_json, jsonable
     from data.schema import TIMESTAMP
 
     if len(cfg.seeds) != 2:
@@ -374,7 +370,7 @@ def build_stability(
     result_rows = []
     for init in cfg.inits:
         params = {**params_for(ranker, cfg.method), **cfg.params, "init": init}
-        resolved = methods_mod.method_params(cfg.method, params, cfg.seeds[0])
+        resolved = methods_mod.resolve_method(cfg.method, params, cfg.seeds[0]).flat()
         print(
             f"[stability] {cfg.method} init={init} seeds={cfg.seeds} + old model",
             file=sys.stderr,
@@ -400,7 +396,7 @@ def build_stability(
                 else None,
                 "cold_recall@20": metrics["cold"]["recall@20"],
                 "warm_recall@20": metrics["warm"]["recall@20"],
-                "params": _jsonable(resolved),
+                "params": jsonable(resolved),
             }
         )
     data_out = {
@@ -432,7 +428,7 @@ def build_dims(
 
     import index as index_mod
     import ranker.methods as methods_mod
-    from data.embeddings import atomic_write_json
+    from data.embeddings import atomic_write_json, jsonable
 
     data = _ranker_inputs(split_dir, embed_dir)
     rng = np.random.default_rng(0)
@@ -484,10 +480,10 @@ def build_dims(
         "queries": cfg.qps_queries,
         "threads": int(faiss.omp_get_max_threads()),
         "items": int(data.num_items),
-        "params": _jsonable(
-            methods_mod.method_params(
+        "params": jsonable(
+            methods_mod.resolve_method(
                 cfg.method, {**params_for(ranker, cfg.method), **cfg.params}, ranker.seed
-            )
+            ).flat()
         ),
         "rows": rows,
     }

@@ -26,7 +26,8 @@ def test_configs_parse(name: str, capsys: pytest.CaptureFixture) -> None:
         coldstart_main(["ranker", "fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
-    assert "class_path: ranker.lit.RankerExportWriter" in printed and "id_dropout" in printed
+    assert "class_path: ranker.lit.RankerExportWriter" in printed
+    assert "method: ours" in printed and "params:" in printed
 
 
 def test_help_is_fast_and_mentions_the_subcommands(capsys: pytest.CaptureFixture) -> None:
@@ -48,7 +49,10 @@ def test_fit_resume_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     last = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == 0
     assert last["ranker"]["model"]["dim"] == 16  # the checkpoint carries the model config
-    assert last["hyper_parameters"]["model"]["item"]["init"] == "content"
+    assert (
+        last["ranker"]["method"] == "ours" and last["ranker"]["model"]["item"]["init"] == "content"
+    )
+    assert last["hyper_parameters"]["method"] == "ours"
     assert list(tmp_path.glob("runs/ranker/synthetic/logs/*/config.yaml"))
 
     # Resume: one more epoch from last.ckpt continues the step count.
@@ -119,3 +123,20 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     # Two ranks split the epoch's batches: half the single-process step count.
     assert 0 < ckpt["global_step"] <= 6
     assert any(k.startswith("ranker.item_tower") for k in ckpt["state_dict"])
+
+
+def test_cli_epochs_default_to_the_method_and_an_explicit_value_wins() -> None:
+    from ranker.lit import LitRanker, RankerCLI, RankerDataModule
+
+    def cli(*extra: str) -> RankerCLI:
+        return RankerCLI(
+            LitRanker,
+            RankerDataModule,
+            args=["--config", str(CONFIG), *QUIET, "--trainer.logger=false", *extra],
+            run=False,
+        )
+
+    assert cli().trainer.max_epochs == 2  # synthetic.yaml: model.params.epochs = 2
+    assert cli("--model.params={dim: 8}").trainer.max_epochs == 8  # the registry's default
+    assert cli("--model.params={dim: 8}").model.config.dim == 8
+    assert cli("--trainer.max_epochs=3").trainer.max_epochs == 3

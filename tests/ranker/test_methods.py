@@ -1,11 +1,12 @@
-"""ranker.methods: every method trains and scores on a split; ours beats ID-only on cold items."""
+"""ranker.methods: every method trains and scores on a split; ours beats ID-only on cold items;
+one registry and one set of defaults serve the experiment and LitRanker."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ranker.methods import METHODS, fit_method, method_params, run_method
+from ranker.methods import fit_method, list_methods, resolve_method, run_method
 
 TINY = {
     "dim": 16,
@@ -19,7 +20,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def fitted(syn_data):
-    return {m: fit_method(m, syn_data, params=TINY) for m in METHODS}
+    return {m: fit_method(m, syn_data, params=TINY) for m in list_methods()}
 
 
 def test_every_method_reports_every_segment(fitted, syn_data) -> None:
@@ -63,6 +64,79 @@ def test_params_are_validated_and_run_method_matches(syn_data) -> None:
     with pytest.raises(ValueError, match="unknown ranker param"):
         fit_method("ours", syn_data, params={"no_such_knob": 1})
     with pytest.raises(ValueError, match="unknown method"):
-        method_params("nope")
+        resolve_method("nope")
     out = run_method("popularity", syn_data, part="val")
     assert out["warm"]["users"] > 0
+
+
+def test_one_source_of_defaults_for_the_experiment_and_lightning(syn_data) -> None:
+    """The disagreements of issue 12 (id_dropout 0.5 vs 0.3, epochs 10 vs 8, batch_requests
+    256 vs 128, label_threshold None vs 4.0) cannot come back: both paths resolve here."""
+    from ranker.lit import LitRanker, RankerDataModule
+    from ranker.model import RankerConfig
+    from ranker.train import TrainConfig
+
+    ours = resolve_method("ours")
+    # The config dataclasses' own defaults are the method defaults (ours registers no overrides).
+    assert ours.ranker == RankerConfig() and ours.train == TrainConfig(seed=0)
+    for name in ("ours", "ours+sid", "id_only", "content_projection"):
+        lit = LitRanker(name, {"dim": 24})
+        resolved = resolve_method(name, {"dim": 24})
+        assert (lit.config, lit.build, lit.resolved.train) == (
+            resolved.ranker,
+            resolved.build,
+            resolved.train,
+        ), name
+    lit = LitRanker("ours")
+    assert lit.config.item.id_dropout == ours.ranker.item.id_dropout
+    assert lit.resolved.train.epochs == ours.train.epochs
+    assert lit.resolved.train.batch_requests == ours.train.batch_requests
+    assert lit.resolved.train.label_threshold is None
+    # The DataModule holds where the data comes from, no training knob of its own.
+    import inspect
+
+    knobs = set(inspect.signature(RankerDataModule).parameters)
+    assert not knobs & {"batch_requests", "items_per_request", "label_threshold", "seed"}
+    with pytest.raises(ValueError, match="trains no ranker"):
+        LitRanker("popularity")
+
+
+def test_adding_a_method_is_one_registration(syn_data, monkeypatch) -> None:
+    import ranker.methods as methods
+    from coldstart.experiment.config import RankerConfig as ExperimentRanker
+    from coldstart.experiment.stages import params_for
+    from ranker.lit import LitRanker
+
+    spec = methods.MethodSpec(
+        "ours_no_dropout", "ours without ID dropout", {"id_dropout": 0.0}, needs_content=True
+    )
+    monkeypatch.setitem(methods._REGISTRY, spec.name, spec)
+    assert "ours_no_dropout" in list_methods() and "ours_no_dropout" in methods.default_methods()
+    assert "ours_no_dropout" in ExperimentRanker().methods  # the experiment's default list
+    # Per-method params in the experiment config are recognised by name.
+    params = params_for(
+        ExperimentRanker(params={"dim": 8, "ours_no_dropout": {"lr": 0.01}}), spec.name
+    )
+    assert params == {"dim": 8, "lr": 0.01}
+    fitted = fit_method(spec.name, syn_data, params={**TINY, "epochs": 1})
+    assert (
+        fitted.info["params"]["id_dropout"] == 0.0 and fitted.items.shape[0] == syn_data.num_items
+    )
+    assert LitRanker(spec.name).config.item.id_dropout == 0.0
+
+
+def test_method_vectors_round_trip_through_the_export_format(fitted, syn_data, tmp_path) -> None:
+    """Per-method vectors are written with their ids and a manifest, so anyone can re-score."""
+    from data.embeddings import EmbeddingManifest, read_embeddings
+    from ranker.methods import export_vectors, read_vectors
+
+    f = fitted["content_projection"]
+    export_vectors(tmp_path, syn_data, f.items, f.users, resolve_method(f.name))
+    manifest = EmbeddingManifest.load(tmp_path / "items")
+    assert manifest.encoder_config["method"] == "content_projection"
+    assert manifest.encoder_config["params"]["ridge"] == 10.0
+    ids, _ = read_embeddings(tmp_path / "items", "ranker")
+    assert sorted(ids.tolist()) == sorted(syn_data.item_ids.tolist())
+    items, users = read_vectors(tmp_path, syn_data)
+    np.testing.assert_array_equal(items, f.items)
+    np.testing.assert_array_equal(users, f.users)
