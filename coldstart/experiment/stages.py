@@ -34,7 +34,7 @@ VERSIONS = {
     "split": 1,
     "embed": 2,
     "index": 1,
-    "ranker": 1,
+    "ranker": 2,
     "evaluate": 1,
     "stability": 2,
     "dims": 2,
