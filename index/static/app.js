@@ -18,6 +18,7 @@
     meta: new Map(), // id -> Promise<meta | null>
     localTitles: new Map(), // ids inserted from this tab -> the title they were given
     seq: 0,
+    tokenPrompt: null,
     newImage: null,
     imageUrls: [],
   };
@@ -92,7 +93,17 @@
     show($("token-state"), Boolean(value));
   }
 
+  // One prompt at a time: concurrent requests that need the token share it.
   function askToken(why) {
+    if (!state.tokenPrompt) {
+      state.tokenPrompt = promptToken(why).finally(() => {
+        state.tokenPrompt = null;
+      });
+    }
+    return state.tokenPrompt;
+  }
+
+  function promptToken(why) {
     const dialog = $("token-dialog");
     $("token-why").textContent = why;
     $("token-input").value = "";
@@ -150,6 +161,8 @@
       }
       if (res.status === 401 && attempt === 0) {
         if (!write) state.authReads = true;
+        const now = token();
+        if (now && (!sendToken || now !== current)) continue; // given meanwhile: use it
         if (sendToken) setToken(null); // it was refused: ask again
         const why = sendToken
           ? "The server refused this token. Enter it again:"

@@ -11,6 +11,7 @@ saved so the server's encoder is the very same one (`--pretrained <file>`).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -303,16 +304,24 @@ def screenshot(url: str, args: argparse.Namespace) -> None:
             driver.find_element(By.ID, "new-run").click()
             wait.until(lambda d: d.find_element(By.ID, "new-results").get_attribute("data-count"))
         wait.until(_images_settled)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(args.out)
+        _save(driver, args.out)
         print(json.dumps({"screenshot": args.out, "url": url}))
         if args.phone:
             driver.set_window_size(390, 1100)
             time.sleep(0.3)
-            driver.save_screenshot(args.phone)
+            _save(driver, args.phone)
             print(json.dumps({"screenshot": args.phone}))
     finally:
         driver.quit()
+
+
+def _save(driver, path: str) -> None:
+    """A screenshot as an optimised PNG (smaller files for docs/)."""
+    from PIL import Image
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+    image.save(path, format="PNG", optimize=True)
 
 
 def _images_settled(driver) -> bool:  # noqa: ANN001

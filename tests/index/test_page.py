@@ -298,3 +298,43 @@ def test_phone_width(page, url):
     search = page.find_element(By.ID, "search-btn").rect
     assert search["x"] + search["width"] <= 390
     shot(page, "phone")
+
+
+def test_auth_reads_asks_for_the_token_and_loads_images_with_it(driver, env, monkeypatch):
+    """--auth-reads: the page asks once, keeps the token in the tab, fetches thumbnails with it."""
+    from selenium.webdriver.common.by import By
+
+    from index.catalogue import Catalogue, MediaStore
+    from index.config import ServerConfig, StoreConfig
+    from index.server import create_app
+    from index.store import DurableIndex
+    from tests.index.conftest import live_server
+
+    monkeypatch.setenv("COLDSTART_API_TOKEN", TOKEN)
+    catalogue = Catalogue.load(env.catalogue)
+    media = MediaStore.scan(env.shards, "int", catalogue.media_keys())
+    durable = DurableIndex.open(env.index, StoreConfig(fsync=False))
+    app = create_app(durable, ServerConfig(auth_reads=True), catalogue=catalogue, media=media)
+    item = sorted(env.images)[0]
+    with live_server(app) as base:
+        assert httpx.get(f"{base}/v1/items/{item}/meta").status_code == 401
+        driver.set_window_size(1280, 900)
+        driver.get(base + "/")
+        driver.execute_script("sessionStorage.clear()")
+        driver.get(f"{base}/#item={item}")
+        dialog = driver.find_element(By.ID, "token-dialog")
+        wait_for(driver, lambda d: dialog.get_attribute("open") is not None, what="token dialog")
+        assert "--auth-reads" in driver.find_element(By.ID, "token-why").text
+        driver.find_element(By.ID, "token-input").send_keys(TOKEN)
+        driver.find_element(By.ID, "token-ok").click()
+        wait_for(driver, lambda d: len(grid(d)) == 12, what="neighbours with the token")
+        wait_idle(driver)
+        cards = grid(driver)
+        check_cards(env, cards)
+        srcs = driver.execute_script(
+            "return [...document.querySelectorAll('#results img.thumb')].map(i => i.src)"
+        )
+        assert srcs and all(s.startswith("blob:") for s in srcs)  # fetched with the header
+        assert TOKEN not in driver.current_url
+        shot(driver, "auth-reads")
+    media.close()
