@@ -325,13 +325,18 @@
     const seq = ++state.seq;
     setMessage($("message"), "");
     setContext(contextOptions);
+    form.append("k", String(k()));
+    await fillResults(seq, () => api("/v1/search/media", { method: "POST", body: form }));
+  }
+
+  // The result grid from a request; a newer view (seq) wins over a slower older one.
+  async function fillResults(seq, request) {
     busy(true);
     try {
-      form.append("k", String(k()));
-      const hits = await api("/v1/search/media", { method: "POST", body: form });
+      const hits = await request();
       if (seq !== state.seq) return;
       renderGrid($("results"), hits.ids, hits.scores);
-      if (!hits.ids.length) setMessage($("message"), "The index is empty.", "info");
+      if (!hits.ids.length) setMessage($("message"), "No results: the index is empty.", "info");
     } catch (err) {
       if (seq !== state.seq) return;
       $("results").replaceChildren();
@@ -373,7 +378,6 @@
     }
     const seq = ++state.seq;
     setMessage($("message"), "");
-    busy(true);
     const local = state.localTitles.get(String(id));
     const media = el("div", "media-wrap");
     media.append(placeholder(id, local));
@@ -388,17 +392,7 @@
       if (m) renderFields($("context-fields"), m.fields);
       if (m ? m.has_image : settings.media_items > 0) loadThumb(media, id, name, 256);
     });
-    try {
-      const hits = await api(itemPath(id, "neighbors") + `?k=${k()}`);
-      if (seq !== state.seq) return;
-      renderGrid($("results"), hits.ids, hits.scores);
-    } catch (err) {
-      if (seq !== state.seq) return;
-      $("results").replaceChildren();
-      setMessage($("message"), err.message);
-    } finally {
-      if (seq === state.seq) busy(false);
-    }
+    await fillResults(seq, () => api(itemPath(id, "neighbors") + `?k=${k()}`));
   }
 
   function route() {

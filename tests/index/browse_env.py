@@ -140,18 +140,12 @@ def build_env(
     )
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def serve(env: BrowseEnv, *extra: str, timeout: float = 120) -> Iterator[str]:
     """A real `coldstart serve` process on 127.0.0.1:<free port>; yields its base URL."""
     import httpx
+
+    from tests.index.conftest import free_port
 
     port = free_port()
     cmd = [
