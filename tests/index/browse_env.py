@@ -14,7 +14,6 @@ import argparse
 import io
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -30,7 +29,6 @@ from data.io import write_table
 from data.shards import write_shards
 from data.synthetic import class_name, make_synthetic
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "page-test-token"
 XSS_TITLE = "<img src=x onerror=alert(1)>"
 XSS_ID = 9999  # an item in the index and the catalogue whose title is markup
@@ -143,71 +141,14 @@ def build_env(
 @contextmanager
 def serve(env: BrowseEnv, *extra: str, timeout: float = 120) -> Iterator[str]:
     """A real `coldstart serve` process on 127.0.0.1:<free port>; yields its base URL."""
-    import httpx
+    from tests.index.conftest import ServeProcess
 
-    from tests.index.conftest import free_port
-
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "coldstart",
-        "serve",
-        "--index",
-        str(env.index),
-        "--encoder",
-        "tiny-clip",
-        "--pretrained",
-        str(env.weights),
-        "--catalogue",
-        str(env.catalogue),
-        "--media",
-        str(env.root / "shards"),  # a directory: every tar in it
-        "--id-rows",
-        str(env.id_rows),
-        "--no-fsync",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        *extra,
-    ]
-    environ = {
-        **os.environ,
-        "COLDSTART_API_TOKEN": TOKEN,
-        "PYTHONPATH": str(REPO_ROOT),
-        "OMP_NUM_THREADS": "1",
-    }
-    log = open(env.root / f"serve-{port}.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, env=environ, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"coldstart serve exited with {proc.returncode}: "
-                    + (env.root / f"serve-{port}.log").read_text()[-3000:]
-                )
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("coldstart serve did not become ready")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    args = ["--encoder", "tiny-clip", "--pretrained", str(env.weights)]
+    args += ["--catalogue", str(env.catalogue), "--media", str(env.root / "shards")]
+    args += ["--id-rows", str(env.id_rows), "--no-fsync", *extra]
+    with ServeProcess(env.index, *args, log=env.root / "serve.log", token=TOKEN) as server:
+        server.wait_ready(timeout)
+        yield server.url
 
 
 # ------------------------------------------------------------------------------ browser

@@ -52,15 +52,40 @@ def _schemathesis(url: str, report: Path) -> subprocess.CompletedProcess:
     return out
 
 
+def _browse_data(tmp_path: Path) -> list[str]:
+    """A catalogue of the int index's items and image shards for half of them (index.browse)."""
+    import pandas as pd
+
+    from data.io import write_table
+    from data.shards import write_shards
+
+    ids = list(range(64))
+    items = pd.DataFrame({"item_id": ids, "title": [f"item {i}" for i in ids]})
+    write_table(items, tmp_path / "items.parquet")
+    rng = np.random.default_rng(0)
+    samples = [
+        {"key": f"{i:04d}", "image": rng.integers(0, 255, (24, 16, 3), dtype=np.uint8)}
+        for i in ids[::2]
+    ]
+    write_shards(samples, str(tmp_path / "media" / "m-%02d.tar"), maxcount=16)
+    return ["--catalogue", str(tmp_path / "items.parquet"), "--media", str(tmp_path / "media")]
+
+
 @pytest.mark.slow
 def test_schemathesis_finds_no_failure_against_live_servers(tmp_path):
     pytest.importorskip("schemathesis")
     pytest.importorskip("open_clip")
     _index(tmp_path / "int", 64, list(range(64)))  # tiny-clip's dimension
+    browse = _browse_data(tmp_path)  # the item meta and image routes answer 200s too
     _index(tmp_path / "str", 8, [f"m{i}" for i in range(64)], id_type="str", normalize=False)
     with (
         ServeProcess(
-            tmp_path / "int", "--encoder", "tiny-clip", log=tmp_path / "int.log", token=TOKEN
+            tmp_path / "int",
+            "--encoder",
+            "tiny-clip",
+            *browse,
+            log=tmp_path / "int.log",
+            token=TOKEN,
         ) as with_encoder,
         ServeProcess(
             tmp_path / "str", "--auth-reads", log=tmp_path / "str.log", token=TOKEN
@@ -70,6 +95,8 @@ def test_schemathesis_finds_no_failure_against_live_servers(tmp_path):
         auth_reads.wait_ready(timeout=120)
         doc = with_encoder.client.get("/openapi.json").json()
         assert "/v1/search/media" in doc["paths"]  # the media routes are part of the run
+        assert with_encoder.client.get("/v1/items/2/image").status_code == 200  # so are these
+        assert with_encoder.client.get("/v1/items/3/meta").json()["has_image"] is False
         for srv, name in ((with_encoder, "int"), (auth_reads, "str")):
             out = _schemathesis(srv.url, tmp_path / f"schemathesis-{name}.txt")
             tail = (out.stdout + out.stderr)[-4000:]

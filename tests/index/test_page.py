@@ -17,7 +17,6 @@ from PIL import Image
 from tests.index.browse_env import (
     ID_ROW_DIM,
     NO_IMAGE_ID,
-    REPO_ROOT,
     TOKEN,
     XSS_ID,
     XSS_TITLE,
@@ -26,6 +25,7 @@ from tests.index.browse_env import (
     make_driver,
     serve,
 )
+from tests.index.conftest import REPO_ROOT
 
 MISSING = browser_missing()
 pytestmark = [
