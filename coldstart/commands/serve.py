@@ -185,6 +185,8 @@ def _load_browse(args: argparse.Namespace, manifest: dict) -> tuple[Any, Any]:
             f", skipped {dict(catalogue.skipped)}" if catalogue.skipped else "",
         )
     if args.media:
+        import data.shards  # noqa: F401 - imports torch; kept out of the logged mapping time
+
         start = time.perf_counter()
         keys = catalogue.media_keys() if catalogue is not None else None
         media = MediaStore.scan(args.media, id_type, keys)
