@@ -30,10 +30,52 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+_TEMP_MARK = ".tmp-"
+
+
+def temp_sibling(path: str | os.PathLike) -> Path:
+    """The hidden temp name beside `path` that this process writes before renaming onto it.
+
+    `.<name>.tmp-<pid>`: the pid lets `remove_stale_temps` tell a dead writer's leftover from a
+    live writer's file in progress.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}{_TEMP_MARK}{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Delete the `temp_sibling` files in `directory` whose writer process is gone.
+
+    A writer killed between writing its temp file and renaming it leaves the temp behind; a
+    resumed job calls this first. Files of live processes (another rank) are kept. Returns the
+    removed paths.
+    """
+    removed: list[Path] = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return removed
+    for path in directory.glob(f".*{_TEMP_MARK}*"):
+        pid = path.name.rsplit(_TEMP_MARK, 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
     """Write `payload` to `path` via a temp file, fsync and rename (readers never see halves)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_sibling(path)
     with open(tmp, "wb") as handle:
         handle.write(payload)
         handle.flush()
@@ -149,7 +191,7 @@ def write_part(
     directory.mkdir(parents=True, exist_ok=True)
     table = embedding_table(item_ids, modalities, vectors)
     path = directory / name
-    tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
+    tmp = temp_sibling(path)
     pq.write_table(table, tmp)
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())

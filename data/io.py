@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.embeddings import fsync_path
+from data.embeddings import fsync_path, temp_sibling
 from data.schema import (
     EVENT,
     GENRES,
@@ -96,7 +96,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Atomically write `df` as Parquet at `path` (temp file + fsync + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_sibling(path)
     pq.write_table(to_arrow(df.reset_index(drop=True)), tmp)
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())

@@ -50,6 +50,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from data.embeddings import temp_sibling
+
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 TEXT_EXTENSIONS = ("txt", "text", "caption")
 JSON_EXTENSIONS = ("json",)
@@ -500,7 +502,7 @@ class _AtomicTar:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self.tmp = temp_sibling(path)
         self.tar = tarfile.open(self.tmp, mode="w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 - closed in close()
         self.count = 0
 

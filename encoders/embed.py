@@ -50,6 +50,7 @@ from data.embeddings import (
     EmbeddingManifest,
     PartInfo,
     atomic_write_json,
+    remove_stale_temps,
     sha256_file,
     write_part,
 )
@@ -878,6 +879,7 @@ def build_embeddings(
         },
     )
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # a killed run's half-written part or sidecar
     done = finished_parts(out, weights, precision)
     todo = [u for u in units if u.part not in done]
     if todo:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data.embeddings import remove_stale_temps, temp_sibling
 from data.io import read_any, read_table, write_table
 from data.schema import GENRES, ITEM_ID, TAGS, TEXT, TITLE
 
@@ -42,3 +47,24 @@ def test_read_any_csv_tsv(tmp_path):
     csv = read_any(tmp_path / "a.csv")
     assert csv["id"].tolist() == ["007"] and csv["x"].tolist() == [""]  # nothing parsed
     assert read_any(tmp_path / "a.tsv")["x"].tolist() == ["2"]
+
+
+def test_remove_stale_temps_keeps_live_writers(tmp_path):
+    """A killed writer's temp file goes; this process's and another live process's stay."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(dead.stdout)  # that process has exited
+    target = tmp_path / "part-00001.parquet.json"
+    mine = temp_sibling(target)
+    mine.write_bytes(b"in progress")
+    assert mine.name == f".part-00001.parquet.json.tmp-{os.getpid()}"
+    stale = tmp_path / f".part-00002.parquet.tmp-{dead_pid}"
+    live = tmp_path / f".part-00003.parquet.tmp-{os.getppid()}"
+    unrelated = tmp_path / ".notes.tmp-backup"
+    for path in (stale, live, unrelated):
+        path.write_bytes(b"x")
+    assert remove_stale_temps(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (mine, live, unrelated)
+    )

@@ -102,9 +102,16 @@ def test_embed_export_contents_and_resume(media, tmp_path):
         expect = txt[pos_txt[item]] + (img[pos_img[item]] if item in pos_img else 0)
         np.testing.assert_allclose(fused[k], expect / np.linalg.norm(expect), atol=1e-5)
 
-    # Rerun with the same arguments: nothing is recomputed, the export is unchanged.
+    # Rerun with the same arguments: nothing is recomputed, the export is unchanged, and the
+    # temp file a killed writer left (a dead pid) is cleaned up.
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    leftover = out / f".part-00001.parquet.json.tmp-{int(dead.stdout)}"
+    leftover.write_text("{")
     again = build_embeddings(config)
+    assert not leftover.exists()
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")} == before
     assert [p.sha256 for p in again.parts] == [p.sha256 for p in manifest.parts]
 
