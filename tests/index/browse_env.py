@@ -15,6 +15,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -217,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         screenshot(args.url.rstrip("/"), args)
         return 0
-    env = build_env(Path(args.work), n_items=args.items, pretrained=args.pretrained)
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="env-", dir=args.work))  # never reuse an old index
+    env = build_env(scratch, n_items=args.items, pretrained=args.pretrained)
     with serve(env) as url:
         screenshot(url, args)
     return 0
