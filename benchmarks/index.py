@@ -1,14 +1,22 @@
-"""Index benchmark: build time, QPS and recall@10 per FAISS factory against exact (Flat) search.
+"""Index benchmark: FAISS and Milvus side by side, on the same clustered vectors.
 
-    python benchmarks/index.py                 # 1M x 128 clustered vectors (the target size)
-    python benchmarks/index.py --n 200000      # smaller, minutes on a laptop
+    python benchmarks/index.py                                   # FAISS 1M and 200k, Milvus Lite 200k
+    python benchmarks/index.py --backend faiss --n 1000000       # FAISS only
+    python benchmarks/index.py --backend milvus --milvus-n 200000 --milvus-specs HNSW:ef_search=64
+    python benchmarks/index.py --n 50000 --milvus-n 50000 --queries 500   # minutes, a smoke run
 
-One JSON line per factory (and search setting):
-{"bench": "index", "n", "dim", "factory", "params", "build_s", "qps", "recall_at_10",
- "flat_qps", "speedup_vs_flat"}
-Queries are held out (drawn from the same clusters, not in the index); QPS is measured on one
-batch of queries, the way a micro-batching server calls FAISS; recall@10 is against Flat.
-Target: an approximate factory at recall@10 >= 0.95 with >= 10x Flat's QPS.
+One JSON line per backend, index type and search setting:
+{"bench": "index", "backend", "factory", "params", "n", "dim", "build_s", "qps",
+ "recall_at_10", "peak_rss_mb", "flat_qps", "speedup_vs_flat", ...}
+
+Every store is built the way a user builds one: from vectors in memory to a durable store on
+disk (FAISS: index + WAL + snapshot directory; Milvus Lite: a collection, flushed and indexed).
+Each index type is built and searched in its own process, so `peak_rss_mb` is that process's
+peak (the input vectors included). Queries are held out (drawn from the same clusters, not in
+the store); QPS is measured on batches of `--batch` queries (default: all in one call, the way
+a micro-batching server calls the store), best of three; recall@10 is against exact search;
+`speedup_vs_flat` is against the same backend's exact index at the same n.
+Targets: FAISS, an approximate factory at recall@10 >= 0.95 with >= 10x Flat's QPS.
 """
 
 from __future__ import annotations
@@ -16,15 +24,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-DEFAULT_FACTORIES = [
+FAISS_SPECS = [
+    "Flat",
     "HNSW32:ef_search=32",
     "HNSW32:ef_search=64",
     "IVF{nlist},Flat:nprobe=4",
@@ -33,125 +48,241 @@ DEFAULT_FACTORIES = [
     "IVF{nlist},SQ8:nprobe=8",
     "IVF{nlist},PQ32:nprobe=8",
 ]
+# The types both backends have, for the side-by-side rows at the Milvus size.
+FAISS_COMMON_SPECS = [
+    "Flat",
+    "HNSW32:ef_search=64",
+    "IVF{nlist},Flat:nprobe=8",
+    "IVF{nlist},Flat:nprobe=32",
+]
+MILVUS_SPECS = [
+    "FLAT",
+    "HNSW:M=32,efConstruction=40,ef_search=64",  # FAISS HNSW32's build parameters
+    "IVF_FLAT:nprobe=8",
+    "IVF_FLAT:nprobe=32",
+]
+EXACT = ("Flat", "FLAT")
+BUILD_KEYS = ("M", "efConstruction")
 
 
-def _parse(spec: str, n: int) -> tuple[str, dict[str, int]]:
+def nlist_for(n: int) -> int:
+    """IVF cells: about 4 * sqrt(n), a multiple of 64."""
+    return int(4 * np.sqrt(n)) // 64 * 64 or 64
+
+
+def parse_spec(spec: str, n: int) -> tuple[str, dict[str, int], dict[str, int]]:
+    """ "FACTORY[:k=v,...]" -> (factory, build params, search params)."""
     factory, _, params = spec.partition(":")
-    nlist = int(4 * np.sqrt(n)) // 64 * 64 or 64
-    factory = factory.format(nlist=nlist)
-    kv = dict(p.split("=") for p in params.split(",") if p)
-    return factory, {k: int(v) for k, v in kv.items()}
+    factory = factory.format(nlist=nlist_for(n))
+    kv = {k: int(v) for k, v in (p.split("=") for p in params.split(",") if p)}
+    build = {k: v for k, v in kv.items() if k in BUILD_KEYS}
+    search = {k: v for k, v in kv.items() if k not in BUILD_KEYS}
+    return factory, build, search
 
 
-def _qps(index, queries: np.ndarray, k: int, repeats: int = 3) -> tuple[float, list[list]]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def _qps(store: Any, queries: np.ndarray, k: int, batch: int) -> tuple[float, list[list]]:
+    best, found = float("inf"), []
+    for _ in range(3):
+        found = []
         start = time.perf_counter()
-        result = index.search(queries, k, prepared=True)
+        for lo in range(0, len(queries), batch):
+            found += store.search(queries[lo : lo + batch], k, prepared=True).ids
         best = min(best, time.perf_counter() - start)
-    return len(queries) / best, result.ids
+    return len(queries) / best, found
 
 
+def _recall(found: list[list], truth: np.ndarray, k: int) -> float:
+    return float(np.mean([len(set(f[:k]) & set(t[:k].tolist())) / k for f, t in zip(found, truth)]))
+
+
+# --------------------------------------------------------------------------- worker
+def worker(job: dict[str, Any]) -> int:
+    """Build one store and search it with each setting; one JSON line per setting."""
+    import faiss
+
+    if job["threads"]:
+        faiss.omp_set_num_threads(job["threads"])
+    if job["blas_threshold"] is not None:
+        # FAISS 1.15 defaults to 128000: flat search would never use BLAS. Milvus Lite
+        # searches its segments with FAISS in this process, so the setting is shared.
+        faiss.cvar.distance_compute_blas_threshold = job["blas_threshold"]
+    n, k = job["n"], job["k"]
+    base = np.load(job["base"], mmap_mode="r")[:n]
+    queries = np.load(job["queries"])
+    truth = np.load(job["truth"])
+    ids = np.arange(n)
+    out = Path(job["out"])
+    start = time.perf_counter()
+    if job["backend"] == "faiss":
+        from index.config import IndexConfig, StoreConfig
+        from index.faiss_store import FaissStore
+
+        config = IndexConfig(factory=job["factory"], train_size=100_000, replica="none")
+        store: Any = FaissStore.build(ids, base, out, config, StoreConfig(fsync=True))
+    else:
+        from index.milvus_store import MilvusConfig, MilvusStore
+
+        build = job["build"]
+        config = MilvusConfig(
+            uri=str(out / "items.db"),
+            index_type=job["factory"],
+            nlist=nlist_for(n),
+            hnsw_m=build.get("M", 32),
+            ef_construction=build.get("efConstruction", 40),
+        )
+        store = MilvusStore.build(ids, base, config, progress=True)
+    build_s = time.perf_counter() - start
+    print(f"[index] {job['backend']} {job['factory']} built in {build_s:.1f} s", file=sys.stderr)
+    try:
+        for params in job["searches"]:
+            store.tune(nprobe=params.get("nprobe"), ef_search=params.get("ef_search"))
+            store.search(queries[:16], k, prepared=True)  # warm-up
+            qps, found = _qps(store, queries, k, job["batch"] or len(queries))
+            row = {
+                "factory": job["factory"],
+                "params": {**job["build"], **params},
+                "build_s": round(build_s, 2),
+                "qps": round(qps, 1),
+                "recall_at_10": round(_recall(found, truth, k), 4),
+                "peak_rss_mb": round(peak_rss_mb(), 1),
+            }
+            print(json.dumps(row), flush=True)
+    finally:
+        store.close()
+    return 0
+
+
+# --------------------------------------------------------------------------- driver
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--n", type=int, default=1_000_000, help="indexed vectors")
+    p.add_argument("--backend", nargs="+", choices=["faiss", "milvus"], default=None)
+    p.add_argument(
+        "--n", type=int, nargs="+", default=[1_000_000, 200_000], help="FAISS store sizes"
+    )
+    p.add_argument("--milvus-n", type=int, default=200_000, help="Milvus Lite store size")
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--clusters", type=int, default=1024, help="clusters in the synthetic data")
     p.add_argument("--spread", type=float, default=0.3, help="within-cluster noise")
     p.add_argument("--queries", type=int, default=2000)
-    p.add_argument(
-        "--blas-threshold",
-        type=int,
-        default=20,
-        help="queries per call from which flat search uses BLAS (a FAISS global)",
-    )
+    p.add_argument("--batch", type=int, default=0, help="queries per search call (0: all)")
+    p.add_argument("--blas-threshold", type=int, default=20, help="FAISS flat-search BLAS switch")
     p.add_argument("--threads", type=int, default=0, help="FAISS OpenMP threads (0: all)")
     p.add_argument(
-        "--factories",
+        "--specs",
         nargs="*",
-        default=DEFAULT_FACTORIES,
-        help='"FACTORY[:nprobe=N|ef_search=N]"; {nlist} becomes 4*sqrt(n)',
+        default=None,
+        help='FAISS "FACTORY[:nprobe=N|ef_search=N]"; {nlist} becomes 4*sqrt(n). Default: all '
+        "factories at the first --n, the common ones at the others",
     )
+    p.add_argument(
+        "--milvus-specs",
+        nargs="*",
+        default=MILVUS_SPECS,
+        help='"FLAT|IVF_FLAT|HNSW[:M=..,efConstruction=..,nprobe=..,ef_search=..]"',
+    )
+    p.add_argument("--workdir", help="where stores are built (default: a temp dir, removed)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.worker:
+        return worker(json.loads(args.worker))
 
-    import faiss
-
+    backends = args.backend or ["faiss", "milvus"]
+    if "milvus" in backends:
+        try:
+            import milvus_lite  # noqa: F401
+            import pymilvus  # noqa: F401
+        except ImportError:
+            p.error("--backend milvus needs the Milvus extra: pip install 'coldstart[milvus]'")
     from data.synthetic import clustered_vectors
-    from index.build import recall_at_k
-    from index.config import IndexConfig
-    from index.vector_index import VectorIndex
+    from index.backend import exact_search
 
-    if args.threads:
-        faiss.omp_set_num_threads(args.threads)
-    if args.blas_threshold is not None:
-        # FAISS 1.15 defaults to 128000: flat search would never use BLAS and the baseline
-        # would look slower than it is. Flat at its best is the honest reference.
-        faiss.cvar.distance_compute_blas_threshold = args.blas_threshold
-    data, _ = clustered_vectors(
-        args.n + args.queries, args.dim, n_clusters=args.clusters, spread=args.spread, seed=0
-    )
-    base, queries = data[: args.n], data[args.n :]
-    ids = np.arange(args.n)
-    k = 10
+    plan: list[tuple[str, int, list[str]]] = []
+    if "faiss" in backends:
+        for pos, n in enumerate(args.n):
+            specs = args.specs if args.specs is not None else None
+            if specs is None:
+                specs = FAISS_SPECS if pos == 0 else FAISS_COMMON_SPECS
+            plan.append(("faiss", n, specs))
+    if "milvus" in backends:
+        plan.append(("milvus", args.milvus_n, args.milvus_specs))
+    n_max = max(n for _, n, _ in plan)
 
-    start = time.perf_counter()
-    flat = VectorIndex.build(ids, base, IndexConfig(factory="Flat"))
-    flat_build = time.perf_counter() - start
-    flat_qps, truth = _qps(flat, queries, k, repeats=1)
-    common = {
-        "bench": "index",
-        "n": args.n,
-        "dim": args.dim,
-        "clusters": args.clusters,
-        "threads": faiss.omp_get_max_threads(),
-    }
-    print(
-        json.dumps(
-            {
-                **common,
-                "factory": "Flat",
-                "params": {},
-                "build_s": round(flat_build, 2),
-                "qps": round(flat_qps, 1),
-                "recall_at_10": 1.0,
-                "flat_qps": round(flat_qps, 1),
-                "speedup_vs_flat": 1.0,
-            }
-        ),
-        flush=True,
-    )
-    del flat
-
-    built: dict[str, tuple[VectorIndex, float]] = {}
-    for spec in args.factories:
-        factory, params = _parse(spec, args.n)
-        if factory not in built:
-            built.clear()  # one big index in memory at a time
-            start = time.perf_counter()
-            index = VectorIndex.build(ids, base, IndexConfig(factory=factory, train_size=100_000))
-            built[factory] = (index, time.perf_counter() - start)
-        index, build_s = built[factory]
-        index.config.nprobe = params.get("nprobe", index.config.nprobe)
-        index.config.ef_search = params.get("ef_search", index.config.ef_search)
-        index._apply_search_params(index.faiss_index())
-        qps, found = _qps(index, queries, k)
-        recall = recall_at_k(found, truth, k)
-        print(
-            json.dumps(
-                {
-                    **common,
-                    "factory": factory,
-                    "params": params,
-                    "build_s": round(build_s, 2),
-                    "qps": round(qps, 1),
-                    "recall_at_10": round(recall, 4),
-                    "flat_qps": round(flat_qps, 1),
-                    "speedup_vs_flat": round(qps / flat_qps, 2),
-                }
-            ),
-            flush=True,
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-index-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        data, _ = clustered_vectors(
+            n_max + args.queries, args.dim, n_clusters=args.clusters, spread=args.spread, seed=0
         )
+        np.save(work / "base.npy", data[:n_max])
+        np.save(work / "queries.npy", data[n_max:])
+        queries = data[n_max:]
+        truths: dict[int, Path] = {}
+        for n in sorted({n for _, n, _ in plan}):
+            start = time.perf_counter()
+            truth = _exact(data[:n], queries, 10, exact_search)
+            np.save(work / f"truth-{n}.npy", truth)
+            truths[n] = work / f"truth-{n}.npy"
+            print(
+                f"[index] exact top-10 at n={n}: {time.perf_counter() - start:.1f} s",
+                file=sys.stderr,
+            )
+        del data
+        common = {"bench": "index", "dim": args.dim, "clusters": args.clusters}
+        common |= {"queries": args.queries, "batch": args.batch or args.queries}
+        for backend, n, specs in plan:
+            flat_qps = None
+            groups: dict[tuple[str, str], list[dict[str, int]]] = {}
+            for spec in specs:
+                factory, build, search = parse_spec(spec, n)
+                groups.setdefault((factory, json.dumps(build)), []).append(search)
+            for (factory, build), searches in groups.items():
+                job = {
+                    "backend": backend,
+                    "factory": factory,
+                    "build": json.loads(build),
+                    "searches": searches,
+                    "n": n,
+                    "k": 10,
+                    "batch": args.batch,
+                    "threads": args.threads,
+                    "blas_threshold": args.blas_threshold,
+                    "base": str(work / "base.npy"),
+                    "queries": str(work / "queries.npy"),
+                    "truth": str(truths[n]),
+                    "out": str(work / f"{backend}-{n}-{factory.replace(',', '_')}"),
+                }
+                for row in _run_worker(job):
+                    if factory in EXACT:
+                        flat_qps = row["qps"]
+                    speedup = round(row["qps"] / flat_qps, 2) if flat_qps else None
+                    threads = args.threads or os.cpu_count()
+                    out = {**common, "backend": backend, "n": n, "threads": threads, **row}
+                    print(json.dumps({**out, "flat_qps": flat_qps, "speedup_vs_flat": speedup}))
+                    sys.stdout.flush()
+                shutil.rmtree(job["out"], ignore_errors=True)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _exact(base: np.ndarray, queries: np.ndarray, k: int, exact_search: Any) -> np.ndarray:
+    """Exact top-k rows (Q, k), in query chunks to bound the (chunk, N) score matrix."""
+    rows = [exact_search(base, queries[lo : lo + 64], k)[1] for lo in range(0, len(queries), 64)]
+    return np.concatenate(rows)
+
+
+def _run_worker(job: dict[str, Any]) -> list[dict[str, Any]]:
+    cmd = [sys.executable, __file__, "--worker", json.dumps(job)]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{job['backend']} {job['factory']} failed (rc {proc.returncode})")
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
 if __name__ == "__main__":
