@@ -10,11 +10,14 @@ One JSON line per backend, index type and search setting:
  "recall_at_10", "peak_rss_mb", "flat_qps", "speedup_vs_flat", ...}
 
 Every store is built the way a user builds one: from vectors in memory to a durable store on
-disk (FAISS: index + WAL + snapshot directory; Milvus Lite: a collection, flushed and indexed).
-Each index type is built and searched in its own process, so `peak_rss_mb` is that process's
-peak (the input vectors included). Queries are held out (drawn from the same clusters, not in
+disk (FAISS: index + WAL + snapshot directory; Milvus Lite: a collection, flushed, indexed and
+closed, which waits for its background compaction), then opened again and searched, as a
+server would. `build_s` covers build and close, `open_s` the reopen. Each index type is built
+and searched in its own process, so `peak_rss_mb` is that process's peak (input vectors
+included); `disk_mb` is the store's size on disk. Queries are held out (drawn from the same clusters, not in
 the store); QPS is measured on batches of `--batch` queries (default: all in one call, the way
-a micro-batching server calls the store), best of three; recall@10 is against exact search;
+a micro-batching server calls the store), best of three; `single_query_ms` is the median of
+one-query calls; recall@10 is against exact search;
 `speedup_vs_flat` is against the same backend's exact index at the same n.
 Targets: FAISS, an approximate factory at recall@10 >= 0.95 with >= 10x Flat's QPS.
 """
@@ -81,7 +84,15 @@ def parse_spec(spec: str, n: int) -> tuple[str, dict[str, int], dict[str, int]]:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+    """This process's peak resident memory. VmHWM starts afresh at exec; ru_maxrss would
+    carry over the parent's peak (getrusage values survive execve)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: kB or B
 
 
 def _qps(store: Any, queries: np.ndarray, k: int, batch: int) -> tuple[float, list[list]]:
@@ -122,7 +133,10 @@ def worker(job: dict[str, Any]) -> int:
         from index.faiss_store import FaissStore
 
         config = IndexConfig(factory=job["factory"], train_size=100_000, replica="none")
-        store: Any = FaissStore.build(ids, base, out, config, StoreConfig(fsync=True))
+        FaissStore.build(ids, base, out, config, StoreConfig(fsync=True)).close()
+        build_s = time.perf_counter() - start
+        start = time.perf_counter()
+        store: Any = FaissStore.open(out, StoreConfig(fsync=True))
     else:
         from index.milvus_store import MilvusConfig, MilvusStore
 
@@ -134,21 +148,35 @@ def worker(job: dict[str, Any]) -> int:
             hnsw_m=build.get("M", 32),
             ef_construction=build.get("efConstruction", 40),
         )
-        store = MilvusStore.build(ids, base, config, progress=True)
-    build_s = time.perf_counter() - start
+        # close() waits for Milvus Lite's background compaction and index builds, which
+        # would otherwise compete with the searches measured below
+        MilvusStore.build(ids, base, config, progress=True).close()
+        build_s = time.perf_counter() - start
+        start = time.perf_counter()
+        store = MilvusStore.open(config)
+    open_s = time.perf_counter() - start
+    disk_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
     print(f"[index] {job['backend']} {job['factory']} built in {build_s:.1f} s", file=sys.stderr)
     try:
         for params in job["searches"]:
             store.tune(nprobe=params.get("nprobe"), ef_search=params.get("ef_search"))
             store.search(queries[:16], k, prepared=True)  # warm-up
             qps, found = _qps(store, queries, k, job["batch"] or len(queries))
+            one = []
+            for q in queries[: job["single"]]:
+                t0 = time.perf_counter()
+                store.search(q[None], k, prepared=True)
+                one.append(time.perf_counter() - t0)
             row = {
                 "factory": job["factory"],
                 "params": {**job["build"], **params},
                 "build_s": round(build_s, 2),
+                "open_s": round(open_s, 2),
                 "qps": round(qps, 1),
+                "single_query_ms": round(1000 * float(np.median(one)), 2),
                 "recall_at_10": round(_recall(found, truth, k), 4),
                 "peak_rss_mb": round(peak_rss_mb(), 1),
+                "disk_mb": round(disk_mb, 1),
             }
             print(json.dumps(row), flush=True)
     finally:
@@ -169,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spread", type=float, default=0.3, help="within-cluster noise")
     p.add_argument("--queries", type=int, default=2000)
     p.add_argument("--batch", type=int, default=0, help="queries per search call (0: all)")
+    p.add_argument(
+        "--single", type=int, default=200, help="one-query calls timed for single_query_ms"
+    )
     p.add_argument("--blas-threshold", type=int, default=20, help="FAISS flat-search BLAS switch")
     p.add_argument("--threads", type=int, default=0, help="FAISS OpenMP threads (0: all)")
     p.add_argument(
@@ -248,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                     "n": n,
                     "k": 10,
                     "batch": args.batch,
+                    "single": args.single,
                     "threads": args.threads,
                     "blas_threshold": args.blas_threshold,
                     "base": str(work / "base.npy"),
