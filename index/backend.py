@@ -126,6 +126,15 @@ class StoreSchema:
             raise InvalidInput(f"{len(norm)} ids but {len(vecs)} vectors")
         return norm, vecs
 
+    def check_search(
+        self, queries: Any, k: int, ids: Sequence[Any] | None, prepared: bool = False
+    ) -> tuple[np.ndarray, list[ItemId] | None]:
+        """Validate a search: (queries (Q, D) float32, canonical filter ids or None)."""
+        if k < 1:
+            raise InvalidInput("k must be >= 1")
+        q = np.ascontiguousarray(queries, dtype=np.float32) if prepared else self.prepare(queries)
+        return q, self.check_filter(ids)
+
     def check_filter(self, ids: Sequence[Any] | None) -> list[ItemId] | None:
         """Canonical, de-duplicated filter ids (order kept), or None for no filter."""
         if ids is None:
@@ -202,6 +211,44 @@ class VectorStore(Protocol):
         ...
 
 
+class StoreBase:
+    """What every backend derives from its `schema` and `count()`/`close()` (not the protocol:
+    a backend may implement VectorStore without it)."""
+
+    schema: StoreSchema
+
+    @property
+    def dim(self) -> int:
+        return self.schema.dim
+
+    @property
+    def metric(self) -> str:
+        return self.schema.metric
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def empty_result(n_queries: int) -> SearchResult:
+    """No hits for each of `n_queries` queries."""
+    return SearchResult(
+        ids=[[] for _ in range(n_queries)],
+        scores=[np.zeros(0, np.float32) for _ in range(n_queries)],
+    )
+
+
 def exact_search(
     base: np.ndarray, queries: np.ndarray, k: int, metric: str = "ip"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -235,8 +282,10 @@ __all__ = [
     "ItemId",
     "NotTrained",
     "SearchResult",
+    "StoreBase",
     "StoreSchema",
     "UnknownItem",
     "VectorStore",
+    "empty_result",
     "exact_search",
 ]

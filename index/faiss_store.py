@@ -15,13 +15,20 @@ from typing import Any
 
 import numpy as np
 
-from index.backend import InvalidInput, SearchResult, StoreSchema, exact_search
+from index.backend import (
+    InvalidInput,
+    SearchResult,
+    StoreBase,
+    StoreSchema,
+    empty_result,
+    exact_search,
+)
 from index.config import IndexConfig, StoreConfig
 from index.store import DurableIndex, read_manifest
 from index.vector_index import VectorIndex
 
 
-class FaissStore:
+class FaissStore(StoreBase):
     """A DurableIndex behind the VectorStore protocol."""
 
     backend = "faiss"
@@ -62,14 +69,6 @@ class FaissStore:
 
     # ----------------------------------------------------------------- properties
     @property
-    def dim(self) -> int:
-        return self.schema.dim
-
-    @property
-    def metric(self) -> str:
-        return self.schema.metric
-
-    @property
     def lsn(self) -> int:
         return self.durable.lsn
 
@@ -95,32 +94,19 @@ class FaissStore:
     def search(
         self, queries: Any, k: int, ids: Sequence[Any] | None = None, prepared: bool = False
     ) -> SearchResult:
-        if k < 1:
-            raise InvalidInput("k must be >= 1")
-        q = (
-            np.ascontiguousarray(queries, dtype=np.float32)
-            if prepared
-            else self.schema.prepare(queries)
-        )
-        allowed = self.schema.check_filter(ids)
+        q, allowed = self.schema.check_search(queries, k, ids, prepared)
         if allowed is None:
             return self.durable.index.search(q, k, prepared=True)
         # A candidate set: score it exactly (numpy), it is small next to the index.
         present = [i for i, there in zip(allowed, self.contains(allowed), strict=True) if there]
         if not present or not len(q):
-            return SearchResult(
-                ids=[[] for _ in range(len(q))],
-                scores=[np.zeros(0, np.float32) for _ in range(len(q))],
-            )
+            return empty_result(len(q))
         scores, rows = exact_search(self.durable.index.get(present), q, k, self.metric)
         return SearchResult(
             ids=[[present[r] for r in row] for row in rows], scores=list(scores.astype(np.float32))
         )
 
     def count(self) -> int:
-        return len(self.durable)
-
-    def __len__(self) -> int:
         return len(self.durable)
 
     def tune(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
@@ -159,12 +145,6 @@ class FaissStore:
             return
         self._closed = True
         self.durable.close(snapshot=snapshot)
-
-    def __enter__(self) -> FaissStore:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 __all__ = ["FaissStore"]

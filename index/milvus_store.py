@@ -35,8 +35,10 @@ from index.backend import (
     InvalidInput,
     ItemId,
     SearchResult,
+    StoreBase,
     StoreSchema,
     UnknownItem,
+    empty_result,
 )
 
 log = logging.getLogger(__name__)
@@ -136,7 +138,7 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
         yield items[start : start + size]
 
 
-class MilvusStore:
+class MilvusStore(StoreBase):
     """A Milvus collection behind the VectorStore protocol (see the module docstring)."""
 
     backend = "milvus"
@@ -318,14 +320,6 @@ class MilvusStore:
 
     # ----------------------------------------------------------------- properties
     @property
-    def dim(self) -> int:
-        return self.schema.dim
-
-    @property
-    def metric(self) -> str:
-        return self.schema.metric
-
-    @property
     def lsn(self) -> int:
         return self._lsn
 
@@ -408,19 +402,9 @@ class MilvusStore:
         self, queries: Any, k: int, ids: Sequence[Any] | None = None, prepared: bool = False
     ) -> SearchResult:
         """k nearest items per query (Q, D); `ids` restricts the candidates."""
-        if k < 1:
-            raise InvalidInput("k must be >= 1")
-        q = (
-            np.ascontiguousarray(queries, dtype=np.float32)
-            if prepared
-            else self.schema.prepare(queries)
-        )
-        allowed = self.schema.check_filter(ids)
+        q, allowed = self.schema.check_search(queries, k, ids, prepared)
         if len(q) == 0 or allowed == []:
-            return SearchResult(
-                ids=[[] for _ in range(len(q))],
-                scores=[np.zeros(0, np.float32) for _ in range(len(q))],
-            )
+            return empty_result(len(q))
         hits = self._call(
             "search",
             self._client.search,
@@ -452,9 +436,6 @@ class MilvusStore:
             output_fields=["count(*)"],
         )
         return int(rows[0]["count(*)"])
-
-    def __len__(self) -> int:
-        return self.count()
 
     def tune(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
         """Change search-time parameters (they travel with every search request)."""
@@ -502,12 +483,6 @@ class MilvusStore:
             return
         self._closed = True
         self._release(self._client, self.config)
-
-    def __enter__(self) -> MilvusStore:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     # ----------------------------------------------------------------- bulk build
     @classmethod
