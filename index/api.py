@@ -44,7 +44,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from index.vector_index import MAX_ABS_UNNORMALIZED, MAX_ID_CHARS, string_id_problem
+from index.backend import MAX_ABS_UNNORMALIZED, MAX_ID_CHARS, StoreSchema, string_id_problem
 
 # Bodies larger than this are parsed and validated in a worker thread (a thread hop costs
 # ~50 us, parsing 64 KiB of JSON about as much; a multi-megabyte body would stall the loop).
@@ -172,6 +172,16 @@ class Contract:
     normalize: bool = True
     max_k: int = 1000
     max_vectors: int = 1024
+
+    @classmethod
+    def from_schema(cls, schema: StoreSchema, **limits: int) -> Contract:
+        """The contract of a store (index.backend.VectorStore.schema), FAISS or Milvus."""
+        return cls(
+            dim=int(schema.dim),
+            id_type=schema.id_type,  # type: ignore[arg-type]
+            normalize=bool(schema.normalize),
+            **limits,
+        )
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], **limits: int) -> Contract:

@@ -1,8 +1,8 @@
 """The vector-store protocol every index backend implements, and the validation they share.
 
 Backends:
-- "faiss" (index.faiss_store.FaissStore): FAISS in this process, with a write-ahead log and
-  snapshots in an index directory. The embedded default.
+- "faiss" (index.store.FaissStore): FAISS in this process, with a write-ahead log and
+  snapshots in an index directory (index.vector_index, index.wal). The embedded default.
 - "milvus" (index.milvus_store.MilvusStore): a Milvus collection, in a Milvus Lite file
   (`runs/idx/items.db`) or on a Milvus server/cluster (`http://host:19530`), same code.
 
@@ -17,6 +17,7 @@ Scores: similarity for metric "ip" (higher is better), squared L2 distance for "
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,17 +25,78 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from index.vector_index import InvalidInput, ItemId, NotTrained, SearchResult, UnknownItem
-
+ItemId = int | str
 BACKENDS = ("faiss", "milvus")
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 MAX_ID_CHARS = 512
 MAX_FILTER_IDS = 16_384  # ids in one search filter (Milvus caps a query window at 16384 too)
-_INT_RE = re.compile(r"^-?\d{1,19}$")
-_I64 = (-(2**63), 2**63 - 1)
+# Stores without normalization: |component| <= this keeps D * x^2 (inner products) and
+# 4 * D * x^2 (L2 distances) far below float32's 3.4e38 for any practical D.
+MAX_ABS_UNNORMALIZED = 1e15
+ID_RULES = (
+    "string ids: 1 to 512 characters of valid Unicode, no control characters "
+    "(U+0000-U+001F, U+007F-U+009F), no '/', not '.' or '..'; kept exactly as sent"
+)
+_INT_RE = re.compile(r"^-?[0-9]{1,19}\Z")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+class InvalidInput(ValueError):
+    """Bad input from a caller (wrong shape, NaN, bad id...): a 4xx, never a 500."""
+
+
+class UnknownItem(KeyError):
+    """An item id that is not in the store."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown item"
+
+
+class NotTrained(RuntimeError):
+    """The index type needs training (IVF, PQ) and the store has not been trained yet."""
+
+
+class WriteFailed(OSError):
+    """The storage refused a write (disk full, I/O error); nothing of it was stored (503)."""
 
 
 class BackendUnavailable(RuntimeError):
-    """A backend's packages are not installed, or its server cannot be reached (HTTP 503)."""
+    """A backend's packages are not installed, or its server cannot be reached (503)."""
+
+
+@dataclass
+class SearchResult:
+    """Per query: ids (best first, may be shorter than k) and scores.
+
+    scores: similarity for metric "ip" (higher is better), squared distance for "l2".
+    """
+
+    ids: list[list[ItemId]]
+    scores: list[np.ndarray]  # each (<=k,) float32
+
+
+def string_id_problem(text: str) -> str | None:
+    """Why `text` cannot be a string item id (see ID_RULES), or None when it can."""
+    if not text:
+        return "empty"
+    if len(text) > MAX_ID_CHARS:
+        return f"longer than {MAX_ID_CHARS} characters"
+    if _CONTROL.search(text):
+        return "control characters (U+0000-U+001F, U+007F-U+009F) are not allowed"
+    if "/" in text:
+        return "'/' is not allowed (the id could not be addressed as /v1/items/{id})"
+    if text in (".", ".."):
+        return "'.' and '..' are not allowed (URL paths collapse them)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode (lone surrogate)"
+    return None
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -67,63 +129,80 @@ class StoreSchema:
         }
 
     def normalize_id(self, item_id: Any) -> ItemId:
-        """The canonical form of an item id (int for int stores, "12" -> 12), or InvalidInput."""
+        """The canonical form of an item id (int64 or str); InvalidInput else.
+
+        Int stores take ints and their decimal strings ("12" -> 12). String ids (ID_RULES):
+        1 to 512 characters, valid Unicode (no lone surrogates), no control characters
+        (U+0000-U+001F, U+007F-U+009F), no "/", not "." or "..". They are kept exactly as
+        given (no trimming, no Unicode normalization), so every accepted id can be read and
+        deleted through /v1/items/{id} and round-trips through every backend byte for byte.
+        """
         if self.id_type == "int":
             if isinstance(item_id, bool):
                 raise InvalidInput(f"item id must be an integer, got {item_id!r}")
-            if isinstance(item_id, int | np.integer):
-                value = int(item_id)
-            elif isinstance(item_id, str) and _INT_RE.match(item_id.strip()):
-                value = int(item_id.strip())
+            digits = isinstance(item_id, str) and _INT_RE.match(item_id)
+            if isinstance(item_id, int | np.integer) or digits:
+                value = int(item_id)  # type: ignore[arg-type]
             else:
-                raise InvalidInput(f"item id must be an integer, got {item_id!r}")
-            if not _I64[0] <= value <= _I64[1]:
+                raise InvalidInput(f"item id must be an integer, got {_short(item_id)}")
+            if not I64_MIN <= value <= I64_MAX:
                 raise InvalidInput(f"item id {value} does not fit in int64")
             return value
         if isinstance(item_id, bool) or not isinstance(item_id, str | int | np.integer):
-            raise InvalidInput(f"item id must be a string, got {item_id!r}")
+            raise InvalidInput(f"item id must be a string, got {_short(item_id)}")
         text = str(item_id)
-        if not text or len(text) > MAX_ID_CHARS:
-            raise InvalidInput(
-                f"item id must be a non-empty string of at most {MAX_ID_CHARS} characters"
-            )
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as err:  # lone surrogates: no store can hold them as text
-            raise InvalidInput(f"item id is not valid Unicode text: {err.reason}") from err
+        problem = string_id_problem(text)
+        if problem:
+            raise InvalidInput(f"item id {_short(text)} is not allowed: {problem}")
         return text
 
     def prepare(self, vectors: Any) -> np.ndarray:
-        """Validated float32 (N, D) copy of `vectors` ((D,) or (N, D)), L2-normalized when the
-        store normalizes. InvalidInput for wrong shapes, NaN/inf, values beyond float32, and
-        vectors that cannot be normalized."""
+        """Validated float32 (N, D) copy of `vectors` ((D,) or (N, D)), or InvalidInput.
+
+        Normalizing stores accept any finite non-zero vector: the norm is taken in float64
+        after scaling by the largest component, so neither 1e20 (whose float32 norm
+        overflows) nor 1e-30 (whose square underflows) loses its direction. Stores without
+        normalization accept components of magnitude <= MAX_ABS_UNNORMALIZED, so that every
+        inner product and L2 distance stays finite in float32.
+        """
         try:
-            with np.errstate(over="ignore"):  # float32 overflow becomes inf, rejected below
-                arr = np.array(vectors, dtype=np.float32)
-        except (TypeError, ValueError) as err:
+            arr = np.array(vectors, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError) as err:
             raise InvalidInput(f"vectors must be numbers: {err}") from err
         if arr.ndim == 1:
             arr = arr[None, :]
         if arr.ndim != 2 or arr.shape[1] != self.dim:
             raise InvalidInput(f"vectors must have shape (N, {self.dim}), got {arr.shape}")
         if not np.isfinite(arr).all():
-            raise InvalidInput("vectors contain NaN or infinity (or values beyond float32)")
-        if self.normalize and len(arr):
-            # float64 norms: squaring a float32 near its range overflows to inf
-            norms = np.linalg.norm(arr.astype(np.float64), axis=1, keepdims=True)
-            if (norms == 0).any():
+            raise InvalidInput("vectors contain NaN or infinity")
+        if not len(arr):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self.normalize:
+            scale = np.abs(arr).max(axis=1, keepdims=True)  # (N, 1)
+            if (scale == 0).any():
                 raise InvalidInput("zero vector cannot be normalized")
-            arr = (arr / norms).astype(np.float32)
-        return np.ascontiguousarray(arr)
+            arr = arr / scale
+            arr /= np.linalg.norm(arr, axis=1, keepdims=True)
+        elif (np.abs(arr) > MAX_ABS_UNNORMALIZED).any():
+            raise InvalidInput(
+                f"vector components must lie within +-{MAX_ABS_UNNORMALIZED:g} in an index "
+                "without normalization (larger values overflow float32 scores)"
+            )
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+        if not np.isfinite(out).all():  # pragma: no cover - guarded above; never store inf
+            raise InvalidInput("vectors overflow float32")
+        return out
 
     def check_upsert(self, ids: Sequence[Any], vectors: Any) -> tuple[list[ItemId], np.ndarray]:
-        """Validate an upsert without applying it: canonical ids (N,), prepared vectors (N, D)."""
+        """Validate an upsert without applying it: canonical ids (N,), prepared vectors (N, D).
+        The same id twice: the later item wins, as in a dict."""
         norm = [self.normalize_id(i) for i in ids]
-        if len(set(norm)) != len(norm):
-            raise InvalidInput("duplicate item ids in one upsert")
         vecs = self.prepare(vectors)
         if len(vecs) != len(norm):
             raise InvalidInput(f"{len(norm)} ids but {len(vecs)} vectors")
+        if len(set(norm)) != len(norm):
+            last = {item: row for row, item in enumerate(norm)}
+            norm, vecs = list(last), vecs[list(last.values())]
         return norm, vecs
 
     def check_search(
@@ -155,7 +234,7 @@ class VectorStore(Protocol):
     """
 
     backend: str  # "faiss" or "milvus"
-    schema: StoreSchema
+    schema: StoreSchema  # dim, metric, id type, normalization: fixed at creation
 
     @property
     def dim(self) -> int: ...
@@ -168,8 +247,9 @@ class VectorStore(Protocol):
         """Sequence number of the last acknowledged write (increases with every write)."""
         ...
 
-    def upsert(self, ids: Sequence[Any], vectors: Any) -> int:
-        """Insert or replace items: ids (N,), vectors (N, D). Returns the write's lsn."""
+    def upsert(self, ids: Sequence[Any], vectors: Any, prepared: bool = False) -> int:
+        """Insert or replace items: ids (N,), vectors (N, D). Returns the write's lsn.
+        prepared: the vectors already went through `schema.prepare`."""
         ...
 
     def delete(self, ids: Sequence[Any]) -> tuple[int, int]:
@@ -202,12 +282,22 @@ class VectorStore(Protocol):
         snapshot; Milvus: sealed segments). False when there was nothing to do."""
         ...
 
+    def tune(self, **params: Any) -> None:
+        """Search-time settings; None leaves one as it is. nprobe (IVF cells visited),
+        ef_search (HNSW beam), search_threads (threads one search may use), blas_threshold
+        (FAISS flat search). A backend ignores the ones its engine decides for itself."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """Cheap facts for /health: device, backend (a sentence), search_threads."""
+        ...
+
     def info(self) -> dict[str, Any]:
         """What `coldstart index info` prints: backend, schema, index type, counts, location."""
         ...
 
     def close(self) -> None:
-        """Release files, locks and connections. Acknowledged writes stay."""
+        """Release files, locks and connections. Acknowledged writes stay. Idempotent."""
         ...
 
 
@@ -239,6 +329,27 @@ class StoreBase:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def open_store(backend: str, location: str | os.PathLike, **options: Any) -> VectorStore:
+    """Open an existing store.
+
+    faiss: `location` is an index directory; options `store` (index.config.StoreConfig) and
+    `overrides` (search-time IndexConfig fields). milvus: `location` is the URI (a `.db` file
+    or `http://host:19530`); option `config` (index.milvus_store.MilvusConfig or a dict of
+    its fields: collection, nprobe, ef_search...).
+    """
+    if backend == "faiss":
+        from index.store import FaissStore
+
+        return FaissStore.open(location, options.get("store"), options.get("overrides"))
+    if backend == "milvus":
+        from index.milvus_store import MilvusConfig, MilvusStore
+
+        config = options.get("config") or {}
+        raw = config.to_dict() if isinstance(config, MilvusConfig) else dict(config)
+        return MilvusStore.open(MilvusConfig.from_dict({**raw, "uri": str(location)}))
+    raise ValueError(f"unknown backend {backend!r}: one of {BACKENDS}")
 
 
 def empty_result(n_queries: int) -> SearchResult:
@@ -277,6 +388,9 @@ def exact_search(
 
 __all__ = [
     "BACKENDS",
+    "ID_RULES",
+    "MAX_ABS_UNNORMALIZED",
+    "MAX_ID_CHARS",
     "BackendUnavailable",
     "InvalidInput",
     "ItemId",
@@ -286,6 +400,9 @@ __all__ = [
     "StoreSchema",
     "UnknownItem",
     "VectorStore",
+    "WriteFailed",
     "empty_result",
     "exact_search",
+    "open_store",
+    "string_id_problem",
 ]

@@ -1,4 +1,5 @@
-"""Offline job: build an index directory from an embedding export, and measure its recall."""
+"""Offline job: build a store (FAISS index directory or Milvus collection) from an embedding
+export, and measure its recall against exact search."""
 
 from __future__ import annotations
 
@@ -10,19 +11,18 @@ from typing import Any
 import numpy as np
 
 from data.embeddings import EmbeddingManifest, read_embeddings
+from index.backend import InvalidInput, VectorStore, exact_search
 from index.config import IndexConfig, StoreConfig
-from index.store import DurableIndex
-from index.vector_index import InvalidInput, VectorIndex, _faiss
 
 
 def exact_neighbours(
     base: np.ndarray, queries: np.ndarray, k: int, metric: str = "ip"
 ) -> np.ndarray:
     """Row positions (Q, k) of the exact k nearest rows of `base` (N, D) for `queries` (Q, D)."""
-    faiss = _faiss()
-    flat = faiss.IndexFlatIP(base.shape[1]) if metric == "ip" else faiss.IndexFlatL2(base.shape[1])
-    flat.add(np.ascontiguousarray(base, dtype=np.float32))
-    return flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)[1]
+    rows = [
+        exact_search(base, queries[lo : lo + 64], k, metric)[1] for lo in range(0, len(queries), 64)
+    ]
+    return np.concatenate(rows) if rows else np.zeros((0, min(k, len(base))), np.int64)
 
 
 def recall_at_k(found: list[list[Any]], truth: list[list[Any]], k: int = 10) -> float:
@@ -32,37 +32,43 @@ def recall_at_k(found: list[list[Any]], truth: list[list[Any]], k: int = 10) -> 
 
 
 def measure_recall(
-    index: VectorIndex,
+    store: Any,
     item_ids: np.ndarray,
     vectors: np.ndarray,
     n_queries: int = 1000,
     k: int = 10,
     seed: int = 0,
 ) -> float:
-    """recall@k of `index` against exact search, on queries sampled from its own vectors."""
+    """recall@k of `store` (a VectorStore, or a VectorIndex) against exact search, on queries
+    sampled from its own vectors (N, D)."""
     if len(vectors) == 0:
         return 0.0
-    prepared = index.prepare(vectors)
+    schema = store.schema
+    prepared = schema.prepare(vectors)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(prepared), min(n_queries, len(prepared)), replace=False)
     queries = prepared[pick]
     kk = min(k, len(prepared))
-    truth_rows = exact_neighbours(prepared, queries, kk, index.config.metric)
+    truth_rows = exact_neighbours(prepared, queries, kk, schema.metric)
     ids = np.asarray(item_ids)
-    truth = [[index.normalize_id(i) for i in ids[row]] for row in truth_rows]
-    found = index.search(queries, kk, prepared=True).ids
+    truth = [[schema.normalize_id(i) for i in ids[row]] for row in truth_rows]
+    found = store.search(queries, kk, prepared=True).ids
     return recall_at_k(found, truth, kk)
 
 
 def build_index(
     embeddings: str | os.PathLike,
     out: str | os.PathLike,
-    config: IndexConfig,
+    config: Any,
     modality: str | None = None,
     store: StoreConfig | None = None,
     recall_queries: int = 1000,
 ) -> dict[str, Any]:
-    """Build `out` from the export at `embeddings`. Returns a report (n, dim, build_s, recall)."""
+    """Build a store from the export at `embeddings`. Returns a report (n, dim, build_s, recall).
+
+    config: IndexConfig (FAISS: `out` is the new index directory) or
+    index.milvus_store.MilvusConfig (Milvus: `out` is the URI, a `.db` file or a server).
+    """
     manifest = EmbeddingManifest.load(embeddings)
     if modality is None and len(manifest.modalities) > 1:
         raise InvalidInput(
@@ -74,11 +80,6 @@ def build_index(
     if len(np.unique(ids)) != len(ids):
         raise InvalidInput("duplicate item ids in the export")
     id_type = "int" if np.asarray(ids).dtype.kind in "iu" else "str"
-    config = IndexConfig.from_dict({**config.to_dict(), "dim": manifest.dim, "id_type": id_type})
-    start = time.perf_counter()
-    index = VectorIndex.build(ids.tolist(), vectors, config)
-    build_s = time.perf_counter() - start
-    recall = measure_recall(index, ids, vectors, n_queries=recall_queries)
     source = {
         "embeddings": str(Path(embeddings).resolve()),
         "encoder": manifest.encoder,
@@ -87,11 +88,30 @@ def build_index(
         "count": int(len(ids)),
         "created_at": manifest.created_at,
     }
-    durable = DurableIndex.create(out, index, store, source=source)
-    durable.close(snapshot=False)
+    fixed = {"dim": manifest.dim, "id_type": id_type}
+    start = time.perf_counter()
+    built: VectorStore
+    if isinstance(config, IndexConfig):
+        config = IndexConfig.from_dict({**config.to_dict(), **fixed})
+        from index.store import FaissStore
+
+        built = FaissStore.build(ids.tolist(), vectors, out, config, store, source=source)
+        where = {"index": str(out), "factory": config.factory}
+    else:
+        from index.milvus_store import MilvusConfig, MilvusStore
+
+        config = MilvusConfig.from_dict({**config.to_dict(), **fixed, "uri": str(out)})
+        built = MilvusStore.build(ids.tolist(), vectors, config, source=source, progress=True)
+        where = {"uri": config.uri, "collection": config.collection}
+        where["factory"] = config.index_type
+    build_s = time.perf_counter() - start
+    try:
+        recall = measure_recall(built, ids, vectors, n_queries=recall_queries)
+    finally:
+        built.close()
     return {
-        "index": str(out),
-        "factory": config.factory,
+        "backend": built.backend,
+        **where,
         "metric": config.metric,
         "n": int(len(ids)),
         "dim": int(manifest.dim),

@@ -437,12 +437,28 @@ class MilvusStore(StoreBase):
         )
         return int(rows[0]["count(*)"])
 
-    def tune(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Change search-time parameters (they travel with every search request)."""
+    def tune(
+        self,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        search_threads: int | None = None,
+        blas_threshold: int | None = None,
+    ) -> None:
+        """Search-time parameters (they travel with every search request). search_threads and
+        blas_threshold have no effect: the Milvus server decides how it searches."""
         if nprobe is not None:
             self.config.nprobe = max(1, int(nprobe))
         if ef_search is not None:
             self.config.ef_search = max(1, int(ef_search))
+
+    def health(self) -> dict[str, Any]:
+        where = "Milvus Lite in this process" if self._meta["lite"] else "a Milvus server"
+        return {
+            "device": "milvus-lite" if self._meta["lite"] else "milvus",
+            "backend": f"milvus: {where} ({self._meta['server']}), {self.config.uri}, "
+            f"collection {self.config.collection!r}, {self.config.index_type}",
+            "search_threads": None,
+        }
 
     # ----------------------------------------------------------------- persistence
     def flush(self) -> bool:

@@ -1,4 +1,5 @@
-"""HTTP API over a DurableIndex (FastAPI + uvicorn).
+"""HTTP API over a vector store (FastAPI + uvicorn): any index.backend.VectorStore, FAISS or
+Milvus; this module sees only the protocol.
 
 The server never imports an encoder: media queries go through an injected `encode` callable,
 `encode(images: list[PIL.Image.Image], texts: list[str]) -> np.ndarray  # (D,)`, which the
@@ -14,9 +15,10 @@ The contract (error model, statuses per route, request models, OpenAPI document)
 index.api; every route here declares its statuses through `docs(...)`.
 
 Threads: the event loop only routes requests. Large bodies are parsed and validated, images
-decoded, large responses encoded, and every FAISS search run in worker threads; searches run
-in the "faiss-search" threads of the micro-batcher (or the unbatched pool), each of which
-applies `faiss_threads` to its own OpenMP settings (OpenMP settings are per thread).
+decoded, large responses encoded, and every search run in worker threads; searches run in the
+"faiss-search" threads of the micro-batcher (or the unbatched pool). `faiss_threads` reaches
+the store as `tune(search_threads=...)`; the FAISS store applies it in each thread that
+searches (OpenMP settings are per thread).
 """
 
 from __future__ import annotations
@@ -53,13 +55,18 @@ from index.api import (
     install_openapi,
     json_body,
 )
+from index.backend import (
+    BackendUnavailable,
+    InvalidInput,
+    NotTrained,
+    UnknownItem,
+    VectorStore,
+    WriteFailed,
+)
 from index.batching import MicroBatcher
 from index.catalogue import Catalogue, MediaStore
 from index.coldstart import IdRows, estimate_row
 from index.config import ServerConfig
-from index.store import DurableIndex
-from index.vector_index import InvalidInput, NotTrained, UnknownItem
-from index.wal import WalWriteError
 
 if TYPE_CHECKING:
     from index.browse import BrowseConfig
@@ -96,7 +103,10 @@ class Neighbors(Hits):
 
 class UpsertResponse(BaseModel):
     upserted: int = Field(description="distinct items written")
-    lsn: int = Field(description="the write-ahead log record that holds them (durable)")
+    lsn: int = Field(
+        description="sequence number of the write, increasing with every write (FAISS: the "
+        "write-ahead log record that holds it; Milvus: a microsecond sequence)"
+    )
 
 
 class DeleteResponse(BaseModel):
@@ -128,7 +138,8 @@ class Health(BaseModel):
     backend: str | None
     batching: bool
     faiss_threads: int | None = Field(
-        description="OpenMP threads seen by the last search thread (None before a search)"
+        description="FAISS: OpenMP threads seen by the last search thread (None before a "
+        "search, and with Milvus)"
     )
 
 
@@ -326,14 +337,13 @@ def warn_about_auth(config: ServerConfig, token: str | None) -> list[str]:
 
 class _State:
     def __init__(self) -> None:
-        self.index: DurableIndex | None = None
+        self.index: VectorStore | None = None
         self.error: str | None = None
         self.batcher: MicroBatcher | None = None
-        self.search_threads: int | None = None
 
 
 def create_app(
-    load: Callable[[], DurableIndex] | DurableIndex,
+    load: Callable[[], VectorStore] | VectorStore,
     config: ServerConfig | None = None,
     encode: EncodeFn | None = None,
     id_rows: IdRows | None = None,
@@ -345,9 +355,11 @@ def create_app(
 ) -> FastAPI:
     """The HTTP app. `load` runs in a thread at start-up (/ready is 503 until it returns).
 
+    load: an open store (index.backend.VectorStore: FAISS or Milvus) or a function that opens
+    one (run in a thread: /ready is 503 until it returns).
     contract: what the OpenAPI document and the request models know of the index (dimension,
-    id type, normalization; `Contract.from_manifest`); taken from `load` when it is an open
-    index. Without one, vectors of any length and ids of either kind are documented.
+    id type, normalization; `Contract.from_schema`); taken from `load` when it is an open
+    store. Without one, vectors of any length and ids of either kind are documented.
     catalogue / media: what the browsing page at `/` shows about an item (index.browse).
     """
     config = config or ServerConfig()
@@ -357,8 +369,8 @@ def create_app(
     state = _State()
     if config.id_rows and id_rows is None:
         id_rows = IdRows.from_export(config.id_rows, config.id_rows_modality)
-    if contract is None and isinstance(load, DurableIndex):
-        contract = Contract.from_manifest(load.manifest)
+    if contract is None and isinstance(load, VectorStore):
+        contract = Contract.from_schema(load.schema)
     contract = replace(
         contract or Contract(), max_k=config.max_k, max_vectors=config.max_vectors_per_request
     )
@@ -369,34 +381,25 @@ def create_app(
         insecure_writes=config.insecure_writes,
     )
 
-    def _search_thread_init() -> None:
-        # OpenMP settings are per thread: set them in each thread that runs searches.
-        if config.faiss_threads > 0:
-            import faiss
-
-            faiss.omp_set_num_threads(config.faiss_threads)
-
     def _load() -> None:
         try:
-            import faiss
-
-            if config.blas_threshold is not None:
-                faiss.cvar.distance_compute_blas_threshold = int(config.blas_threshold)
             loaded = load() if callable(load) else load
-            loaded.index.start_replicas()
+            loaded.tune(
+                search_threads=config.faiss_threads or None, blas_threshold=config.blas_threshold
+            )
             state.index = loaded
-            metrics.items.set_function(lambda: len(loaded))
+            metrics.items.set_function(lambda: _safe_count(loaded))
             metrics.lsn.set_function(lambda: loaded.lsn)
             metrics.ready.set(1)
-            log.info("index ready: %d items on %s", len(loaded), loaded.index.device)
+            log.info("index ready: %d items; %s", loaded.count(), loaded.health()["backend"])
         except Exception as err:  # reported by /ready and /health, the server stays up
             log.exception("loading the index failed")
             state.error = f"{type(err).__name__}: {err}"
 
-    # Unbatched searches get a pool of their own, one thread per core, set up like the
-    # batcher's (the default thread pool would run them with OpenMP's defaults).
+    # Unbatched searches get a pool of their own, one thread per core (the default thread
+    # pool is shared with body parsing and image decoding).
     unbatched_pool = concurrent.futures.ThreadPoolExecutor(
-        max(1, os.cpu_count() or 1), "faiss-search", initializer=_search_thread_init
+        max(1, os.cpu_count() or 1), "faiss-search"
     )
 
     @asynccontextmanager
@@ -409,7 +412,6 @@ def create_app(
                 config.max_wait_ms,
                 on_batch=metrics.batch.observe,
                 workers=config.batch_workers,
-                initializer=_search_thread_init,
             )
         yield
         await loader
@@ -422,7 +424,8 @@ def create_app(
     app = FastAPI(
         title="coldstart index API",
         version=API_VERSION,
-        description="Nearest neighbours for cold-start items over a durable FAISS index. "
+        description="Nearest neighbours for cold-start items over a vector store (FAISS with a "
+        "write-ahead log, or Milvus). "
         "Every error body is `{detail, errors?}`; writes need the bearer token.",
         lifespan=lifespan,
     )
@@ -445,10 +448,15 @@ def create_app(
     async def _untrained(request: Request, err: NotTrained) -> JSONResponse:
         return error_json(409, str(err))
 
-    @app.exception_handler(WalWriteError)
-    async def _wal_failed(request: Request, err: WalWriteError) -> JSONResponse:
+    @app.exception_handler(WriteFailed)
+    async def _write_failed(request: Request, err: WriteFailed) -> JSONResponse:
         log.error("write refused: %s", err)
         return error_json(503, f"write not stored: {err.strerror or err}", {"Retry-After": "5"})
+
+    @app.exception_handler(BackendUnavailable)
+    async def _unavailable(request: Request, err: BackendUnavailable) -> JSONResponse:
+        log.error("store unavailable: %s", err)
+        return error_json(503, f"store unavailable: {err}", {"Retry-After": "5"})
 
     # --------------------------------------------------------------- dependencies
     def _check_token(request: Request) -> None:
@@ -474,7 +482,7 @@ def create_app(
         if config.auth_reads and token is not None:
             _check_token(request)
 
-    def index() -> DurableIndex:
+    def index() -> VectorStore:
         if state.index is None:
             detail = f"index failed to load: {state.error}" if state.error else "index loading"
             raise HTTPError(503, detail, {"Retry-After": "1"})
@@ -482,10 +490,7 @@ def create_app(
 
     def _run_search(queries: np.ndarray, k: int) -> tuple[list[list], list[np.ndarray]]:
         """Runs in a search thread (batcher or unbatched pool)."""
-        import faiss
-
-        state.search_threads = faiss.omp_get_max_threads()
-        result = index().index.search(queries, k, prepared=True)
+        result = index().search(queries, k, prepared=True)
         return result.ids, result.scores
 
     async def _search(queries: np.ndarray, k: int) -> tuple[list[list], list[np.ndarray]]:
@@ -496,11 +501,11 @@ def create_app(
         metrics.batch.observe(len(queries))
         return ids, scores
 
-    async def _prepare(idx: DurableIndex, vectors: Any) -> np.ndarray:
+    async def _prepare(idx: VectorStore, vectors: Any) -> np.ndarray:
         """Validated query rows (Q, D); in a worker thread when there are many."""
-        if len(vectors) * idx.index.dim > OFFLOAD_NUMBERS:
-            return await run_in_threadpool(idx.index.prepare, vectors)
-        return idx.index.prepare(vectors)
+        if len(vectors) * idx.dim > OFFLOAD_NUMBERS:
+            return await run_in_threadpool(idx.schema.prepare, vectors)
+        return idx.schema.prepare(vectors)
 
     async def _reply(payload: dict[str, Any], numbers: int) -> Response:
         """JSON response; encoded in a worker thread when it holds many numbers."""
@@ -512,15 +517,15 @@ def create_app(
     def _hits(ids: list, scores: np.ndarray) -> dict[str, Any]:
         return {"ids": ids, "scores": finite_scores(scores)}
 
-    async def _encode(images: list[Any], texts: list[str], idx: DurableIndex) -> np.ndarray:
+    async def _encode(images: list[Any], texts: list[str], idx: VectorStore) -> np.ndarray:
         if encode is None:
             raise HTTPError(501, "no encoder configured: start the server with --encoder NAME")
         if not images and not texts:
             raise HTTPError(422, "send an image and/or text")
         vector = await run_in_threadpool(encode, images, texts)
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if vector.shape[0] != idx.index.dim:
-            raise RuntimeError(f"encoder returned dim {vector.shape[0]}, index has {idx.index.dim}")
+        if vector.shape[0] != idx.dim:
+            raise RuntimeError(f"encoder returned dim {vector.shape[0]}, index has {idx.dim}")
         return vector
 
     async def _images(data: bytes | None) -> list[Any]:
@@ -529,14 +534,14 @@ def create_app(
         return [await run_in_threadpool(decode_image, data, config.max_image_pixels)]
 
     async def _cold_start(
-        idx: DurableIndex,
+        idx: VectorStore,
         vector: Any,
         k: int,
         item_id: Any,
         insert: bool,
     ) -> dict[str, Any]:
-        norm_id = idx.index.normalize_id(item_id) if item_id is not None else None
-        query = idx.index.prepare(vector)
+        norm_id = idx.schema.normalize_id(item_id) if item_id is not None else None
+        query = idx.schema.prepare(vector)
         ids, scores = await _search(query, k + 1 if norm_id is not None else k)
         pairs = [(i, s) for i, s in zip(ids[0], scores[0], strict=True) if i != norm_id][:k]
         n_ids = [i for i, _ in pairs]
@@ -546,13 +551,13 @@ def create_app(
         if id_rows is not None and n_ids:
             rows, mask = id_rows.lookup(n_ids)
             if mask.any():
-                row = estimate_row(rows, n_scores[mask], idx.index.config.metric)
+                row = estimate_row(rows, n_scores[mask], idx.metric)
                 out["id_row"] = finite_scores(row)
                 out["id_row_neighbors"] = int(mask.sum())
         out["inserted"] = False
         out["lsn"] = None
         if insert:
-            out["lsn"] = await run_in_threadpool(idx.upsert, [norm_id], query)
+            out["lsn"] = await run_in_threadpool(idx.upsert, [norm_id], query, True)
             out["inserted"] = True
         return out
 
@@ -561,15 +566,22 @@ def create_app(
     async def health() -> dict[str, Any]:
         """Liveness: the process answers. Says whether the index is loaded and where it runs."""
         idx = state.index
+        facts = idx.health() if idx is not None else {}
+        items, error = None, state.error
+        if idx is not None:
+            try:  # a liveness probe answers even while a Milvus server is unreachable
+                items = await run_in_threadpool(idx.count)
+            except BackendUnavailable as err:
+                error = str(err)
         return {
             "status": "ok",
             "ready": idx is not None,
-            "error": state.error,
-            "items": len(idx) if idx is not None else None,
-            "device": idx.index.device if idx is not None else None,
-            "backend": idx.index.backend_note if idx is not None else None,
+            "error": error,
+            "items": items,
+            "device": facts.get("device"),
+            "backend": facts.get("backend"),
             "batching": config.batching,
-            "faiss_threads": state.search_threads,
+            "faiss_threads": facts.get("search_threads"),
         }
 
     @app.get("/ready", tags=["ops"], **docs(Ready, 503, s503="the index is loading or failed"))
@@ -578,7 +590,9 @@ def create_app(
         if state.index is None:
             detail = f"index failed to load: {state.error}" if state.error else "index loading"
             return error_json(503, detail, {"Retry-After": "1"}, ready=False, error=state.error)
-        return JSONResponse({"ready": True, "items": len(state.index), "lsn": state.index.lsn})
+        idx = state.index
+        items = await run_in_threadpool(idx.count)  # 503 when a Milvus server is unreachable
+        return JSONResponse({"ready": True, "items": items, "lsn": idx.lsn})
 
     text_metrics = {
         "description": "Prometheus text format",
@@ -624,8 +638,8 @@ def create_app(
     async def get_item(item_id: str) -> JSONResponse:
         """The stored vector of an item."""
         idx = index()
-        norm = idx.index.normalize_id(item_id)
-        vector = idx.index.get([norm])[0]
+        norm = idx.schema.normalize_id(item_id)
+        vector = (await run_in_threadpool(idx.get, [norm]))[0]
         return JSONResponse({"id": norm, "vector": vector.astype(np.float64).round(7).tolist()})
 
     @app.get(
@@ -640,8 +654,8 @@ def create_app(
     ) -> JSONResponse:
         """Nearest items to a stored item (the item itself excluded)."""
         idx = index()
-        norm = idx.index.normalize_id(item_id)
-        vector = idx.index.get([norm])
+        norm = idx.schema.normalize_id(item_id)
+        vector = await run_in_threadpool(idx.get, [norm])
         ids, scores = await _search(vector, k + 1)
         pairs = [(i, s) for i, s in zip(ids[0], scores[0], strict=True) if i != norm][:k]
         hits = _hits([i for i, _ in pairs], np.asarray([s for _, s in pairs]))
@@ -660,7 +674,7 @@ def create_app(
         idx = index()
         images = await _images(form.image)
         vector = await _encode(images, [form.text] if form.text else [], idx)
-        ids, scores = await _search(idx.index.prepare(vector), form.k)
+        ids, scores = await _search(idx.schema.prepare(vector), form.k)
         return JSONResponse(_hits(ids[0], scores[0]))
 
     cold_statuses = (409, 501, 503)
@@ -717,13 +731,14 @@ def create_app(
         **docs(UpsertResponse, 409, 503, auth="write", json=models.upsert),
     )
     async def upsert(body: Any = upsert_body) -> JSONResponse:
-        """Insert or replace items; acknowledged once fsync'd to the write-ahead log (503 with
-        nothing stored when the disk refuses the write)."""
+        """Insert or replace items; acknowledged once durable (FAISS: fsync'd to the write-ahead
+        log; Milvus: accepted by Milvus). 503 with nothing stored when the storage refuses the
+        write or the Milvus server is unreachable."""
         idx = index()
         ids = [item.id for item in body.items]
         vectors = [item.vector for item in body.items]
-        if any(len(v) != idx.index.dim for v in vectors):
-            raise HTTPError(422, f"every vector must have {idx.index.dim} values")
+        if any(len(v) != idx.dim for v in vectors):
+            raise HTTPError(422, f"every vector must have {idx.dim} values")
         lsn = await run_in_threadpool(idx.upsert, ids, vectors)
         return JSONResponse({"upserted": len(set(ids)), "lsn": lsn})
 
@@ -736,7 +751,7 @@ def create_app(
     async def delete(item_id: str) -> JSONResponse:
         """Remove an item (404 when unknown)."""
         idx = index()
-        norm = idx.index.normalize_id(item_id)
+        norm = idx.schema.normalize_id(item_id)
         removed, lsn = await run_in_threadpool(idx.delete, [norm])
         if not removed:
             raise UnknownItem(f"unknown item id {norm!r}")
@@ -749,10 +764,11 @@ def create_app(
         **docs(SnapshotResponse, 503, auth="write"),
     )
     async def snapshot() -> JSONResponse:
-        """Write a snapshot now (and reset the write-ahead log)."""
+        """Persist now: FAISS writes a snapshot (and resets the write-ahead log); Milvus seals
+        its in-memory segments (flush)."""
         idx = index()
         try:
-            written = await run_in_threadpool(idx.snapshot)
+            written = await run_in_threadpool(idx.flush)
         except OSError as err:  # disk full...: the log still holds every write
             log.error("snapshot failed: %s", err)
             raise HTTPError(503, f"snapshot failed: {err}", {"Retry-After": "5"}) from err
@@ -763,7 +779,7 @@ def create_app(
 
     install_browse(
         app,
-        normalize_id=lambda raw: index().index.normalize_id(raw),
+        normalize_id=lambda raw: index().schema.normalize_id(raw),
         require_read=require_read,
         server=config,
         catalogue=catalogue,
@@ -776,6 +792,14 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _safe_count(store: VectorStore) -> float:
+    """Items for the Prometheus gauge; NaN while the store cannot say (a scrape never fails)."""
+    try:
+        return float(store.count())
+    except BackendUnavailable:
+        return float("nan")
 
 
 def _dumps(payload: dict[str, Any]) -> bytes:

@@ -1,4 +1,7 @@
-"""DurableIndex: a VectorIndex in a directory, with snapshot + write-ahead log.
+"""The FAISS backend of the vector-store protocol (index.backend.VectorStore): a VectorIndex
+in a directory, with snapshot + write-ahead log. `FaissStore` (also known as DurableIndex, its
+older name) is the one class callers see; index.vector_index and index.wal are its parts, and
+nothing outside them imports faiss for the store.
 
 Directory layout:
     manifest.json            factory, metric, dim, ntotal, id type, source export, snapshot, lsn
@@ -24,8 +27,16 @@ from typing import Any
 import numpy as np
 
 from data.embeddings import atomic_write_json, fsync_path, utc_now
+from index.backend import (
+    InvalidInput,
+    SearchResult,
+    StoreBase,
+    StoreSchema,
+    empty_result,
+    exact_search,
+)
 from index.config import IndexConfig, StoreConfig
-from index.vector_index import InvalidInput, SearchResult, VectorIndex, _faiss
+from index.vector_index import VectorIndex, _faiss
 from index.wal import OP_DELETE, OP_UPSERT, WalCorrupt, WalRecord, WriteAheadLog
 
 log = logging.getLogger(__name__)
@@ -79,8 +90,11 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     return raw
 
 
-class DurableIndex:
-    """Thread-safe durable wrapper: upsert/delete are logged, searches go to the VectorIndex."""
+class DurableIndex(StoreBase):
+    """The FAISS store: upsert/delete are logged (fsync) before they are applied and
+    acknowledged, searches go to the VectorIndex. Thread-safe."""
+
+    backend = "faiss"
 
     def __init__(
         self,
@@ -102,6 +116,12 @@ class DurableIndex:
         self._write_mutex = threading.Lock()
         self._snapshot_thread: threading.Thread | None = None
         self.replayed = 0
+        self.schema: StoreSchema = index.schema
+        self._closed = False
+        # OpenMP settings are per thread: applied in each thread that searches (tune()).
+        self._search_threads = 0
+        self._thread_state = threading.local()
+        self._seen_threads: int | None = None
 
     # ----------------------------------------------------------------- create / open
     @classmethod
@@ -137,6 +157,22 @@ class DurableIndex:
         return self
 
     @classmethod
+    def build(
+        cls,
+        ids: Any,
+        vectors: np.ndarray,
+        directory: str | os.PathLike,
+        config: IndexConfig,
+        store: StoreConfig | None = None,
+        source: dict[str, Any] | None = None,
+    ) -> DurableIndex:
+        """A new index directory over (ids (N,), vectors (N, D)); refuses an existing one."""
+        if (Path(directory) / MANIFEST).exists():
+            raise FileExistsError(f"{directory} already holds an index")
+        index = VectorIndex.build(ids, vectors, config)
+        return cls.create(directory, index, store, source=source)
+
+    @classmethod
     def open(
         cls,
         directory: str | os.PathLike,
@@ -166,9 +202,17 @@ class DurableIndex:
         return self
 
     # ----------------------------------------------------------------- writes
-    def upsert(self, ids: list[Any], vectors: Any) -> int:
-        """Validate, log (fsync), apply. Returns the record's lsn once durable."""
-        norm, vecs = self.index.check_upsert(ids, vectors)
+    def upsert(self, ids: list[Any], vectors: Any, prepared: bool = False) -> int:
+        """Validate, log (fsync), apply. Returns the record's lsn once durable.
+        prepared: ids canonical and vectors from `schema.prepare` (not validated again)."""
+        if prepared:
+            norm, vecs = list(ids), np.ascontiguousarray(vectors, dtype=np.float32)
+            if vecs.shape != (len(norm), self.dim):
+                raise InvalidInput(f"{len(norm)} ids but vectors of shape {vecs.shape}")
+            if not self.index.is_trained:
+                self.index.check_upsert(norm, vecs)  # raises NotTrained
+        else:
+            norm, vecs = self.index.check_upsert(ids, vectors)
         if not norm:
             raise InvalidInput("nothing to upsert")
         with self._write_mutex:
@@ -196,15 +240,89 @@ class DurableIndex:
         return removed, lsn
 
     # ----------------------------------------------------------------- reads
-    def search(self, queries: Any, k: int) -> SearchResult:
-        return self.index.search(queries, k)
+    def get(self, ids: Any) -> np.ndarray:
+        """Stored vectors (N, D); UnknownItem when one is absent."""
+        return self.index.get(ids)
 
-    def __len__(self) -> int:
+    def contains(self, ids: Any) -> list[bool]:
+        return [self.schema.normalize_id(i) in self.index for i in ids]
+
+    def search(self, queries: Any, k: int, ids: Any = None, prepared: bool = False) -> SearchResult:
+        """k nearest items per query (Q, D); `ids` restricts the candidates (scored exactly:
+        a candidate set is small next to the index)."""
+        q, allowed = self.schema.check_search(queries, k, ids, prepared)
+        self._apply_threads()
+        if allowed is None:
+            return self.index.search(q, k, prepared=True)
+        present = [i for i, there in zip(allowed, self.contains(allowed), strict=True) if there]
+        if not present or not len(q):
+            return empty_result(len(q))
+        scores, rows = exact_search(self.index.get(present), q, k, self.metric)
+        return SearchResult(ids=[[present[r] for r in row] for row in rows], scores=list(scores))
+
+    def _apply_threads(self) -> None:
+        """Give this thread the configured OpenMP thread count (once per thread and value);
+        remember what the searching thread sees, for /health."""
+        faiss = _faiss()
+        wanted = self._search_threads
+        local = self._thread_state
+        if wanted > 0 and getattr(local, "threads", None) != wanted:
+            faiss.omp_set_num_threads(wanted)
+            local.threads = wanted
+        self._seen_threads = int(faiss.omp_get_max_threads())
+
+    def count(self) -> int:
         return len(self.index)
 
     @property
     def lsn(self) -> int:
         return self._next_lsn - 1
+
+    # ----------------------------------------------------------------- settings and status
+    def tune(
+        self,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        search_threads: int | None = None,
+        blas_threshold: int | None = None,
+    ) -> None:
+        """Search-time settings. search_threads: OpenMP threads per search, applied in each
+        thread that searches (0: FAISS's default). blas_threshold: queries per call from which
+        flat search uses one BLAS product (a FAISS process-wide setting)."""
+        index = self.index
+        if nprobe is not None or ef_search is not None:
+            with index.frozen():  # no writer mid-change
+                if nprobe is not None:
+                    index.config.nprobe = int(nprobe)
+                if ef_search is not None:
+                    index.config.ef_search = int(ef_search)
+                index._apply_search_params(index.faiss_index())
+        if search_threads is not None:
+            self._search_threads = max(0, int(search_threads))
+            self._thread_state = threading.local()  # every thread re-applies the new value
+        if blas_threshold is not None:
+            _faiss().cvar.distance_compute_blas_threshold = int(blas_threshold)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "device": self.index.device,
+            "backend": f"faiss: {self.index.backend_note}",
+            "search_threads": self._seen_threads,
+        }
+
+    def info(self) -> dict[str, Any]:
+        cfg = self.index.config
+        return {
+            **read_manifest(self.directory),
+            "backend": self.backend,
+            "directory": str(self.directory),
+            "index_type": cfg.factory,
+            "search_params": {"nprobe": cfg.nprobe, "ef_search": cfg.ef_search},
+            **self.schema.to_dict(),
+            "live_items": len(self.index),
+            "wal_records_replayed": self.replayed,
+            "device": self.index.device,
+        }
 
     # ----------------------------------------------------------------- snapshots
     def _maybe_snapshot(self) -> None:
@@ -254,8 +372,15 @@ class DurableIndex:
             _clean_orphans(self.directory, keep=name)
             return True
 
+    def flush(self) -> bool:
+        """The protocol's flush: a snapshot now (False when nothing changed)."""
+        return self.snapshot()
+
     def close(self, snapshot: bool = True) -> None:
-        """Snapshot (optional), then close the WAL and stop replica threads."""
+        """Snapshot (optional), then close the WAL and stop replica threads. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         if self._snapshot_thread is not None:
             self._snapshot_thread.join()
         if snapshot:
@@ -323,3 +448,6 @@ def _clean_orphans(directory: Path, keep: str) -> None:
         is_snap = child.name.startswith("snapshot-") or child.name.startswith(".snapshot-")
         if is_snap and child.is_dir() and child.name != keep:
             shutil.rmtree(child, ignore_errors=True)
+
+
+FaissStore = DurableIndex  # the FAISS backend's name next to index.milvus_store.MilvusStore

@@ -17,71 +17,46 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from index.backend import (
+    ID_RULES,
+    MAX_ABS_UNNORMALIZED,
+    MAX_ID_CHARS,
+    InvalidInput,
+    ItemId,
+    NotTrained,
+    SearchResult,
+    StoreSchema,
+    UnknownItem,
+    string_id_problem,
+)
 from index.config import IndexConfig
 
 log = logging.getLogger(__name__)
-
-ItemId = int | str
-_INT_RE = re.compile(r"^-?[0-9]{1,19}\Z")
-_I64 = (-(2**63), 2**63 - 1)
-# Indexes without normalization: |component| <= this keeps D * x^2 (inner products) and
-# 4 * D * x^2 (L2 distances) far below float32's 3.4e38 for any practical D.
-MAX_ABS_UNNORMALIZED = 1e15
-MAX_ID_CHARS = 512
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-ID_RULES = (
-    "string ids: 1 to 512 characters of valid Unicode, no control characters "
-    "(U+0000-U+001F, U+007F-U+009F), no '/', not '.' or '..'; kept exactly as sent"
-)
-
-
-def string_id_problem(text: str) -> str | None:
-    """Why `text` cannot be a string item id (see ID_RULES), or None when it can."""
-    if not text:
-        return "empty"
-    if len(text) > MAX_ID_CHARS:
-        return f"longer than {MAX_ID_CHARS} characters"
-    if _CONTROL.search(text):
-        return "control characters (U+0000-U+001F, U+007F-U+009F) are not allowed"
-    if "/" in text:
-        return "'/' is not allowed (the id could not be addressed as /v1/items/{id})"
-    if text in (".", ".."):
-        return "'.' and '..' are not allowed (URL paths collapse them)"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "not valid Unicode (lone surrogate)"
-    return None
-
-
-def _short(value: object, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-class InvalidInput(ValueError):
-    """Bad input from a caller (wrong shape, NaN, bad id...): a 4xx, never a 500."""
-
-
-class UnknownItem(KeyError):
-    """An item id that is not in the index."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "unknown item"
-
-
-class NotTrained(RuntimeError):
-    """The factory needs training (IVF, PQ) and the index has not been trained yet."""
+# Re-exported: callers older than index.backend import these from here.
+__all__ = [
+    "ID_RULES",
+    "MAX_ABS_UNNORMALIZED",
+    "MAX_ID_CHARS",
+    "InvalidInput",
+    "ItemId",
+    "NotTrained",
+    "SearchResult",
+    "UnknownItem",
+    "VectorIndex",
+    "gpu_count",
+    "pack_strings",
+    "string_id_problem",
+    "unpack_strings",
+]
 
 
 class RWLock:
@@ -121,17 +96,6 @@ class RWLock:
             with self._cond:
                 self._writer = False
                 self._cond.notify_all()
-
-
-@dataclass
-class SearchResult:
-    """Per query: ids (best first, may be shorter than k) and scores.
-
-    scores: similarity for metric "ip" (higher is better), squared distance for "l2".
-    """
-
-    ids: list[list[ItemId]]
-    scores: list[np.ndarray]  # each (<=k,) float32
 
 
 def _faiss() -> Any:
@@ -176,6 +140,8 @@ class VectorIndex:
             raise InvalidInput("the index dimension is unknown: pass dim or config.dim")
         self.config = replace(config, dim=dim)
         self.dim = dim
+        # The validation every backend shares (index.backend): ids, shapes, finiteness.
+        self.schema = StoreSchema(dim, config.metric, config.id_type, config.normalize)
         self._lock = RWLock()
         self._ext_to_int: dict[ItemId, int] = {}
         self._ext_of = np.empty(0, dtype=object)  # internal id -> item id (None when dead)
@@ -280,69 +246,14 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- validation
     def normalize_id(self, item_id: object) -> ItemId:
-        """The canonical form of an item id for this index (int64 or str); InvalidInput else.
-
-        String ids (see ID_RULES): 1 to 512 characters, valid Unicode (no lone surrogates), no
-        control characters (U+0000-U+001F, U+007F-U+009F), no "/", not "." or "..". They are
-        kept exactly as given (no trimming, no Unicode normalization), so every accepted id
-        can be read and deleted through /v1/items/{id} and round-trips through the log and
-        snapshots byte for byte.
-        """
-        if self.config.id_type == "int":
-            if isinstance(item_id, bool):
-                raise InvalidInput(f"item id must be an integer, got {item_id!r}")
-            digits = isinstance(item_id, str) and _INT_RE.match(item_id)
-            if isinstance(item_id, int | np.integer) or digits:
-                value = int(item_id)  # type: ignore[arg-type]
-            else:
-                raise InvalidInput(f"item id must be an integer, got {_short(item_id)}")
-            if not _I64[0] <= value <= _I64[1]:
-                raise InvalidInput(f"item id {value} does not fit in int64")
-            return value
-        if isinstance(item_id, bool) or not isinstance(item_id, str | int | np.integer):
-            raise InvalidInput(f"item id must be a string, got {_short(item_id)}")
-        text = str(item_id)
-        problem = string_id_problem(text)
-        if problem:
-            raise InvalidInput(f"item id {_short(text)} is not allowed: {problem}")
-        return text
+        """The canonical form of an item id for this index; InvalidInput else (the shared
+        rules of index.backend.StoreSchema.normalize_id)."""
+        return self.schema.normalize_id(item_id)
 
     def prepare(self, vectors: Any) -> np.ndarray:
-        """Validated float32 (N, D) copy, L2-normalized when configured. InvalidInput else.
-
-        Normalizing indexes accept any finite non-zero vector: the norm is taken in float64
-        after scaling by the largest component, so neither 1e20 (whose float32 norm
-        overflows) nor 1e-30 (whose square underflows) loses its direction. Indexes without
-        normalization accept components of magnitude <= MAX_ABS_UNNORMALIZED, so that every
-        inner product and L2 distance stays finite in float32.
-        """
-        try:
-            arr = np.array(vectors, dtype=np.float64)
-        except (TypeError, ValueError, OverflowError) as err:
-            raise InvalidInput(f"vectors must be numbers: {err}") from err
-        if arr.ndim == 1:
-            arr = arr[None, :]
-        if arr.ndim != 2 or arr.shape[1] != self.dim:
-            raise InvalidInput(f"vectors must have shape (N, {self.dim}), got {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise InvalidInput("vectors contain NaN or infinity")
-        if not len(arr):
-            return np.zeros((0, self.dim), dtype=np.float32)
-        if self.config.normalize:
-            scale = np.abs(arr).max(axis=1, keepdims=True)  # (N, 1)
-            if (scale == 0).any():
-                raise InvalidInput("zero vector cannot be normalized")
-            arr = arr / scale
-            arr /= np.linalg.norm(arr, axis=1, keepdims=True)
-        elif (np.abs(arr) > MAX_ABS_UNNORMALIZED).any():
-            raise InvalidInput(
-                f"vector components must lie within +-{MAX_ABS_UNNORMALIZED:g} in an index "
-                "without normalization (larger values overflow float32 scores)"
-            )
-        out = np.ascontiguousarray(arr, dtype=np.float32)
-        if not np.isfinite(out).all():  # pragma: no cover - guarded above; never store inf
-            raise InvalidInput("vectors overflow float32")
-        return out
+        """Validated float32 (N, D) copy, L2-normalized when configured; InvalidInput else
+        (index.backend.StoreSchema.prepare)."""
+        return self.schema.prepare(vectors)
 
     # ----------------------------------------------------------------- training
     def train(self, vectors: np.ndarray) -> None:
@@ -374,14 +285,9 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- mutations
     def check_upsert(self, ids: Sequence[Any], vectors: Any) -> tuple[list[ItemId], np.ndarray]:
-        """Validate an upsert without applying it. Returns canonical ids and prepared vectors."""
-        norm = [self.normalize_id(i) for i in ids]
-        vecs = self.prepare(vectors)
-        if len(vecs) != len(norm):
-            raise InvalidInput(f"{len(norm)} ids but {len(vecs)} vectors")
-        if len(set(norm)) != len(norm):  # the same id twice: the later item wins, as in a dict
-            last = {item: row for row, item in enumerate(norm)}
-            norm, vecs = list(last), vecs[list(last.values())]
+        """Validate an upsert without applying it. Returns canonical ids and prepared vectors
+        (the same id twice: the later item wins)."""
+        norm, vecs = self.schema.check_upsert(ids, vectors)
         if not self.is_trained:
             raise NotTrained(f"{self.config.factory!r} is untrained: build it from data first")
         return norm, vecs

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from data.embeddings import fsync_path
+from index.backend import WriteFailed
 
 MAGIC = b"CSW2"
 MAGIC_V1 = b"CSW1"
@@ -62,7 +63,7 @@ class WalCorrupt(RuntimeError):
         super().__init__(scan.describe())
 
 
-class WalWriteError(OSError):
+class WalWriteError(WriteFailed):
     """An append failed (disk full, I/O error); nothing of the record is left in the log."""
 
 

@@ -1,4 +1,5 @@
-"""`coldstart serve`: the index HTTP API (FastAPI + uvicorn)."""
+"""`coldstart serve`: the index HTTP API (FastAPI + uvicorn) over a FAISS index directory or
+a Milvus collection (--backend milvus --uri ...): the same routes, errors and auth."""
 
 from __future__ import annotations
 
@@ -9,26 +10,32 @@ import sys
 import time
 from typing import Any
 
+from coldstart.commands.index import add_store_arguments, store_choice
+
 log = logging.getLogger("coldstart.serve")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="coldstart serve",
-        description="Serve an index directory over HTTP: search by vector, id or media; "
+        description="Serve a store over HTTP (a FAISS index directory, or a Milvus collection "
+        "with --backend milvus --uri ...): search by vector, id or media; "
         "live upsert/delete (bearer token); /health, /ready, /metrics, OpenAPI docs at /docs; "
         "a browsing page at / (titles from --catalogue, thumbnails from --media shards).",
     )
-    p.add_argument("--index", required=True, help="index directory (coldstart index build)")
+    p.add_argument("--index", help="faiss: index directory (coldstart index build)")
+    add_store_arguments(p)
     p.add_argument("--encoder", help="encoder name for media queries (encoders registry)")
     p.add_argument("--pretrained", help="encoder weights: open_clip tag, file or .ckpt")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument(
-        "--config", help="YAML with `index:`, `store:`, `server:` and `browse:` sections"
+        "--config",
+        help="YAML with `index:`, `store:`, `server:` and `browse:` sections (and `backend:` "
+        "+ `milvus:` for a Milvus collection)",
     )
-    p.add_argument("--no-batching", action="store_true", help="one FAISS call per request")
-    p.add_argument("--max-batch-size", type=int, help="query rows per FAISS call")
+    p.add_argument("--no-batching", action="store_true", help="one store search per request")
+    p.add_argument("--max-batch-size", type=int, help="query rows per store search")
     p.add_argument("--max-wait-ms", type=float, help="wait for a batch to fill (ms)")
     p.add_argument("--batch-workers", type=int, help="batches searched at once (threads)")
     p.add_argument(
@@ -38,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--nprobe", type=int, help="IVF cells visited per query")
     p.add_argument("--ef-search", type=int, help="HNSW search beam width")
-    p.add_argument("--replica", choices=["auto", "gpu", "clone", "none"], help="GPU replicas")
+    p.add_argument(
+        "--replica", choices=["auto", "gpu", "clone", "none"], help="faiss: GPU replicas"
+    )
     p.add_argument("--token-file", help="file holding the bearer token for writes")
     p.add_argument(
         "--token-env", help="environment variable holding the token (COLDSTART_API_TOKEN)"
@@ -62,8 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--id-rows", help="embedding export of ID-embedding rows (cold-start estimates)")
     p.add_argument("--id-rows-modality", help="modality of the --id-rows export to read")
-    p.add_argument("--no-fsync", action="store_true", help="skip fsync on writes (unsafe)")
-    p.add_argument("--snapshot-every", type=int, help="items written between snapshots")
+    p.add_argument("--no-fsync", action="store_true", help="faiss: skip fsync on writes (unsafe)")
+    p.add_argument("--snapshot-every", type=int, help="faiss: items written between snapshots")
     p.add_argument("--log-level", default="info")
     return p
 
@@ -71,24 +80,97 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from index.backend import BackendUnavailable, InvalidInput
     from index.browse import BrowseConfig
-    from index.config import IndexConfig, ServerConfig, StoreConfig, load_yaml
+    from index.config import ServerConfig, load_yaml
     from index.server import create_app, run_server
-    from index.store import DurableIndex, IndexCorrupt, check_wal, read_manifest
 
-    raw = load_yaml(args.config) if args.config else {}
     try:
-        read_manifest(args.index)
-        check_wal(args.index)  # a corrupt log: refuse to start, before binding the port
-    except (FileNotFoundError, ValueError, IndexCorrupt) as err:
+        raw = load_yaml(args.config) if args.config else {}
+        backend, milvus = store_choice(args, raw)
+        server = _server_config(args, ServerConfig.from_dict(raw.get("server", {})))
+        if backend == "faiss":
+            load, schema = _faiss_loader(args, raw)
+        else:
+            load, schema = _milvus_store(args, milvus)
+    except (FileNotFoundError, ValueError, InvalidInput, BackendUnavailable) as err:
         print(f"coldstart serve: {err}", file=sys.stderr)
         return 2
-    overrides = {
-        k: v for k, v in raw.get("index", {}).items() if k not in IndexConfig.__dataclass_fields__
-    }
-    if overrides:
-        print(f"coldstart serve: unknown index keys {sorted(overrides)}", file=sys.stderr)
+    opened = None if callable(load) else load  # a Milvus store, opened before binding the port
+
+    try:
+        encode = None
+        if args.encoder:
+            from coldstart.serving import make_encode
+
+            encode, enc_dim = make_encode(args.encoder, args.pretrained)
+            if enc_dim != schema.dim:
+                raise ValueError(
+                    f"encoder {args.encoder!r} has dim {enc_dim}, the index has {schema.dim}"
+                )
+        browse = BrowseConfig.from_dict(raw.get("browse", {}))
+        catalogue, media = _load_browse(args, schema.id_type)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        print(f"coldstart serve: {err}", file=sys.stderr)
+        if opened is not None:
+            opened.close()
         return 2
+
+    from index.api import Contract
+
+    app = create_app(
+        load,
+        server,
+        encode=encode,
+        contract=Contract.from_schema(schema),  # the document's vector/id shape
+        catalogue=catalogue,
+        media=media,
+        browse=browse,
+    )
+    try:
+        run_server(app, args.host, args.port, log_level=args.log_level)
+    finally:
+        if media is not None:
+            media.close()
+    return 0
+
+
+def _server_config(args: argparse.Namespace, server: Any) -> Any:
+    if args.no_batching:
+        server.batching = False
+    for key, value in (
+        ("max_batch_size", args.max_batch_size),
+        ("max_wait_ms", args.max_wait_ms),
+        ("batch_workers", args.batch_workers),
+        ("faiss_threads", args.faiss_threads),
+        ("token_file", args.token_file),
+        ("token_env", args.token_env),
+        ("id_rows", args.id_rows),
+        ("id_rows_modality", args.id_rows_modality),
+    ):
+        if value is not None:
+            setattr(server, key, value)
+    server.auth_reads = server.auth_reads or args.auth_reads
+    server.insecure_writes = server.insecure_writes or args.insecure_writes
+    return server
+
+
+def _faiss_loader(args: argparse.Namespace, raw: dict) -> tuple[Any, Any]:
+    """(a function opening the FAISS store in the server's loader thread, its schema)."""
+    from index.backend import StoreSchema
+    from index.config import IndexConfig, StoreConfig
+    from index.store import FaissStore, IndexCorrupt, check_wal, read_manifest
+
+    if not args.index:
+        raise ValueError("--index DIR is needed for the faiss backend (or --backend milvus)")
+    try:
+        manifest = read_manifest(args.index)
+        check_wal(args.index)  # a corrupt log: refuse to start, before binding the port
+    except IndexCorrupt as err:
+        raise ValueError(str(err)) from err
+    unknown = sorted(set(raw.get("index", {})) - set(IndexConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown index keys {unknown}")
     overrides = {
         k: v
         for k, v in raw.get("index", {}).items()
@@ -106,73 +188,48 @@ def main(argv: list[str]) -> int:
         store.fsync = False
     if args.snapshot_every is not None:
         store.snapshot_every_ops = args.snapshot_every
-    server = ServerConfig.from_dict(raw.get("server", {}))
-    if args.no_batching:
-        server.batching = False
-    for key, value in (
-        ("max_batch_size", args.max_batch_size),
-        ("max_wait_ms", args.max_wait_ms),
-        ("batch_workers", args.batch_workers),
-        ("faiss_threads", args.faiss_threads),
-        ("token_file", args.token_file),
-        ("token_env", args.token_env),
-        ("id_rows", args.id_rows),
-        ("id_rows_modality", args.id_rows_modality),
-    ):
-        if value is not None:
-            setattr(server, key, value)
-    server.auth_reads = server.auth_reads or args.auth_reads
-    server.insecure_writes = server.insecure_writes or args.insecure_writes
-
-    encode = None
-    if args.encoder:
-        from coldstart.serving import make_encode
-
-        encode, enc_dim = make_encode(args.encoder, args.pretrained)
-        index_dim = read_manifest(args.index)["dim"]
-        if enc_dim != index_dim:
-            print(
-                f"coldstart serve: encoder {args.encoder!r} has dim {enc_dim}, "
-                f"the index has {index_dim}",
-                file=sys.stderr,
-            )
-            return 2
-
-    try:
-        browse = BrowseConfig.from_dict(raw.get("browse", {}))
-        catalogue, media = _load_browse(args, read_manifest(args.index))
-    except (FileNotFoundError, ValueError, OSError) as err:
-        print(f"coldstart serve: {err}", file=sys.stderr)
-        return 2
-
-    def load() -> DurableIndex:
-        return DurableIndex.open(args.index, store, overrides)
-
-    from index.api import Contract
-
-    contract = Contract.from_manifest(read_manifest(args.index))  # the document's vector/id shape
-    app = create_app(
-        load,
-        server,
-        encode=encode,
-        contract=contract,
-        catalogue=catalogue,
-        media=media,
-        browse=browse,
+    schema = StoreSchema(
+        int(manifest["dim"]),
+        manifest.get("metric", "ip"),
+        manifest.get("id_type", "int"),
+        bool(manifest.get("normalize", True)),
     )
-    try:
-        run_server(app, args.host, args.port, log_level=args.log_level)
-    finally:
-        if media is not None:
-            media.close()
-    return 0
+
+    def load() -> FaissStore:
+        opened = FaissStore.open(args.index, store, overrides)
+        opened.index.start_replicas()  # GPU replicas (or a CPU clone) when configured
+        return opened
+
+    return load, schema
 
 
-def _load_browse(args: argparse.Namespace, manifest: dict) -> tuple[Any, Any]:
+def _milvus_store(args: argparse.Namespace, milvus: dict) -> tuple[Any, Any]:
+    """(the Milvus store, opened now so a bad URI stops the start, its schema)."""
+    from index.backend import open_store
+
+    faiss_only = [
+        flag
+        for flag, value in (
+            ("--index", args.index),
+            ("--replica", args.replica),
+            ("--no-fsync", args.no_fsync),
+            ("--snapshot-every", args.snapshot_every),
+        )
+        if value not in (None, False)
+    ]
+    if faiss_only:
+        raise ValueError(f"{', '.join(faiss_only)}: for the faiss backend only")
+    for key, value in (("nprobe", args.nprobe), ("ef_search", args.ef_search)):
+        if value is not None:
+            milvus[key] = value
+    store = open_store("milvus", milvus["uri"], config=milvus)
+    return store, store.schema
+
+
+def _load_browse(args: argparse.Namespace, id_type: str) -> tuple[Any, Any]:
     """(Catalogue | None, MediaStore | None) keyed in the index's id type, loaded at start."""
     from index.catalogue import Catalogue, MediaStore
 
-    id_type = manifest.get("config", {}).get("id_type", "int")
     catalogue = media = None
     if args.catalogue:
         start = time.perf_counter()

@@ -153,7 +153,8 @@ def content_vectors(embed_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_index(split_dir: Path, embed_dir: Path, cfg: IndexConfig, out: Path) -> dict[str, Any]:
-    """index.build.build_index over the content vectors, plus cold items' nearest warm items."""
+    """index.build.build_index over the content vectors (a FAISS store), plus cold items'
+    nearest warm items, read back through the vector-store protocol."""
     import index as index_mod
     import index.build as build_mod
     from data.embeddings import EmbeddingManifest
@@ -184,11 +185,11 @@ def build_index(split_dir: Path, embed_dir: Path, cfg: IndexConfig, out: Path) -
         pick = np.random.default_rng(0).choice(
             cold_rows, size=min(5, len(cold_rows)), replace=False
         )
-        index = index_mod.DurableIndex.open(out / "index")
+        store = index_mod.open_store("faiss", out / "index")  # the protocol, any backend
         try:
-            found = index.search(vectors[np.sort(pick)], 50)
+            found = store.search(vectors[np.sort(pick)], 50)
         finally:
-            index.close(snapshot=False)
+            store.close()
         for row, hits in zip(np.sort(pick), found.ids):
             warm = [h for h in hits if split_of.get(h) == "warm"][:5]
             examples.append(
