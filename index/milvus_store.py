@@ -149,7 +149,9 @@ class MilvusStore(StoreBase):
         self.schema = schema
         self._meta = info  # properties, server version, index description
         self._write_mutex = threading.Lock()
-        self._lsn = 0
+        # Milvus has no sequence number we can read back: a microsecond clock, which is larger
+        # than the number of every write acknowledged before this store was opened.
+        self._lsn = time.time_ns() // 1000
         self._closed = False
 
     # ----------------------------------------------------------------- connect
@@ -324,20 +326,30 @@ class MilvusStore(StoreBase):
         return self._lsn
 
     def _next_lsn(self) -> int:
-        # Milvus has no sequence number we can read back; a microsecond clock that never
-        # repeats still increases across restarts, as the FAISS WAL's lsn does.
+        # Never repeats, and increases across restarts, as the FAISS WAL's lsn does.
         self._lsn = max(self._lsn + 1, time.time_ns() // 1000)
         return self._lsn
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self._closed:
             raise BackendUnavailable("the Milvus store is closed")
-        try:
-            return fn(*args, timeout=self.config.timeout_s, **kwargs)
-        except (InvalidInput, UnknownItem):
-            raise
-        except Exception as err:  # connection lost, server-side failure: not the caller's fault
-            raise BackendUnavailable(f"milvus {what} failed: {err}") from err
+        for attempt in (0, 1):
+            try:
+                return fn(*args, timeout=self.config.timeout_s, **kwargs)
+            except (InvalidInput, UnknownItem):
+                raise
+            except Exception as err:  # connection lost, server-side failure: not the caller's
+                if attempt == 0 and _not_loaded(err):
+                    # A restarted server comes back with the collection released: load it.
+                    try:
+                        self._client.load_collection(
+                            self.config.collection, timeout=self.config.timeout_s
+                        )
+                        continue
+                    except Exception:
+                        pass
+                raise BackendUnavailable(f"milvus {what} failed: {err}") from err
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ----------------------------------------------------------------- writes
     def upsert(self, ids: Sequence[Any], vectors: Any, prepared: bool = False) -> int:
@@ -550,6 +562,11 @@ def _search_params(config: MilvusConfig, k: int) -> dict[str, int]:
     if config.index_type == "HNSW":
         return {"ef": int(max(config.ef_search, k))}  # Milvus requires ef >= k
     return {}
+
+
+def _not_loaded(err: Exception) -> bool:
+    """Whether Milvus refused a call because the collection is not loaded (code 101)."""
+    return getattr(err, "code", None) == 101 or "released" in str(err) or "not loaded" in str(err)
 
 
 def _lite_locked(uri: str) -> bool:

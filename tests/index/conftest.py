@@ -72,7 +72,7 @@ class ServeProcess:
 
     def __init__(
         self,
-        index_dir: Path,
+        index_dir: Path | None,
         *args: str,
         log: Path,
         token: str | None = None,
@@ -86,7 +86,9 @@ class ServeProcess:
         env.pop("COLDSTART_API_TOKEN", None)
         if token is not None:
             env["COLDSTART_API_TOKEN"] = token
-        cmd = [*prefix, sys.executable, "-m", "coldstart", "serve", "--index", str(index_dir)]
+        cmd = [*prefix, sys.executable, "-m", "coldstart", "serve"]
+        if index_dir is not None:  # None: the store is named by args (--backend milvus --uri)
+            cmd += ["--index", str(index_dir)]
         cmd += ["--port", str(self.port), "--log-level", "warning", *args]
         self.log = log
         with open(log, "ab") as err:

@@ -564,3 +564,39 @@ def test_milvus_yaml_maps_onto_the_config() -> None:
     assert raw["backend"] == "milvus"
     config = MilvusConfig.from_dict(raw["milvus"])
     assert config.index_type == "HNSW" and config.is_lite
+
+
+@needs_milvus
+def test_milvus_lite_keeps_only_the_records_before_wal_damage(tmp_path: Path) -> None:
+    """Characterises milvus-lite 3.2.2 (README, "Index backends"): damage in the middle of its
+    write-ahead log is not refused, as FAISS's is (coldstart index repair); Lite opens with a
+    warning and keeps the records before the damage, losing later acknowledged writes. If
+    this starts failing, Lite changed: update the README's table."""
+    uri = str(tmp_path / "items.db")
+    code = (
+        "import sys, time, numpy as np\n"
+        f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
+        "from index.milvus_store import MilvusConfig, MilvusStore\n"
+        f"s = MilvusStore.create(MilvusConfig(uri={uri!r}, index_type='FLAT'), dim={DIM})\n"
+        "for i in range(100):\n"
+        "    s.upsert([i], np.random.default_rng(i).standard_normal((1, " + str(DIM) + ")))\n"
+        "print('acknowledged', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "acknowledged"  # type: ignore[union-attr]
+    finally:
+        writer.send_signal(signal.SIGKILL)  # no flush, no close: the log holds all 100
+        writer.wait()
+    (wal,) = Path(uri).rglob("wal_data_*.arrow")
+    data = bytearray(wal.read_bytes())
+    at = len(data) * 3 // 10
+    data[at : at + 64] = b"\xff" * 64  # damage a record in the middle
+    wal.write_bytes(bytes(data))
+    from index.milvus_store import MilvusConfig, MilvusStore
+
+    with MilvusStore.open(MilvusConfig(uri=uri)) as store:
+        kept = store.count()
+        assert 0 < kept < 100, kept
+        assert store.contains([0, kept - 1, kept, 99]) == [True, True, False, False]
