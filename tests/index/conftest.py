@@ -139,6 +139,21 @@ class ServeProcess:
         self.close()
 
 
+def milvus_server(data_dir: Path, port: int) -> subprocess.Popen:
+    """Milvus Lite's own gRPC server in its own process: a Milvus server at a URI."""
+    cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir)]
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def vectors() -> np.ndarray:
     return clustered_vectors(N, DIM, n_clusters=12, seed=1)[0]  # (N, DIM)

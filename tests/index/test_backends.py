@@ -32,7 +32,7 @@ from index.backend import (
 )
 from index.config import IndexConfig, StoreConfig
 from index.store import FaissStore
-from tests.index.conftest import REPO_ROOT, free_port
+from tests.index.conftest import REPO_ROOT, free_port, milvus_server
 
 DIM = 16
 
@@ -466,20 +466,9 @@ def test_milvus_server_uri_same_code(tmp_path: Path, data: Any) -> None:
 
     base, queries = data
     port = free_port()
-    cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(tmp_path / "srv")]
-    cmd += ["--port", str(port)]
 
     def start() -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while True:
-            import socket
-
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    return proc
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
+        return milvus_server(tmp_path / "srv", port)
 
     config = MilvusConfig(uri=f"http://127.0.0.1:{port}", index_type="IVF_FLAT", nlist=16)
     config.id_type = "str"

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,7 +26,7 @@ from coldstart.commands import serve as serve_cmd
 from data.synthetic import clustered_vectors
 from index.config import IndexConfig, StoreConfig
 from index.store import FaissStore
-from tests.index.conftest import ServeProcess, free_port
+from tests.index.conftest import ServeProcess, free_port, milvus_server
 from tests.index.test_backends import needs_milvus
 from tests.index.test_cli import _export
 
@@ -155,7 +152,7 @@ def test_the_same_conversation_gives_the_same_answers(tmp_path: Path, id_type: s
 
 @needs_milvus
 @pytest.mark.slow
-def test_schemathesis_against_a_milvus_server(tmp_path: Path) -> None:
+def test_schemathesis_against_amilvus_server(tmp_path: Path) -> None:
     pytest.importorskip("schemathesis")
     from tests.index.test_contract import _schemathesis
 
@@ -173,7 +170,7 @@ def test_schemathesis_against_a_milvus_server(tmp_path: Path) -> None:
 
 @needs_milvus
 @pytest.mark.slow
-def test_acknowledged_writes_survive_kill_9_of_the_milvus_server(tmp_path: Path) -> None:
+def test_acknowledged_writes_survive_kill_9_of_themilvus_server(tmp_path: Path) -> None:
     from index.milvus_store import MilvusConfig, MilvusStore
 
     rng = np.random.default_rng(0)
@@ -249,27 +246,12 @@ def _check_searchable(client: httpx.Client, acked: dict[int, np.ndarray]) -> Non
         assert [hit["ids"][0] for hit in r.json()["results"]] == ids[lo : lo + 200]
 
 
-def _milvus_server(data_dir: Path, port: int) -> subprocess.Popen:
-    """Milvus Lite's own gRPC server in its own process: a Milvus server at a URI."""
-    cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir)]
-    proc = subprocess.Popen(
-        [*cmd, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.1)
-
-
 @needs_milvus
 def test_an_unreachable_milvus_server_is_a_503_not_a_500(tmp_path: Path) -> None:
     from index.milvus_store import MilvusConfig, MilvusStore
 
     port = free_port()
-    milvus = _milvus_server(tmp_path / "srv", port)
+    milvus = milvus_server(tmp_path / "srv", port)
     uri = f"http://127.0.0.1:{port}"
     try:
         vectors = clustered_vectors(50, DIM, seed=4)[0]
@@ -296,7 +278,7 @@ def test_an_unreachable_milvus_server_is_a_503_not_a_500(tmp_path: Path) -> None
             health = srv.client.get("/health")
             assert health.status_code == 200 and health.json()["error"], health.text
             assert srv.client.get("/metrics").status_code == 200
-            milvus = _milvus_server(tmp_path / "srv", port)  # back: served again, nothing lost
+            milvus = milvus_server(tmp_path / "srv", port)  # back: served again, nothing lost
             deadline = time.monotonic() + 60
             while srv.client.post("/v1/search", json=body).status_code != 200:
                 assert time.monotonic() < deadline, "never recovered"
