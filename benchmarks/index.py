@@ -130,7 +130,7 @@ def worker(job: dict[str, Any]) -> int:
     start = time.perf_counter()
     if job["backend"] == "faiss":
         from index.config import IndexConfig, StoreConfig
-        from index.faiss_store import FaissStore
+        from index.store import FaissStore
 
         config = IndexConfig(factory=job["factory"], train_size=100_000, replica="none")
         FaissStore.build(ids, base, out, config, StoreConfig(fsync=True)).close()
