@@ -152,7 +152,7 @@ def test_the_same_conversation_gives_the_same_answers(tmp_path: Path, id_type: s
 
 @needs_milvus
 @pytest.mark.slow
-def test_schemathesis_against_amilvus_server(tmp_path: Path) -> None:
+def test_schemathesis_against_a_milvus_server(tmp_path: Path) -> None:
     pytest.importorskip("schemathesis")
     from tests.index.test_contract import _schemathesis
 
@@ -170,7 +170,7 @@ def test_schemathesis_against_amilvus_server(tmp_path: Path) -> None:
 
 @needs_milvus
 @pytest.mark.slow
-def test_acknowledged_writes_survive_kill_9_of_themilvus_server(tmp_path: Path) -> None:
+def test_acknowledged_writes_survive_kill_9_of_coldstart_serve_on_milvus_lite(tmp_path: Path) -> None:
     from index.milvus_store import MilvusConfig, MilvusStore
 
     rng = np.random.default_rng(0)
