@@ -170,7 +170,9 @@ def test_schemathesis_against_a_milvus_server(tmp_path: Path) -> None:
 
 @needs_milvus
 @pytest.mark.slow
-def test_acknowledged_writes_survive_kill_9_of_coldstart_serve_on_milvus_lite(tmp_path: Path) -> None:
+def test_acknowledged_writes_survive_kill_9_of_coldstart_serve_on_milvus_lite(
+    tmp_path: Path,
+) -> None:
     from index.milvus_store import MilvusConfig, MilvusStore
 
     rng = np.random.default_rng(0)
