@@ -183,15 +183,6 @@ class Contract:
             **limits,
         )
 
-    @classmethod
-    def from_manifest(cls, manifest: dict[str, Any], **limits: int) -> Contract:
-        return cls(
-            dim=int(manifest["dim"]),
-            id_type=manifest.get("id_type", "int"),
-            normalize=bool(manifest.get("normalize", True)),
-            **limits,
-        )
-
 
 def _integral(value: Any) -> Any:
     # JSON Schema counts 3.0 as an integer; pydantic's strict int would not.
