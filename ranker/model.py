@@ -6,9 +6,11 @@ item's bias, users: a constant 1), so `score = user_vector @ item_vector` is the
 item vectors can go straight into an inner-product FAISS index.
 
 Request-level dedup: a `RequestBatch` holds R requests and N = sum(k) impression rows. The user
-tower runs once per request (R rows) and its output is expanded to the N rows with
-`request_index`; the plain path runs the user tower on N rows. Both give the same scores and
-gradients (tests/ranker/test_dedup.py).
+side runs once per request (R rows) and is expanded to the N rows with `request_index`; the plain
+path runs it on N rows. Both give the same scores and gradients (tests/ranker/test_dedup.py).
+With TorchRec tables (`RankerConfig.tables: torchrec`) the pooled user features are looked up
+once per request and expanded after the all-to-all (a variable-batch KJT with inverse indices);
+the sequence history is looked up and encoded once per request and expanded after the encoder.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from torch.nn import functional as F
 
 from data.schema import RequestBatch
 from ranker.semantic_ids import SemanticIDEmbedding
-from ranker.tables import HashedEmbedding, HashedTableConfig
+from ranker.tables import (
+    HashedTableConfig,
+    create_embedding,
+    create_embedding_bag,
+    create_id_table,
+    lookup,
+)
 
 
 @dataclass
@@ -77,6 +85,9 @@ class RankerConfig:
     num_negatives: int = 0  # extra uniform negatives shared by the batch (softmax only)
     logq: bool = True
     temperature: float = 1.0
+    # ID tables as plain torch modules, or as TorchRec collections that
+    # ranker.sharding.TorchRecStrategy shards over processes (same model, same results).
+    tables: str = "torch"  # torch | torchrec
 
 
 class ItemTower(nn.Module):
@@ -98,6 +109,7 @@ class ItemTower(nn.Module):
         id_keys: torch.Tensor | None = None,
         sid_rows: np.ndarray | None = None,
         sid_num_rows: int = 0,
+        tables: str = "torch",
     ) -> None:
         super().__init__()
         self.config, self.dim, self.num_items = config, dim, num_items
@@ -131,7 +143,7 @@ class ItemTower(nn.Module):
                 nn.Linear(config.content_hidden, out),
             )
         self.sid = (
-            SemanticIDEmbedding(sid_rows, sid_num_rows, out)
+            SemanticIDEmbedding(sid_rows, sid_num_rows, out, tables)
             if config.semantic_ids and sid_rows is not None
             else None
         )
@@ -139,14 +151,16 @@ class ItemTower(nn.Module):
             zero_init = (
                 config.init == "content" and config.combine == "residual" and config.use_content
             )
-            self.table = HashedEmbedding(
+            self.table = create_id_table(
                 HashedTableConfig(
                     num_ids=num_items,
                     dim=out,
                     hash_size=config.hash_size,
                     sparse=config.sparse,
                     init_std=0.0 if zero_init else config.init_std,
-                )
+                ),
+                tables,
+                "item_id",
             )
             if config.init == "content" and config.combine == "swap" and config.use_content:
                 self.warm_start()
@@ -219,21 +233,26 @@ class ItemTower(nn.Module):
 
 
 class PooledHistory(nn.Module):
-    """EmbeddingBag over the history: (R, H) item rows (-1 = padding) -> (R, D). Cost is
-    independent of the history length beyond the bag sum."""
+    """EmbeddingBag over the history: (R, H) item rows (-1 = padding) -> (R, D), or (N, D) with
+    `expand` (N,) (row n = request expand[n]). Cost is independent of the history length beyond
+    the bag sum."""
 
     def __init__(
-        self, num_items: int, dim: int, mode: str = "mean", init_std: float = 0.05
+        self,
+        num_items: int,
+        dim: int,
+        mode: str = "mean",
+        init_std: float = 0.05,
+        tables: str = "torch",
     ) -> None:
         super().__init__()
         self.pad = num_items
-        self.bag = nn.EmbeddingBag(num_items + 1, dim, mode=mode, padding_idx=num_items)
-        with torch.no_grad():
-            self.bag.weight.normal_(0, init_std)
-            self.bag.weight[num_items].zero_()
+        self.bag = create_embedding_bag(
+            num_items + 1, dim, mode, num_items, init_std, tables, "user_history"
+        )
 
-    def forward(self, history: torch.Tensor) -> torch.Tensor:
-        return self.bag(torch.where(history < 0, self.pad, history))
+    def forward(self, history: torch.Tensor, expand: torch.Tensor | None = None) -> torch.Tensor:
+        return lookup(self.bag, torch.where(history < 0, self.pad, history), expand)
 
 
 class SequenceHistory(nn.Module):
@@ -247,19 +266,21 @@ class SequenceHistory(nn.Module):
         layers: int = 1,
         heads: int = 2,
         init_std: float = 0.05,
+        tables: str = "torch",
     ) -> None:
         super().__init__()
         self.pad = num_items
-        self.item = nn.Embedding(num_items + 1, dim, padding_idx=num_items)
+        self.item = create_embedding(
+            num_items + 1, dim, num_items, init_std, tables, "user_history_seq"
+        )
         self.position = nn.Embedding(max_len, dim)
         with torch.no_grad():
-            self.item.weight.normal_(0, init_std)
-            self.item.weight[num_items].zero_()
             self.position.weight.normal_(0, init_std)
         layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
-    def forward(self, history: torch.Tensor) -> torch.Tensor:
+    def forward(self, history: torch.Tensor, expand: torch.Tensor | None = None) -> torch.Tensor:
+        """(R, D), or (N, D) with `expand`: encoded once per request, expanded after."""
         pad = history < 0  # (R, H)
         # A user with no history would make attention all-masked (NaN): let them attend to slot 0.
         pad = pad.clone()
@@ -268,27 +289,39 @@ class SequenceHistory(nn.Module):
         x = x + self.position.weight[: history.shape[1]]
         h = self.encoder(x, src_key_padding_mask=pad)  # (R, H, D)
         keep = (~pad).unsqueeze(-1).to(h.dtype)
-        return (h * keep).sum(1) / keep.sum(1).clamp_min(1.0)  # (R, D)
+        out = (h * keep).sum(1) / keep.sum(1).clamp_min(1.0)  # (R, D)
+        return out if expand is None else out[expand]
 
 
 class UserTower(nn.Module):
-    """forward(user_rows (R,), history (R, H)) -> (R, D + 1) user vectors, last column = 1."""
+    """forward(user_rows (R,), history (R, H), expand (N,) | None) -> (R, D + 1) user vectors,
+    last column = 1; with `expand`, (N, D + 1): row n is request expand[n]'s vector, each
+    request's features looked up (and encoded) once."""
 
-    def __init__(self, config: UserTowerConfig, dim: int, num_users: int, num_items: int) -> None:
+    def __init__(
+        self,
+        config: UserTowerConfig,
+        dim: int,
+        num_users: int,
+        num_items: int,
+        tables: str = "torch",
+    ) -> None:
         super().__init__()
         self.config, self.dim = config, dim
         if config.use_user_id:
-            self.table = HashedEmbedding(
+            self.table = create_id_table(
                 HashedTableConfig(
                     num_ids=num_users,
                     dim=dim,
                     hash_size=config.hash_size,
                     sparse=config.sparse,
                     init_std=config.init_std,
-                )
+                ),
+                tables,
+                "user_id",
             )
         if config.history == "pooled":
-            self.history = PooledHistory(num_items, dim, config.pooling, config.init_std)
+            self.history = PooledHistory(num_items, dim, config.pooling, config.init_std, tables)
         elif config.history == "sequence":
             self.history = SequenceHistory(
                 num_items,
@@ -297,6 +330,7 @@ class UserTower(nn.Module):
                 config.seq_layers,
                 config.seq_heads,
                 config.init_std,
+                tables,
             )
         elif config.history == "none":
             self.history = None
@@ -307,12 +341,18 @@ class UserTower(nn.Module):
         if not config.use_user_id and self.history is None:
             raise ValueError("the user tower needs a user ID, a history or both")
 
-    def forward(self, user_rows: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        vec = torch.zeros(len(user_rows), self.dim, device=user_rows.device)
+    def forward(
+        self,
+        user_rows: torch.Tensor,
+        history: torch.Tensor,
+        expand: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        n = len(user_rows) if expand is None else len(expand)
+        vec = torch.zeros(n, self.dim, device=user_rows.device)
         if self.config.use_user_id:
-            vec = vec + self.table(user_rows)
+            vec = vec + lookup(self.table, user_rows, expand)
         if self.history is not None:
-            vec = vec + self.history(history[:, -self.config.history_len :])
+            vec = vec + self.history(history[:, -self.config.history_len :], expand)
         return torch.cat([vec, torch.ones_like(vec[:, :1])], dim=1)
 
 
@@ -341,7 +381,7 @@ class Ranker(nn.Module):
     def user_rows(self, batch: RequestBatch, dedup: bool = True) -> torch.Tensor:
         """(N, D + 1) the user vector of every impression row."""
         if dedup:
-            return self.user_tower(batch.user_ids, batch.history)[batch.request_index]
+            return self.user_tower(batch.user_ids, batch.history, expand=batch.request_index)
         idx = batch.request_index
         return self.user_tower(batch.user_ids[idx], batch.history[idx])
 
@@ -380,13 +420,8 @@ class Ranker(nn.Module):
         cand, inverse = torch.unique(pool, return_inverse=True)  # (M,), (N + S,)
         target = inverse[:n]  # (N,) column of each row's positive
         items = self.item_tower(cand)  # (M, D + 1): each distinct item once
-        if dedup:
-            users = self.user_tower(batch.user_ids, batch.history)  # (R, D + 1)
-            logits = (users @ items.T)[batch.request_index]  # (N, M)
-        else:
-            idx = batch.request_index
-            users = self.user_tower(batch.user_ids[idx], batch.history[idx])  # (N, D + 1)
-            logits = users @ items.T
+        # dedup: user features looked up (and encoded) once per request, expanded to the rows.
+        logits = self.user_rows(batch, dedup) @ items.T  # (N, M)
         logits = logits / cfg.temperature
         if cfg.logq:
             expected = n * self.item_log_q[cand].exp()

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ranker.tables import create_embedding_bag
+
 
 @dataclass
 class SemanticIDConfig:
@@ -111,18 +113,22 @@ class SemanticIDEmbedding(nn.Module):
     """Sum of the prefix-embeddings of each item's code. forward(item_rows (N,)) -> (N, D).
 
     Rows start at zero, so an item begins at its content projection and prefixes learn a shared
-    correction from the items that carry them.
+    correction from the items that carry them. The table is a sum-pooled bag over the item's L
+    prefix rows (tables="torchrec": one EmbeddingBagCollection feature).
     """
 
-    def __init__(self, item_prefix_rows: np.ndarray, num_rows: int, dim: int) -> None:
+    def __init__(
+        self, item_prefix_rows: np.ndarray, num_rows: int, dim: int, tables: str = "torch"
+    ) -> None:
         super().__init__()
         self.register_buffer(
             "item_prefix_rows", torch.as_tensor(item_prefix_rows, dtype=torch.int64)
         )
         # One extra always-zero row (padding_idx) for prefixes never seen when the table was built.
         self.unknown_row = int(num_rows)
-        self.table = nn.Embedding(num_rows + 1, dim, padding_idx=self.unknown_row)
-        nn.init.zeros_(self.table.weight)
+        self.table = create_embedding_bag(
+            num_rows + 1, dim, "sum", self.unknown_row, 0.0, tables, "item_sid"
+        )
 
     def forward(self, item_rows: torch.Tensor) -> torch.Tensor:
-        return self.table(self.item_prefix_rows[item_rows]).sum(dim=-2)
+        return self.table(self.item_prefix_rows[item_rows])

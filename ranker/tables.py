@@ -1,5 +1,10 @@
 """ID embedding tables: hashed tables with sparse gradients, and a row-wise optimizer for them.
 
+`create_*` factories build every table of the ranker either as plain torch modules
+(`tables="torch"`, the default) or as their TorchRec twins (`tables="torchrec"`,
+ranker.torchrec_tables): same inputs, outputs and weight shapes, so the towers do not change and
+DistributedModelParallel (ranker.sharding) can shard the TorchRec ones.
+
 A big ID space (say 500M ids) cannot get one row per id; hashing it into `hash_size` rows bounds
 memory at the price of collisions (measured by `collision_rate`). With `sparse=True` a step only
 touches the rows the batch used, and `RowWiseAdagrad` keeps ONE float of state per row (not two
@@ -84,6 +89,106 @@ class HashedEmbedding(nn.Module):
     @property
     def table_bytes(self) -> int:
         return self.weight.numel() * self.weight.element_size()
+
+
+TABLES = ("torch", "torchrec")
+
+
+def _check_tables(tables: str) -> None:
+    if tables not in TABLES:
+        raise ValueError(f"tables must be one of {TABLES}, got {tables!r}")
+
+
+def create_id_table(
+    config: HashedTableConfig, tables: str = "torch", name: str = "ids"
+) -> nn.Module:
+    """One (hashed) ID table: forward(ids (B,)) -> (B, D). `name` names the TorchRec table."""
+    _check_tables(tables)
+    if tables == "torchrec":
+        from ranker.torchrec_tables import TorchRecHashedEmbedding
+
+        return TorchRecHashedEmbedding(name, config)
+    return HashedEmbedding(config)
+
+
+def create_embedding_bag(
+    num_embeddings: int,
+    dim: int,
+    mode: str,
+    padding_idx: int | None,
+    init_std: float,
+    tables: str = "torch",
+    name: str = "bag",
+) -> nn.Module:
+    """A pooled lookup: forward(ids (B, L)) -> (B, D), `padding_idx` slots skipped.
+
+    The padding row exists in both kinds (zero, never trained), so weights have equal shapes.
+    """
+    _check_tables(tables)
+    if tables == "torchrec":
+        from ranker.torchrec_tables import TorchRecEmbeddingBag
+
+        return TorchRecEmbeddingBag(name, num_embeddings, dim, mode, padding_idx, init_std)
+    bag = nn.EmbeddingBag(num_embeddings, dim, mode=mode, padding_idx=padding_idx)
+    with torch.no_grad():
+        bag.weight.normal_(0.0, init_std) if init_std > 0 else bag.weight.zero_()
+        if padding_idx is not None:
+            bag.weight[padding_idx].zero_()
+    return bag
+
+
+def create_embedding(
+    num_embeddings: int,
+    dim: int,
+    padding_idx: int | None,
+    init_std: float,
+    tables: str = "torch",
+    name: str = "sequence",
+) -> nn.Module:
+    """A per-id (sequence) lookup: forward(ids (B, L)) -> (B, L, D), padding slots zero."""
+    _check_tables(tables)
+    if tables == "torchrec":
+        from ranker.torchrec_tables import TorchRecEmbedding
+
+        return TorchRecEmbedding(name, num_embeddings, dim, padding_idx, init_std)
+    emb = nn.Embedding(num_embeddings, dim, padding_idx=padding_idx)
+    with torch.no_grad():
+        emb.weight.normal_(0.0, init_std) if init_std > 0 else emb.weight.zero_()
+        if padding_idx is not None:
+            emb.weight[padding_idx].zero_()
+    return emb
+
+
+def lookup(table: nn.Module, ids: torch.Tensor, expand: torch.Tensor | None = None) -> torch.Tensor:
+    """table(ids), then row n of the result is bag expand[n] when `expand` (N,) is given.
+
+    TorchRec bags expand inside the lookup (a variable-batch KJT: the ids and pooled vectors of
+    each bag cross the all-to-all once, then TorchRec expands them); torch tables index after.
+    """
+    if expand is None:
+        return table(ids)
+    if getattr(table, "supports_expand", False):
+        return table(ids, expand=expand)
+    return table(ids)[expand]
+
+
+def torch_key_map(module: nn.Module) -> dict[str, str]:
+    """{state-dict key of a TorchRec twin's table: the key the torch table has} over `module`.
+
+    e.g. "item_tower.table.ebc.embedding_bags.item_id.weight" -> "item_tower.table.weight".
+    Weights have equal shapes in both kinds, so renaming converts a checkpoint either way.
+    """
+    out = {}
+    for prefix, m in module.named_modules():
+        key = getattr(m, "torchrec_weight_key", None)
+        if key:
+            out[f"{prefix}.{key}" if prefix else key] = f"{prefix}.weight" if prefix else "weight"
+    return out
+
+
+def rename_state(state: dict, key_map: dict[str, str]) -> dict:
+    """A copy of `state` with keys renamed by `key_map` (others unchanged)."""
+    return {key_map.get(k, k): v for k, v in state.items()}
 
 
 class RowWiseAdagrad(torch.optim.Optimizer):

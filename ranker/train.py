@@ -141,8 +141,9 @@ def create_ranker(
             [sid_rows, np.full((num_table - data.num_items, sid_rows.shape[1]), sid_num)]
         ),
         sid_num_rows=sid_num,
+        tables=config.tables,
     )
-    user_tower = UserTower(config.user, config.dim, data.num_users, num_table)
+    user_tower = UserTower(config.user, config.dim, data.num_users, num_table, config.tables)
     q = counts.astype(np.float64) / max(1, counts.sum())
     log_q = np.log(np.where(q > 0, q, 0.0) + (q == 0) * 1e-30)
     log_q[q == 0] = -np.inf

@@ -68,15 +68,24 @@ def test_dedup_equals_plain_outputs_and_gradients(history: str, loss: str) -> No
         torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_user_side_runs_once_per_request() -> None:
-    model = _model("sequence", "softmax")
+@pytest.mark.parametrize("history", ["pooled", "sequence"])
+def test_user_side_runs_once_per_request(history: str) -> None:
+    """With dedup the user-ID table, the history table and the sequence encoder see R rows."""
+    model = _model(history, "softmax")
     batch = _batch()
     calls = []
-    handle = model.user_tower.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    hist = model.user_tower.history
+    modules = [model.user_tower.table]
+    modules += [hist.item, hist.encoder] if history == "sequence" else [hist.bag]
+    handles = [
+        m.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0])) for m in modules
+    ]
     model.loss(batch, dedup=True)
     model.loss(batch, dedup=False)
-    handle.remove()
-    assert calls == [len(batch.user_ids), len(batch.item_ids)]
+    for h in handles:
+        h.remove()
+    r, n = len(batch.user_ids), len(batch.item_ids)
+    assert calls == [r] * len(modules) + [n] * len(modules)
 
 
 def test_softmax_masks_other_positives_of_the_request() -> None:

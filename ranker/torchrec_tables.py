@@ -1,0 +1,211 @@
+"""TorchRec twins of the ranker's ID tables (`RankerConfig.tables: torchrec`).
+
+Each twin is a drop-in for the torch module it replaces: same input, same output, same weight
+shape, so the towers do not change and a torch and a torchrec model with equal weights give
+equal scores and gradients (tests/ranker/test_torchrec_tables.py). Inside, a twin holds ONE
+TorchRec table and turns its dense ids into a `KeyedJaggedTensor`:
+
+- `TorchRecEmbeddingBag` (EmbeddingBagCollection, pooled): item IDs, user IDs, hashed tables,
+  semantic-ID prefixes (sum) and the pooled user history (mean or sum).
+- `TorchRecEmbedding` (EmbeddingCollection, one vector per id): the sequence user history.
+
+`DistributedModelParallel` (ranker.sharding) swaps the collections for sharded ones in place; the
+towers never know. Pooled lookups accept `expand` (the request index of each impression row):
+the bag is then looked up once per request and TorchRec expands it to the rows after the
+all-to-all (a variable-batch KJT with `inverse_indices`).
+
+Why one table per collection: TorchRec merges variable-batch outputs of several table groups
+(e.g. a mean table and a sum table) with a pre-allocated output that its CPU kernels reject, and
+a collection per feature lets the planner place and the benchmarks count each feature alone.
+torchrec is imported here only, and this module only when `tables: torchrec` is chosen.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchrec import (
+    EmbeddingBagCollection,
+    EmbeddingBagConfig,
+    EmbeddingCollection,
+    EmbeddingConfig,
+    KeyedJaggedTensor,
+)
+from torchrec.modules.embedding_configs import PoolingType
+
+from ranker.tables import HashedTableConfig, hash_ids
+
+_POOLING = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
+
+
+def ids_to_kjt(
+    key: str,
+    ids: torch.Tensor,
+    padding_idx: int | None = None,
+    expand: torch.Tensor | None = None,
+) -> KeyedJaggedTensor:
+    """One feature as a KeyedJaggedTensor. ids: (B,) one id per bag, or (B, L) bags where
+    `padding_idx` (and any negative id) marks empty slots, which are dropped.
+
+    expand: (N,) int64 index into the B bags: a variable-batch KJT (stride B) whose pooled
+    output comes back as N rows, row n = bag expand[n].
+    """
+    if ids.dim() == 1:
+        ids = ids.unsqueeze(1)
+    keep = ids >= 0
+    if padding_idx is not None:
+        keep &= ids != padding_idx
+    values = ids[keep]  # row-major: bag 0's ids, then bag 1's, ...
+    lengths = keep.sum(dim=1)
+    if expand is None:
+        return KeyedJaggedTensor(keys=[key], values=values, lengths=lengths)
+    return KeyedJaggedTensor(
+        keys=[key],
+        values=values,
+        lengths=lengths,
+        stride_per_key_per_rank=[[ids.shape[0]]],
+        inverse_indices=([key], expand.to(torch.int64).unsqueeze(0)),
+    )
+
+
+def _init_fn(std: float):
+    def init(weight: torch.Tensor) -> torch.Tensor:
+        # Used by sharded tables created on the meta device: each rank initialises its shard.
+        with torch.no_grad():
+            return weight.normal_(0.0, std) if std > 0 else weight.zero_()
+
+    return init
+
+
+class TorchRecEmbeddingBag(nn.Module):
+    """nn.EmbeddingBag twin over one EmbeddingBagCollection table.
+
+    forward(ids (B,) or (B, L), expand (N,) | None) -> (B, D), or (N, D) with expand.
+    Slots equal to padding_idx (or negative) are skipped; an empty bag pools to zeros, like a
+    torch bag of padding only.
+    """
+
+    supports_expand = True
+
+    def __init__(
+        self,
+        name: str,
+        num_embeddings: int,
+        dim: int,
+        mode: str = "sum",
+        padding_idx: int | None = None,
+        init_std: float = 0.05,
+        sparse: bool = False,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if mode not in _POOLING:
+            raise ValueError(f"mode must be sum or mean, got {mode!r}")
+        self.name, self.padding_idx = name, padding_idx
+        self.torchrec_weight_key = (
+            f"ebc.embedding_bags.{name}.weight"  # ranker.tables.torch_key_map
+        )
+        self.ebc = EmbeddingBagCollection(
+            tables=[
+                EmbeddingBagConfig(
+                    name=name,
+                    embedding_dim=dim,
+                    num_embeddings=int(num_embeddings),
+                    feature_names=[name],
+                    pooling=_POOLING[mode],
+                    init_fn=_init_fn(init_std),
+                )
+            ],
+            device=torch.device(device) if device is not None else None,
+        )
+        # Sparse row gradients when unsharded (one process); sharded tables use fused kernels.
+        self.ebc.embedding_bags[name].sparse = sparse
+        if self.weight.device.type != "meta" and padding_idx is not None:
+            with torch.no_grad():
+                self.weight[padding_idx].zero_()
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """(rows, D) the table (unsharded); a local view when sharded."""
+        return self.ebc.embedding_bags[self.name].weight
+
+    def forward(self, ids: torch.Tensor, expand: torch.Tensor | None = None) -> torch.Tensor:
+        kjt = ids_to_kjt(self.name, ids, self.padding_idx, expand)
+        return self.ebc(kjt)[self.name]
+
+
+class TorchRecHashedEmbedding(TorchRecEmbeddingBag):
+    """ranker.tables.HashedEmbedding twin: forward(ids (B,), expand=None) -> (B, D) or (N, D)."""
+
+    def __init__(
+        self, name: str, config: HashedTableConfig, device: torch.device | str | None = None
+    ) -> None:
+        rows = config.hash_size if config.hash_size else config.num_ids
+        if rows <= 0:
+            raise ValueError("HashedTableConfig needs num_ids > 0 or hash_size > 0")
+        super().__init__(
+            name, rows, config.dim, "sum", None, config.init_std, config.sparse, device
+        )
+        self.config, self.rows = config, int(rows)
+
+    def row_of(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.config.hash_size:
+            return hash_ids(ids, self.config.hash_size, self.config.salt)
+        return ids
+
+    def forward(self, ids: torch.Tensor, expand: torch.Tensor | None = None) -> torch.Tensor:
+        if ids.dim() != 1:
+            raise ValueError(f"ids must be 1-D, got shape {tuple(ids.shape)}")
+        return super().forward(self.row_of(ids), expand)
+
+    @property
+    def table_bytes(self) -> int:
+        return self.rows * self.config.dim * 4
+
+
+class TorchRecEmbedding(nn.Module):
+    """nn.Embedding twin over one EmbeddingCollection table (sequence features).
+
+    forward(ids (B, L)) -> (B, L, D); padding slots (padding_idx or negative) are zeros, as with
+    torch's padding row. Only the non-padding ids are looked up (and cross the all-to-all).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        num_embeddings: int,
+        dim: int,
+        padding_idx: int | None = None,
+        init_std: float = 0.05,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.name, self.padding_idx, self.dim = name, padding_idx, dim
+        self.torchrec_weight_key = f"ec.embeddings.{name}.weight"
+        self.ec = EmbeddingCollection(
+            tables=[
+                EmbeddingConfig(
+                    name=name,
+                    embedding_dim=dim,
+                    num_embeddings=int(num_embeddings),
+                    feature_names=[name],
+                    init_fn=_init_fn(init_std),
+                )
+            ],
+            device=torch.device(device) if device is not None else None,
+        )
+        if self.weight.device.type != "meta" and padding_idx is not None:
+            with torch.no_grad():
+                self.weight[padding_idx].zero_()
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.ec.embeddings[self.name].weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        keep = ids >= 0
+        if self.padding_idx is not None:
+            keep &= ids != self.padding_idx
+        values = self.ec(ids_to_kjt(self.name, ids, self.padding_idx))[self.name].values()
+        out = values.new_zeros(*ids.shape, self.dim)  # (B, L, D)
+        return out.masked_scatter(keep.unsqueeze(-1), values)
