@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from ranker.model import (
     RankerConfig,
     UserTower,
 )
+from ranker.tables import to_torch_state
 from ranker.train import RequestBatches, create_optimizer, create_ranker
 
 
@@ -255,6 +257,14 @@ def ranker_from_state_dict(
 ) -> Ranker:
     """Rebuild an (untrained) Ranker with the shapes of a saved state dict, ready for loading."""
     s = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    # TorchRec tables (tables: torchrec) keep their rows under "<table>.ebc.embedding_bags.<name>.
+    # weight" (or ".ec.embeddings."): the row counts below read the same under torch names.
+    s.update(
+        {
+            re.sub(r"\.(ebc\.embedding_bags|ec\.embeddings)\.[^.]+\.weight$", ".weight", k): v
+            for k, v in s.items()
+        }
+    )
     num_items = s["item_tower.content"].shape[0]
     sid_rows = s.get("item_tower.sid.item_prefix_rows")
     item = ItemTower(
@@ -266,11 +276,14 @@ def ranker_from_state_dict(
         id_keys=s["item_tower.id_keys"],
         sid_rows=None if sid_rows is None else sid_rows.numpy(),
         sid_num_rows=0 if sid_rows is None else s["item_tower.sid.table.weight"].shape[0] - 1,
+        tables=config.tables,
     )
     num_users = s["user_tower.table.weight"].shape[0] if "user_tower.table.weight" in s else 1
     if config.user.hash_size:
         num_users = 1  # hashed: the table size comes from hash_size, not from the user count
-    user = UserTower(config.user, config.dim, num_users, _history_items(s, num_items))
+    user = UserTower(
+        config.user, config.dim, num_users, _history_items(s, num_items), config.tables
+    )
     return Ranker(config, item, user, s["item_log_q"])
 
 
@@ -320,11 +333,13 @@ class RankerExportWriter(BasePredictionWriter):
         out = Path(self.output_dir)
         export_vectors(out, data, items, users, pl_module.resolved)
         hist = data.histories(pl_module.config.user.history_len)
+        tower = pl_module.ranker.user_tower
         torch.save(
             {
                 "config": dataclasses.asdict(pl_module.config.user),
                 "dim": pl_module.config.dim,
-                "state_dict": pl_module.ranker.user_tower.state_dict(),
+                # torch table names whatever `tables` trained it: UserTower(config) loads it.
+                "state_dict": to_torch_state(tower, tower.state_dict()),
                 "user_ids": data.user_ids,
                 "histories": hist,
                 "item_ids": data.item_ids,

@@ -172,23 +172,52 @@ def lookup(table: nn.Module, ids: torch.Tensor, expand: torch.Tensor | None = No
     return table(ids)[expand]
 
 
-def torch_key_map(module: nn.Module) -> dict[str, str]:
-    """{state-dict key of a TorchRec twin's table: the key the torch table has} over `module`.
-
-    e.g. "item_tower.table.ebc.embedding_bags.item_id.weight" -> "item_tower.table.weight".
-    Weights have equal shapes in both kinds, so renaming converts a checkpoint either way.
-    """
+def _twins(module: nn.Module) -> dict[str, tuple[str, int]]:
+    """{TorchRec twin's table key: (the torch table's key, the torch width)} over `module`."""
     out = {}
     for prefix, m in module.named_modules():
         key = getattr(m, "torchrec_weight_key", None)
         if key:
-            out[f"{prefix}.{key}" if prefix else key] = f"{prefix}.weight" if prefix else "weight"
+            dot = f"{prefix}." if prefix else ""
+            out[dot + key] = (dot + "weight", m.dim)
     return out
 
 
-def rename_state(state: dict, key_map: dict[str, str]) -> dict:
-    """A copy of `state` with keys renamed by `key_map` (others unchanged)."""
-    return {key_map.get(k, k): v for k, v in state.items()}
+def torch_key_map(module: nn.Module) -> dict[str, str]:
+    """{state-dict key of a TorchRec twin's table: the key the torch table has} over `module`,
+    e.g. "item_tower.table.ebc.embedding_bags.item_id.weight" -> "item_tower.table.weight"."""
+    return {k: v for k, (v, _) in _twins(module).items()}
+
+
+def to_torch_state(module: nn.Module, state: dict) -> dict:
+    """`module`'s state dict (TorchRec tables) as the torch-tables model's state dict: keys
+    renamed, FBGEMM's padding columns dropped. Other entries pass through."""
+    twins = _twins(module)
+    out = {}
+    for k, v in state.items():
+        if k in twins:
+            key, dim = twins[k]
+            out[key] = v[:, :dim]
+        else:
+            out[k] = v
+    return out
+
+
+def from_torch_state(module: nn.Module, state: dict) -> dict:
+    """A torch-tables state dict made loadable by `module` (TorchRec tables): keys renamed,
+    tables zero-padded to FBGEMM's width."""
+    twins = {key: (k, dim) for k, (key, dim) in _twins(module).items()}
+    own = module.state_dict()
+    out = {}
+    for k, v in state.items():
+        if k in twins:
+            key, dim = twins[k]
+            padded = v.new_zeros(own[key].shape)
+            padded[:, :dim] = v
+            out[key] = padded
+        else:
+            out[k] = v
+    return out
 
 
 class RowWiseAdagrad(torch.optim.Optimizer):

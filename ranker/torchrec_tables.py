@@ -14,6 +14,10 @@ towers never know. Pooled lookups accept `expand` (the request index of each imp
 the bag is then looked up once per request and TorchRec expands it to the rows after the
 all-to-all (a variable-batch KJT with `inverse_indices`).
 
+FBGEMM's kernels need table widths divisible by 4, and item rows are D + 1 wide (the bias), so a
+twin pads its table to the next multiple of 4 and returns the first D columns: the extra columns
+stay zero and get no gradient (`to_torch_state` / `from_torch_state` in ranker.tables convert).
+
 Why one table per collection: TorchRec merges variable-batch outputs of several table groups
 (e.g. a mean table and a sum table) with a pre-allocated output that its CPU kernels reject, and
 a collection per feature lets the planner place and the benchmarks count each feature alone.
@@ -68,11 +72,19 @@ def ids_to_kjt(
     )
 
 
-def _init_fn(std: float):
+def padded_dim(dim: int) -> int:
+    """The table width FBGEMM accepts: dim rounded up to a multiple of 4."""
+    return -(-dim // 4) * 4
+
+
+def _init_fn(std: float, dim: int):
     def init(weight: torch.Tensor) -> torch.Tensor:
         # Used by sharded tables created on the meta device: each rank initialises its shard.
         with torch.no_grad():
-            return weight.normal_(0.0, std) if std > 0 else weight.zero_()
+            weight.normal_(0.0, std) if std > 0 else weight.zero_()
+            if weight.dim() == 2:  # (sharded tables may pass flat slices)
+                weight[:, dim:].zero_()  # the padding columns: never read, kept tidy
+            return weight
 
     return init
 
@@ -101,19 +113,17 @@ class TorchRecEmbeddingBag(nn.Module):
         super().__init__()
         if mode not in _POOLING:
             raise ValueError(f"mode must be sum or mean, got {mode!r}")
-        self.name, self.padding_idx = name, padding_idx
-        self.torchrec_weight_key = (
-            f"ebc.embedding_bags.{name}.weight"  # ranker.tables.torch_key_map
-        )
+        self.name, self.padding_idx, self.dim = name, padding_idx, dim
+        self.torchrec_weight_key = f"ebc.embedding_bags.{name}.weight"  # ranker.tables._twins
         self.ebc = EmbeddingBagCollection(
             tables=[
                 EmbeddingBagConfig(
                     name=name,
-                    embedding_dim=dim,
+                    embedding_dim=padded_dim(dim),
                     num_embeddings=int(num_embeddings),
                     feature_names=[name],
                     pooling=_POOLING[mode],
-                    init_fn=_init_fn(init_std),
+                    init_fn=_init_fn(init_std, dim),
                 )
             ],
             device=torch.device(device) if device is not None else None,
@@ -126,12 +136,16 @@ class TorchRecEmbeddingBag(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """(rows, D) the table (unsharded); a local view when sharded."""
-        return self.ebc.embedding_bags[self.name].weight
+        """(rows, D) the table without its padding columns (a view: writes go to the table)."""
+        return self.ebc.embedding_bags[self.name].weight[:, : self.dim]
 
     def forward(self, ids: torch.Tensor, expand: torch.Tensor | None = None) -> torch.Tensor:
+        if expand is None:
+            # Always a variable-batch KJT: a sharded collection sets up its output all-to-all
+            # for one kind of batch at its first call, and user lookups come both ways.
+            expand = torch.arange(ids.shape[0], device=ids.device)
         kjt = ids_to_kjt(self.name, ids, self.padding_idx, expand)
-        return self.ebc(kjt)[self.name]
+        return self.ebc(kjt)[self.name][:, : self.dim]
 
 
 class TorchRecHashedEmbedding(TorchRecEmbeddingBag):
@@ -186,10 +200,10 @@ class TorchRecEmbedding(nn.Module):
             tables=[
                 EmbeddingConfig(
                     name=name,
-                    embedding_dim=dim,
+                    embedding_dim=padded_dim(dim),
                     num_embeddings=int(num_embeddings),
                     feature_names=[name],
-                    init_fn=_init_fn(init_std),
+                    init_fn=_init_fn(init_std, dim),
                 )
             ],
             device=torch.device(device) if device is not None else None,
@@ -200,12 +214,14 @@ class TorchRecEmbedding(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.ec.embeddings[self.name].weight
+        """(rows, D) the table without its padding columns (a view)."""
+        return self.ec.embeddings[self.name].weight[:, : self.dim]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         keep = ids >= 0
         if self.padding_idx is not None:
             keep &= ids != self.padding_idx
-        values = self.ec(ids_to_kjt(self.name, ids, self.padding_idx))[self.name].values()
+        kjt = ids_to_kjt(self.name, ids, self.padding_idx)
+        values = self.ec(kjt)[self.name].values()[:, : self.dim]  # (K, D), K kept ids
         out = values.new_zeros(*ids.shape, self.dim)  # (B, L, D)
         return out.masked_scatter(keep.unsqueeze(-1), values)

@@ -239,17 +239,23 @@ class RequestBatches:
 
 
 def create_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW, or RowWiseAdagrad (one state float per row; required for sparse tables)."""
+    """AdamW, or RowWiseAdagrad (one state float per row; required for sparse tables).
+
+    Tables sharded by TorchRec (ranker.sharding) are left out: their fused optimizer updates
+    them inside backward (TorchRec marks such parameters with `_in_backward_optimizers`).
+    """
+    params = [p for p in model.parameters() if not hasattr(p, "_in_backward_optimizers")]
+    fused = len(params) < len(list(model.parameters()))
     cfg = getattr(model, "config", None)
-    sparse = cfg is not None and (cfg.item.sparse or cfg.user.sparse)
+    sparse = cfg is not None and (cfg.item.sparse or cfg.user.sparse) and not fused
     if sparse and train.optimizer != "rowwise_adagrad":
         raise ValueError(
             "sparse ID tables need optimizer='rowwise_adagrad' (Adam has no sparse rows)"
         )
     if train.optimizer == "adam":
-        return torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
     if train.optimizer == "rowwise_adagrad":
-        return RowWiseAdagrad(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        return RowWiseAdagrad(params, lr=train.lr, weight_decay=train.weight_decay)
     raise ValueError(
         f"TrainConfig.optimizer must be adam or rowwise_adagrad, got {train.optimizer!r}"
     )

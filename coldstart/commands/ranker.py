@@ -18,6 +18,7 @@ Train and evaluate the cold-start ranker (LightningCLI). Examples:
   coldstart ranker test --config configs/ranker/movielens.yaml --ckpt_path last
   coldstart ranker predict --config configs/ranker/movielens.yaml --ckpt_path last
   coldstart ranker fit --config configs/ranker/synthetic.yaml --trainer.devices=2 --trainer.strategy=ddp
+  coldstart ranker fit --config configs/ranker/movielens_sharded.yaml --trainer.devices 2   # TorchRec-sharded tables
 
 The model section is a registered method and flat params, the same vocabulary as the
 experiment's `ranker.params` (ranker.methods holds the defaults of both paths):
@@ -31,6 +32,9 @@ def main(argv: list[str]) -> int:
         print(USAGE)
         return 0
     from ranker.lit import LitRanker, RankerCLI, RankerDataModule
+    from ranker.sharding import register_strategy
+
+    register_strategy()  # --trainer.strategy torchrec
 
     # args=argv, not a rewritten sys.argv: DDP's launcher re-runs the real command line (whose
     # leading "ranker" LightningCLI would otherwise warn about).

@@ -17,7 +17,7 @@ import torch
 
 from ranker.data import make_batch
 from ranker.model import ItemTowerConfig, RankerConfig, UserTowerConfig
-from ranker.tables import rename_state, torch_key_map
+from ranker.tables import from_torch_state, to_torch_state, torch_key_map
 from ranker.train import BuildConfig, create_ranker
 
 
@@ -63,8 +63,7 @@ def _pair(data, config: RankerConfig, build: BuildConfig):
     rec, _ = create_ranker(data, dataclasses.replace(config, tables="torchrec"), build)
     key_map = torch_key_map(rec)
     assert len(key_map) == 4  # item IDs, semantic IDs, user IDs, history: every table a twin
-    state = rename_state(plain.state_dict(), {v: k for k, v in key_map.items()})
-    rec.load_state_dict({k: v.clone() for k, v in state.items()})
+    rec.load_state_dict(from_torch_state(rec, plain.state_dict()))
     return plain, rec, key_map
 
 
@@ -114,7 +113,7 @@ def test_torchrec_tables_equal_torch_tables(
         s2, l2, g2 = _run(rec, batch, dedup, seed=3)
         torch.testing.assert_close(s1, s2, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(l1, l2, rtol=1e-5, atol=1e-6)
-        g2 = rename_state(g2, key_map)
+        g2 = to_torch_state(rec, g2)
         assert g1.keys() == g2.keys()
         assert {"item_tower.table.weight", "user_tower.table.weight"} <= g1.keys()
         for name in g1:
