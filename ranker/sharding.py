@@ -56,6 +56,10 @@ class ShardingConfig:
     table_optimizer: str = "rowwise_adagrad"  # rowwise_adagrad | adagrad | sgd
     table_lr: float = 0.05
     table_eps: float = 1e-8
+    # Request dedup through TorchRec's variable-batch KJTs (inverse indices): None = on GPUs
+    # only; on CPU FBGEMM's variable-batch kernel costs ~0.1-0.2 s a call, so the user features
+    # are looked up once per request and expanded by an index after the lookup instead.
+    variable_batch: bool | None = None
 
     def __post_init__(self) -> None:
         for kind in [*(self.sharding_types or []), *self.constraints.values()]:
@@ -217,13 +221,20 @@ def shard_model(
 
     group = group or dist.group.WORLD
     world = dist.get_world_size(group)
+    for m in module.modules():
+        if hasattr(m, "variable_batch"):  # the TorchRec bag twins
+            m.variable_batch = config.variable_batch
     sharders = sharders or create_sharders(config)
     if plan is None:
         plan = plan_sharding(
             module, config, world, local_world_size or world, device, group, sharders
         )
     # References, not copies: the unsharded tables stay alive until their rows are copied.
-    whole = module.state_dict()
+    # Tables built on the meta device (too big for one process) have no rows yet: DMP
+    # initialises each shard with the table's init_fn instead.
+    state = module.state_dict()
+    whole = {k: v for k, v in state.items() if not v.is_meta}
+    on_meta = [k for k, v in state.items() if v.is_meta]
     model = DistributedModelParallel(
         module,
         env=ShardingEnv.from_process_group(group),
@@ -233,10 +244,12 @@ def shard_model(
         # Validation steps run the dense part under no_grad between training steps.
         data_parallel_wrapper=DefaultDataParallelWrapper(static_graph=False),
     )
-    missing = model.load_state_dict(whole, strict=False)
-    if missing.missing_keys:
-        raise RuntimeError(f"sharded model lost weights: {missing.missing_keys[:5]}")
-    del whole
+    result = model.load_state_dict(whole, strict=False)
+    # (DMP reports keys relative to each sharded module.)
+    lost = [k for k in result.missing_keys if not any(m.endswith(k) for m in on_meta)]
+    if lost:
+        raise RuntimeError(f"sharded model lost weights: {lost[:5]}")
+    del whole, state
     return model, plan
 
 
@@ -340,12 +353,14 @@ class CollectiveBytes:
 
     def __init__(self, labels: dict[Any, str] | None = None) -> None:
         self.labels = dict(labels or {})
-        self.bytes: dict[str, int] = {}
+        self.bytes: dict[str, int] = {}  # group label -> bytes
+        self.kinds: dict[str, int] = {}  # "float" (embeddings, gradients) | "int" (ids, lengths)
         self.calls: dict[str, int] = {}
         self._saved: list[tuple[Any, str, Any]] = []
 
     def reset(self) -> None:
         self.bytes.clear()
+        self.kinds.clear()
         self.calls.clear()
 
     def _label(self, group: Any) -> str:
@@ -390,7 +405,13 @@ class CollectiveBytes:
             bound = signature.bind_partial(*args, **kwargs).arguments
             group = bound.get("group")
             label = self._label(None if isinstance(group, str) else group)
-            self.bytes[label] = self.bytes.get(label, 0) + self._sent(name, bound)
+            sent = self._sent(name, bound)
+            self.bytes[label] = self.bytes.get(label, 0) + sent
+            tensors = [v for v in bound.values() if torch.is_tensor(v)]
+            tensors += [t for v in bound.values() if isinstance(v, list) for t in v]
+            floating = any(torch.is_tensor(t) and t.is_floating_point() for t in tensors)
+            kind = "float" if floating else "int"
+            self.kinds[kind] = self.kinds.get(kind, 0) + sent
             self.calls[name] = self.calls.get(name, 0) + 1
             return fn(*args, **kwargs)
 
@@ -445,6 +466,7 @@ class TorchRecStrategy(DDPStrategy):
         table_optimizer: str = "rowwise_adagrad",
         table_lr: float = 0.05,
         table_eps: float = 1e-8,
+        variable_batch: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -454,6 +476,7 @@ class TorchRecStrategy(DDPStrategy):
             table_optimizer=table_optimizer,
             table_lr=table_lr,
             table_eps=table_eps,
+            variable_batch=variable_batch,
         )
         self.plan: Any = None
 

@@ -11,8 +11,10 @@ TorchRec table and turns its dense ids into a `KeyedJaggedTensor`:
 
 `DistributedModelParallel` (ranker.sharding) swaps the collections for sharded ones in place; the
 towers never know. Pooled lookups accept `expand` (the request index of each impression row):
-the bag is then looked up once per request and TorchRec expands it to the rows after the
-all-to-all (a variable-batch KJT with `inverse_indices`).
+the bag is then looked up once per request and expanded to the rows after the all-to-all,
+by TorchRec itself (a variable-batch KJT with `inverse_indices`, the default on GPUs) or by an
+index after the lookup (the default on CPU, where FBGEMM's variable-batch kernel is slow). The
+same rows cross the all-to-all either way.
 
 FBGEMM's kernels need table widths divisible by 4, and item rows are D + 1 wide (the bias), so a
 twin pads its table to the next multiple of 4 and returns the first D columns: the extra columns
@@ -114,6 +116,8 @@ class TorchRecEmbeddingBag(nn.Module):
         if mode not in _POOLING:
             raise ValueError(f"mode must be sum or mean, got {mode!r}")
         self.name, self.padding_idx, self.dim = name, padding_idx, dim
+        # expand via inverse indices (None: on GPUs only); ShardingConfig.variable_batch sets it
+        self.variable_batch: bool | None = None
         self.torchrec_weight_key = f"ebc.embedding_bags.{name}.weight"  # ranker.tables._twins
         self.ebc = EmbeddingBagCollection(
             tables=[
@@ -139,10 +143,22 @@ class TorchRecEmbeddingBag(nn.Module):
         """(rows, D) the table without its padding columns (a view: writes go to the table)."""
         return self.ebc.embedding_bags[self.name].weight[:, : self.dim]
 
+    def uses_variable_batch(self, device: torch.device) -> bool:
+        """Variable-batch KJTs on GPUs; on CPU only when asked (`variable_batch=True`):
+        FBGEMM's CPU kernel for them costs ~0.1-0.2 s a call (benchmarks/comms.py)."""
+        if self.variable_batch is None:
+            return device.type == "cuda"
+        return self.variable_batch
+
     def forward(self, ids: torch.Tensor, expand: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.uses_variable_batch(ids.device):
+            # Dedup before the lookup, expand after: the same rows cross the all-to-all.
+            out = self.ebc(ids_to_kjt(self.name, ids, self.padding_idx))[self.name]
+            out = out[:, : self.dim]
+            return out if expand is None else out[expand]
         if expand is None:
-            # Always a variable-batch KJT: a sharded collection sets up its output all-to-all
-            # for one kind of batch at its first call, and user lookups come both ways.
+            # Then every call is variable-batch: a sharded collection sets up its output
+            # all-to-all for one kind of batch at its first call.
             expand = torch.arange(ids.shape[0], device=ids.device)
         kjt = ids_to_kjt(self.name, ids, self.padding_idx, expand)
         return self.ebc(kjt)[self.name][:, : self.dim]

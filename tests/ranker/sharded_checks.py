@@ -96,9 +96,9 @@ def dedup_equals_plain_and_unsharded(rank: int, world: int) -> None:
     torch.set_num_threads(1)
     data = _data()
     user_group = dist.new_group(backend="gloo")
-    for history, constraints in (
-        ("pooled", {"user_id": "row_wise", "item_id": "column_wise"}),
-        ("sequence", {"user_history_seq": "row_wise", "item_sid": "column_wise"}),
+    for history, constraints, variable_batch in (
+        ("pooled", {"user_id": "row_wise", "item_id": "column_wise"}, True),
+        ("sequence", {"user_history_seq": "row_wise", "item_sid": "column_wise"}, False),
     ):
         config = _config(history)
         build = BuildConfig(rare_threshold=2, rare_mode="shared")
@@ -109,7 +109,12 @@ def dedup_equals_plain_and_unsharded(rank: int, world: int) -> None:
         start = {k: v.detach().clone() for k, v in step.state_dict().items()}
         _same_on_all_ranks(start)
         # SGD with lr 1 in the fused table optimizer: a row's change is minus its gradient.
-        sharding = ShardingConfig(constraints=constraints, table_optimizer="sgd", table_lr=1.0)
+        sharding = ShardingConfig(
+            constraints=constraints,
+            table_optimizer="sgd",
+            table_lr=1.0,
+            variable_batch=variable_batch,  # TorchRec's inverse indices, or index after
+        )
         sharders = create_sharders(sharding, groups={"ranker.user_tower": user_group})
         dmp, plan = shard_model(step, sharding, torch.device("cpu"), sharders=sharders)
         kinds = {t: spec.sharding_type for m in plan.plan.values() for t, spec in m.items()}
@@ -193,3 +198,30 @@ def all_checks(rank: int, world: int) -> None:
     """Both checks in one pair of processes (starting the processes costs more than the work)."""
     dedup_equals_plain_and_unsharded(rank, world)
     fused_state_survives_a_checkpoint(rank, world)
+
+
+try:  # the Lightning callback below is used by test_cli's sharded run (class path in --trainer)
+    import lightning as L
+
+    class DumpVectors(L.Callback):
+        """At the end of `fit`, every rank computes item and user vectors with the (sharded)
+        model in memory; rank 0 saves them to <default_root_dir>/trained_vectors.npz."""
+
+        def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            data = trainer.datamodule.data
+            ranker = pl_module.ranker
+            ranker.eval()
+            items = ranker.item_vectors()[: data.num_items]
+            hist = torch.as_tensor(data.histories(pl_module.config.user.history_len))
+            users = ranker.user_vectors(torch.arange(data.num_users), hist)
+            if trainer.global_rank == 0:
+                np.savez(
+                    f"{trainer.default_root_dir}/trained_vectors.npz",
+                    item_ids=data.item_ids,
+                    items=items.numpy(),
+                    user_ids=data.user_ids,
+                    users=users.numpy(),
+                )
+
+except ImportError:  # pragma: no cover
+    pass

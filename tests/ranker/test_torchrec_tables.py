@@ -93,19 +93,22 @@ def _run(model, batch, dedup: bool, seed: int):
 
 
 @pytest.mark.parametrize(
-    ("history", "loss", "hashed", "rare_mode"),
+    ("history", "loss", "hashed", "rare_mode", "variable_batch"),
     [
-        ("pooled", "softmax", False, "content"),
-        ("pooled", "bce", True, "shared"),
-        ("sequence", "softmax", True, "shared"),
+        ("pooled", "softmax", False, "content", True),
+        ("pooled", "bce", True, "shared", False),
+        ("sequence", "softmax", True, "shared", True),
     ],
 )
 def test_torchrec_tables_equal_torch_tables(
-    syn_data, history: str, loss: str, hashed: bool, rare_mode: str
+    syn_data, history: str, loss: str, hashed: bool, rare_mode: str, variable_batch: bool
 ) -> None:
     config = _config(history, loss, hashed)
     build = BuildConfig(rare_threshold=3, rare_mode=rare_mode)
     plain, rec, key_map = _pair(syn_data, config, build)
+    for m in rec.modules():
+        if hasattr(m, "variable_batch"):
+            m.variable_batch = variable_batch
     batch = _batch(syn_data, labels=loss == "bce")
     plain.train(), rec.train()
     for dedup in (True, False):
@@ -145,19 +148,24 @@ def test_content_warm_start_writes_the_same_rows(syn_data) -> None:
     torch.testing.assert_close(plain.item_tower.table.weight[rows], want)
 
 
-def test_variable_batch_lookup_expands_after_the_lookup() -> None:
-    """A bag looked up for R requests with inverse indices returns the N expanded rows."""
+@pytest.mark.parametrize("variable_batch", [True, False])
+def test_bag_lookup_once_per_request_expanded_to_rows(variable_batch: bool) -> None:
+    """A bag looked up for R requests returns the N expanded rows: via a variable-batch KJT
+    (TorchRec expands with inverse indices) or via an index after the lookup."""
     from ranker.torchrec_tables import TorchRecEmbeddingBag
 
     torch.manual_seed(0)
     bag = TorchRecEmbeddingBag("h", 20, 4, "mean", padding_idx=19)
+    bag.variable_batch = variable_batch
     ids = torch.tensor([[1, 2, 19], [19, 19, 19], [5, 6, 7]])  # request 1 has no history
     expand = torch.tensor([0, 0, 1, 2, 2, 2])
     calls = []
-    hook = bag.ebc.register_forward_hook(lambda m, i, o: calls.append(i[0].stride_per_key()))
+    hook = bag.ebc.register_forward_hook(
+        lambda m, i, o: calls.append((i[0].variable_stride_per_key(), i[0].stride_per_key()))
+    )
     out = bag(ids, expand=expand)
     hook.remove()
     w = bag.weight
     want = torch.stack([w[[1, 2]].mean(0), torch.zeros(4), w[[5, 6, 7]].mean(0)])[expand]
     torch.testing.assert_close(out, want)
-    assert calls == [[3]]  # looked up for the 3 requests, not the 6 rows
+    assert calls == [(variable_batch, [3])]  # looked up for the 3 requests, not the 6 rows
