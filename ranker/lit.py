@@ -33,7 +33,7 @@ from ranker.model import (
     RankerConfig,
     UserTower,
 )
-from ranker.tables import to_torch_state
+from ranker.tables import match_state, to_torch_state
 from ranker.train import RequestBatches, create_optimizer, create_ranker
 
 
@@ -205,6 +205,8 @@ class LitRanker(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.ranker is None:
             self.ranker = ranker_from_state_dict(self.config, checkpoint["state_dict"])
+        # Tables trained as TorchRec collections load into torch tables and vice versa.
+        checkpoint["state_dict"] = match_state(self, checkpoint["state_dict"])
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

@@ -14,6 +14,7 @@ full copies of the table as Adam would), so a 50M x 32 table trains in about 1.0
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -217,6 +218,25 @@ def from_torch_state(module: nn.Module, state: dict) -> dict:
             out[key] = padded
         else:
             out[k] = v
+    return out
+
+
+_TORCHREC_KEY = re.compile(r"\.(ebc\.embedding_bags|ec\.embeddings)\.[^.]+\.weight$")
+
+
+def match_state(module: nn.Module, state: dict) -> dict:
+    """`state` (a state dict of the same model with torch or TorchRec tables) made loadable by
+    `module`, whichever kind `module` has: a model trained with sharded TorchRec tables can be
+    served with plain torch tables and the other way round."""
+    own = module.state_dict()
+    if all(k in own for k in state):
+        return state
+    if _twins(module):
+        return from_torch_state(module, state)
+    out = {}
+    for k, v in state.items():
+        key = _TORCHREC_KEY.sub(".weight", k)
+        out[key] = v[:, : own[key].shape[1]] if key != k and key in own else v
     return out
 
 
