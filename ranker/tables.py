@@ -95,6 +95,17 @@ class HashedEmbedding(nn.Module):
 TABLES = ("torch", "torchrec")
 
 
+@torch.no_grad()
+def init_rows(weight: torch.Tensor, std: float, padding_idx: int | None = None) -> None:
+    """Rows drawn from normal(0, std) (zeros when std is 0), the padding row zero. A table on
+    the meta device has no rows yet and is left alone."""
+    if weight.is_meta:
+        return
+    weight.normal_(0.0, std) if std > 0 else weight.zero_()
+    if padding_idx is not None:
+        weight[padding_idx].zero_()
+
+
 def _check_tables(tables: str) -> None:
     if tables not in TABLES:
         raise ValueError(f"tables must be one of {TABLES}, got {tables!r}")
@@ -131,10 +142,7 @@ def create_embedding_bag(
 
         return TorchRecEmbeddingBag(name, num_embeddings, dim, mode, padding_idx, init_std)
     bag = nn.EmbeddingBag(num_embeddings, dim, mode=mode, padding_idx=padding_idx)
-    with torch.no_grad():
-        bag.weight.normal_(0.0, init_std) if init_std > 0 else bag.weight.zero_()
-        if padding_idx is not None:
-            bag.weight[padding_idx].zero_()
+    init_rows(bag.weight, init_std, padding_idx)
     return bag
 
 
@@ -153,10 +161,7 @@ def create_embedding(
 
         return TorchRecEmbedding(name, num_embeddings, dim, padding_idx, init_std)
     emb = nn.Embedding(num_embeddings, dim, padding_idx=padding_idx)
-    with torch.no_grad():
-        emb.weight.normal_(0.0, init_std) if init_std > 0 else emb.weight.zero_()
-        if padding_idx is not None:
-            emb.weight[padding_idx].zero_()
+    init_rows(emb.weight, init_std, padding_idx)
     return emb
 
 

@@ -39,7 +39,7 @@ from torchrec import (
 )
 from torchrec.modules.embedding_configs import PoolingType
 
-from ranker.tables import HashedTableConfig, hash_ids
+from ranker.tables import HashedTableConfig, hash_ids, init_rows
 
 _POOLING = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
 
@@ -82,11 +82,11 @@ def padded_dim(dim: int) -> int:
 def _init_fn(std: float, dim: int):
     def init(weight: torch.Tensor) -> torch.Tensor:
         # Used by sharded tables created on the meta device: each rank initialises its shard.
-        with torch.no_grad():
-            weight.normal_(0.0, std) if std > 0 else weight.zero_()
-            if weight.dim() == 2:  # (sharded tables may pass flat slices)
+        init_rows(weight, std)
+        if weight.dim() == 2:  # (sharded tables may pass flat slices)
+            with torch.no_grad():
                 weight[:, dim:].zero_()  # the padding columns: never read, kept tidy
-            return weight
+        return weight
 
     return init
 
@@ -134,9 +134,7 @@ class TorchRecEmbeddingBag(nn.Module):
         )
         # Sparse row gradients when unsharded (one process); sharded tables use fused kernels.
         self.ebc.embedding_bags[name].sparse = sparse
-        if self.weight.device.type != "meta" and padding_idx is not None:
-            with torch.no_grad():
-                self.weight[padding_idx].zero_()
+        init_rows(self.weight, init_std, padding_idx)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -224,9 +222,7 @@ class TorchRecEmbedding(nn.Module):
             ],
             device=torch.device(device) if device is not None else None,
         )
-        if self.weight.device.type != "meta" and padding_idx is not None:
-            with torch.no_grad():
-                self.weight[padding_idx].zero_()
+        init_rows(self.weight, init_std, padding_idx)
 
     @property
     def weight(self) -> torch.Tensor:
