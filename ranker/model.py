@@ -341,6 +341,15 @@ class UserTower(nn.Module):
         if not config.use_user_id and self.history is None:
             raise ValueError("the user tower needs a user ID, a history or both")
 
+    def expands_in_lookup(self, device: torch.device) -> bool:
+        """Whether the tables expand requests to rows inside the lookup (TorchRec
+        variable-batch KJTs), rather than the tower indexing after."""
+        tables = [getattr(self, "table", None), getattr(self.history, "bag", None)]
+        return any(
+            t is not None and getattr(t, "supports_expand", False) and t.uses_variable_batch(device)
+            for t in tables
+        )
+
     def forward(
         self,
         user_rows: torch.Tensor,
@@ -420,8 +429,13 @@ class Ranker(nn.Module):
         cand, inverse = torch.unique(pool, return_inverse=True)  # (M,), (N + S,)
         target = inverse[:n]  # (N,) column of each row's positive
         items = self.item_tower(cand)  # (M, D + 1): each distinct item once
-        # dedup: user features looked up (and encoded) once per request, expanded to the rows.
-        logits = self.user_rows(batch, dedup) @ items.T  # (N, M)
+        if dedup and not self.user_tower.expands_in_lookup(batch.user_ids.device):
+            # User side once per request, its logits expanded to the rows.
+            users = self.user_tower(batch.user_ids, batch.history)  # (R, D + 1)
+            logits = (users @ items.T)[batch.request_index]  # (N, M)
+        else:
+            # Plain path, or TorchRec already expanded the user features after the all-to-all.
+            logits = self.user_rows(batch, dedup) @ items.T  # (N, M)
         logits = logits / cfg.temperature
         if cfg.logq:
             expected = n * self.item_log_q[cand].exp()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ranker.tables import create_embedding_bag
+from ranker.tables import create_summed_rows
 
 
 @dataclass
@@ -113,8 +113,8 @@ class SemanticIDEmbedding(nn.Module):
     """Sum of the prefix-embeddings of each item's code. forward(item_rows (N,)) -> (N, D).
 
     Rows start at zero, so an item begins at its content projection and prefixes learn a shared
-    correction from the items that carry them. The table is a sum-pooled bag over the item's L
-    prefix rows (tables="torchrec": one EmbeddingBagCollection feature).
+    correction from the items that carry them. With tables="torchrec" the table is one sum-pooled
+    EmbeddingBagCollection feature over the item's L prefix rows.
     """
 
     def __init__(
@@ -126,9 +126,7 @@ class SemanticIDEmbedding(nn.Module):
         )
         # One extra always-zero row (padding_idx) for prefixes never seen when the table was built.
         self.unknown_row = int(num_rows)
-        self.table = create_embedding_bag(
-            num_rows + 1, dim, "sum", self.unknown_row, 0.0, tables, "item_sid"
-        )
+        self.table = create_summed_rows(num_rows + 1, dim, self.unknown_row, tables, "item_sid")
 
     def forward(self, item_rows: torch.Tensor) -> torch.Tensor:
         return self.table(self.item_prefix_rows[item_rows])

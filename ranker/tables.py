@@ -146,6 +146,32 @@ def create_embedding_bag(
     return bag
 
 
+class SummedEmbedding(nn.Embedding):
+    """forward(ids (B, L)) -> (B, D): the sum of the L rows (padding_idx rows are zero)."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(ids).sum(dim=-2)
+
+
+def create_summed_rows(
+    num_embeddings: int,
+    dim: int,
+    padding_idx: int | None,
+    tables: str = "torch",
+    name: str = "sum",
+) -> nn.Module:
+    """Zero-initialised rows summed per example: forward(ids (B, L)) -> (B, D) (semantic-ID
+    prefixes). Torch: an embedding then a sum; TorchRec: one sum-pooled bag feature."""
+    _check_tables(tables)
+    if tables == "torchrec":
+        from ranker.torchrec_tables import TorchRecEmbeddingBag
+
+        return TorchRecEmbeddingBag(name, num_embeddings, dim, "sum", padding_idx, 0.0)
+    table = SummedEmbedding(num_embeddings, dim, padding_idx=padding_idx)
+    init_rows(table.weight, 0.0)
+    return table
+
+
 def create_embedding(
     num_embeddings: int,
     dim: int,
