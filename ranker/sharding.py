@@ -23,7 +23,6 @@ request batches of training do not): by default pooled tables are not row-wise o
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,6 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
-
-log = logging.getLogger(__name__)
 
 SHARDING_TYPES = ("table_wise", "row_wise", "column_wise", "table_row_wise")
 TABLE_OPTIMIZERS = ("rowwise_adagrad", "sgd", "adagrad")
