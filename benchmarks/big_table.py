@@ -108,7 +108,9 @@ def sharded_worker(rank: int, world: int, args: argparse.Namespace) -> None:
             return torch.nn.functional.binary_cross_entropy_with_logits(score, label)
 
     t0 = time.perf_counter()
-    sharding = ShardingConfig(constraints={"big": "row_wise"}, table_lr=0.05)
+    sharding = ShardingConfig(
+        constraints={"big": "row_wise"}, table_lr=0.05, variable_batch=args.variable_batch
+    )
     model, plan = shard_model(TwoTables(), sharding, torch.device("cpu"))
     init_s = time.perf_counter() - t0
     dense = [p for p in model.parameters() if not hasattr(p, "_in_backward_optimizers")]
@@ -169,6 +171,11 @@ def main() -> int:
     parser.add_argument(
         "--sharded", type=int, default=0, help="also shard the table row-wise over N processes"
     )
+    parser.add_argument(
+        "--variable-batch",
+        action="store_true",
+        help="sharded lookups through TorchRec's variable-batch KJTs (the GPU default)",
+    )
     args = parser.parse_args()
     if not args.sharded:
         print(json.dumps(single(args)), flush=True)
@@ -178,6 +185,8 @@ def main() -> int:
     argv = [sys.executable, __file__, *sys.argv[1:]]
     at = argv.index("--sharded")
     del argv[at : at + 2]
+    if "--variable-batch" in argv:
+        argv.remove("--variable-batch")
     base = json.loads(
         subprocess.run(argv, check=True, capture_output=True, text=True).stdout.splitlines()[-1]
     )
@@ -204,6 +213,7 @@ def main() -> int:
                 "single_process_peak_rss_bytes": base["peak_rss_bytes"],
                 "single_process_steps_per_s": base["steps_per_s"],
                 "peak_rss_ratio": round(peak / base["peak_rss_bytes"], 3),
+                "variable_batch": args.variable_batch,
                 "threads": args.threads,
             }
         ),

@@ -15,7 +15,7 @@ request dedup on vs off at 4 / 6 / 8 items per request (history 50). One JSON li
 against the same point without dedup. The user features are looked up once per request and
 expanded after the all-to-all, by TorchRec's variable-batch KJTs (--variable-batch on; the
 default on GPUs) or by an index after the lookup (the CPU default: FBGEMM's CPU kernel for
-variable batches is slow); the bytes are the same. embedding_bytes_per_row / id_bytes_per_row split the
+variable batches is slow on big shards); the bytes are the same. embedding_bytes_per_row / id_bytes_per_row split the
 bytes into float payloads (pooled or per-id vectors and their gradients) and integer ones (ids,
 lengths, splits).
 

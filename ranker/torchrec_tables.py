@@ -143,7 +143,7 @@ class TorchRecEmbeddingBag(nn.Module):
 
     def uses_variable_batch(self, device: torch.device) -> bool:
         """Variable-batch KJTs on GPUs; on CPU only when asked (`variable_batch=True`):
-        FBGEMM's CPU kernel for them costs ~0.1-0.2 s a call (benchmarks/comms.py)."""
+        FBGEMM's CPU kernel for them is slow on big shards (benchmarks/big_table.py)."""
         if self.variable_batch is None:
             return device.type == "cuda"
         return self.variable_batch
