@@ -219,7 +219,7 @@ def test_sharded_fit_on_two_processes_loads_in_one(
     np.testing.assert_allclose(users[np.argsort(uids)], trained["users"], rtol=1e-5, atol=1e-6)
 
     # The same checkpoint served with plain torch tables (ranker.tables.match_state).
-    plain = ["--model.model.tables=torch", "--ckpt_path", "last", *QUIET]
+    plain = ["--model.params.tables=torch", "--ckpt_path", "last", *QUIET]
     assert coldstart_main(["ranker", "predict", "--config", str(CONFIG), *plain]) == 0
     ids, items = read_embeddings(run / "export/items", "ranker")
     np.testing.assert_allclose(items[np.argsort(ids)], trained["items"], rtol=1e-5, atol=1e-6)
