@@ -10,6 +10,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
-    """Delete the `temp_sibling` files in `directory` whose writer process is gone.
+    """Delete the `temp_sibling` files (or directories) in `directory` whose writer is gone.
 
-    A writer killed between writing its temp file and renaming it leaves the temp behind; a
-    resumed job calls this first. Files of live processes (another rank) are kept. Returns the
+    A writer killed between writing its temp and renaming it leaves the temp behind; a
+    resumed job (or a reopened index) calls this first. Files of live processes (another rank) are kept. Returns the
     removed paths.
     """
     removed: list[Path] = []
@@ -67,7 +68,10 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
     for path in directory.glob(f".*{_TEMP_MARK}*"):
         pid = path.name.rsplit(_TEMP_MARK, 1)[1]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            path.unlink(missing_ok=True)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             removed.append(path)
     return removed
 

@@ -26,7 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from data.embeddings import atomic_write_json, fsync_path, utc_now
+from data.embeddings import (
+    atomic_write_json,
+    fsync_path,
+    temp_sibling,
+    utc_now,
+)
 from index.backend import (
     InvalidInput,
     SearchResult,
@@ -346,7 +351,7 @@ class DurableIndex(StoreBase):
             if not force and lsn == self._snapshot_lsn:
                 return False
             name = f"snapshot-{lsn + 1:012d}"  # +1 so the empty initial snapshot is 0
-            tmp = self.directory / f".{name}.tmp-{os.getpid()}"
+            tmp = temp_sibling(self.directory / name)
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             _faiss().write_index(self.index.faiss_index(), str(tmp / "index.faiss"))

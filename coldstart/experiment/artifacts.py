@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.embeddings import atomic_write_json, utc_now
+from data.embeddings import atomic_write_json, remove_stale_temps, temp_sibling, utc_now
 
 MANIFEST = "artifact.json"  # not manifest.json: stage outputs (split, export) own that name
 
@@ -104,7 +104,8 @@ class ArtifactStore:
                     stage, key, final, manifest, reused=True, seconds=time.perf_counter() - start
                 )
         self.log(f"[{stage}] building {final}")
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        remove_stale_temps(final.parent)  # builds cut short by kill -9
+        tmp = temp_sibling(final)
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -64,6 +67,26 @@ def test_incomplete_artifact_is_rebuilt_and_failures_leave_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         store.run("c", {}, [], boom)
     assert not list((tmp_path / "artifacts" / "c").iterdir())
+
+
+def test_a_killed_build_leaves_no_temp_directory_behind(tmp_path):
+    """A build killed by SIGKILL cannot clean up; the next run of any stage there removes its
+    temp directory (the dead pid tells it apart from a live writer's)."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    stage_dir = tmp_path / "artifacts" / "a"
+    stale = stage_dir / f".0123456789abcdef.tmp-{int(dead.stdout)}"
+    live = stage_dir / f".fedcba9876543210.tmp-{os.getppid()}"
+    for temp in (stale, live):
+        temp.mkdir(parents=True)
+        (temp / "half").write_text("x")
+    store = ArtifactStore(tmp_path, log=lambda m: None)
+    built = store.run("a", {"x": 1}, [], _builder([], "a"))
+    assert sorted(p.name for p in stage_dir.iterdir()) == sorted([built.path.name, live.name])
 
 
 def test_stable_hash_ignores_key_order():
