@@ -10,8 +10,6 @@ acknowledged writes survive `kill -9` of the process serving Milvus Lite.
 from __future__ import annotations
 
 import json
-import random
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from data.synthetic import clustered_vectors
 from index.config import IndexConfig, StoreConfig
 from index.store import FaissStore
 from tests.index.conftest import ServeProcess, free_port, milvus_server
+from tests.index.kill_writes import AckedWrites
 from tests.index.test_backends import needs_milvus
 from tests.index.test_cli import _export
 
@@ -175,77 +174,23 @@ def test_acknowledged_writes_survive_kill_9_of_coldstart_serve_on_milvus_lite(
 ) -> None:
     from index.milvus_store import MilvusConfig, MilvusStore
 
-    rng = np.random.default_rng(0)
-    base = rng.standard_normal((50, DIM)).astype(np.float32)
+    base = np.random.default_rng(0).standard_normal((50, DIM)).astype(np.float32)
     base /= np.linalg.norm(base, axis=1, keepdims=True)
     uri = str(tmp_path / "items.db")
     MilvusStore.build(list(range(50)), base, MilvusConfig(uri=uri, index_type="FLAT")).close()
-    acked = {i: base[i] for i in range(50)}
-    in_flight: list[dict[int, np.ndarray]] = []
-    next_id = [1000]
-    killer = random.Random(3)
+    writes = AckedWrites(list(range(50)), base, seed=3)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     for round_ in range(3):
-        srv = _serve("milvus", uri, tmp_path / f"serve-{round_}.log")
-        try:
+        with _serve("milvus", uri, tmp_path / f"serve-{round_}.log") as srv:
             ready = srv.wait_ready()
-            assert ready["items"] in {len(acked) + len(b) for b in [{}, *in_flight]}
-            for batch in in_flight:  # a batch in flight at the kill: all there or none
-                present = [srv.client.get(f"/v1/items/{i}").status_code == 200 for i in batch]
-                assert all(present) or not any(present), "half of a batch survived"
-                if all(present):
-                    acked.update(batch)
-            in_flight.clear()
-            _check_searchable(srv.client, acked)
-            stop = threading.Event()
-
-            def writer(client: httpx.Client = srv.client, stop: threading.Event = stop) -> None:
-                while not stop.is_set():
-                    batch = {next_id[0] + j: _unit(rng) for j in range(5)}
-                    next_id[0] += 5
-                    in_flight.append(batch)
-                    items = [{"id": i, "vector": v.tolist()} for i, v in batch.items()]
-                    try:
-                        r = client.post("/v1/items", json={"items": items}, headers=auth)
-                    except httpx.TransportError:
-                        return
-                    if r.status_code != 200:
-                        return
-                    acked.update(batch)
-                    in_flight.remove(batch)
-
-            thread = threading.Thread(target=writer)
-            thread.start()
-            time.sleep(killer.uniform(0.5, 1.5))
-            srv.kill()
-            stop.set()
-            thread.join()
-        finally:
-            srv.close()
-    assert len(acked) > 50 + 3 * 5, "the writer never got going"
+            expected = {len(writes.acked) + len(b) for b in [{}, *writes.in_flight]}
+            assert ready["items"] in expected
+            writes.check(srv.client)
+            writes.write_until_killed(srv, auth, batch=5, seconds=(0.5, 1.5))
+    assert len(writes.acked) > 50 + 3 * 5, "the writer never got going"
     with _serve("milvus", uri, tmp_path / "final.log") as srv:
         srv.wait_ready()
-        for batch in in_flight:
-            if all(srv.client.get(f"/v1/items/{i}").status_code == 200 for i in batch):
-                acked.update(batch)
-        _check_searchable(srv.client, acked)
-        assert srv.client.get("/ready").json()["items"] == len(acked)
-
-
-def _unit(rng: np.random.Generator) -> np.ndarray:
-    v = rng.standard_normal(DIM).astype(np.float32)
-    return v / np.linalg.norm(v)
-
-
-def _check_searchable(client: httpx.Client, acked: dict[int, np.ndarray]) -> None:
-    """Every acknowledged item is its own nearest neighbour."""
-    ids = list(acked)
-    vectors = np.stack([acked[i] for i in ids])
-    for lo in range(0, len(ids), 200):
-        body = {"vectors": vectors[lo : lo + 200].tolist(), "k": 1}
-        r = client.post("/v1/search", json=body)
-        assert r.status_code == 200, r.text
-        assert [hit["ids"][0] for hit in r.json()["results"]] == ids[lo : lo + 200]
+        writes.check(srv.client)
 
 
 @needs_milvus
