@@ -139,15 +139,7 @@ def test_sigkill_midway_then_resume(media, tmp_path):
     out = tmp_path / "emb"
     cmd = _embed_cmd(media, out, str(tmp_path / "many-{000..019}.tar"))
     cmd += ["--batch-size", "4", "--num-workers", "0"]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    try:
-        while not (out / "manifest.json").exists() and time.time() < deadline:
-            assert proc.poll() is None, "embed exited before writing a part"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    _kill_after_first_part(cmd, out)
     killed = EmbeddingManifest.load(out)
     assert not killed.extra["complete"] and 1 <= len(killed.parts) < 20
     kept = {p.name: (out / p.name).stat().st_mtime_ns for p in killed.parts}
@@ -203,18 +195,7 @@ def test_sigkill_with_chunked_workers_then_resume_with_other_workers(media, tmp_
     spec = str(tmp_path / "big-{000..002}.tar")
     out = tmp_path / "emb"
     cmd = _embed_cmd(media, out, spec) + ["--batch-size", "8"]
-    proc = subprocess.Popen(
-        cmd + ["--num-workers", "2"], env=_env(), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.time() + 300
-    try:
-        while not (out / "manifest.json").exists() and time.time() < deadline:
-            assert proc.poll() is None, "embed exited before writing a part"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    _kill_after_first_part(cmd + ["--num-workers", "2"], out)
     killed = EmbeddingManifest.load(out)
     assert not killed.extra["complete"] and 1 <= len(killed.parts) < 3
     sidecar = json.loads((out / (killed.parts[0].name + ".json")).read_text())
@@ -288,3 +269,16 @@ def test_catalogue_only_with_tags_flagged(media, tmp_path):
     np.testing.assert_allclose(fused[k], expect / np.linalg.norm(expect), atol=1e-5)
     no_tags = next(i for i in range(20) if int(t_ids[i]) not in set(g_ids.tolist()))
     np.testing.assert_allclose(fused[no_tags], txt[no_tags], atol=1e-6)
+
+
+def _kill_after_first_part(cmd: list[str], out: Path) -> None:
+    """Run `coldstart embed` and SIGKILL it as soon as its first part is committed."""
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while not (out / "manifest.json").exists() and time.time() < deadline:
+            assert proc.poll() is None, "embed exited before writing a part"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
