@@ -63,7 +63,8 @@ class RankerData:
         return np.flatnonzero(self.item_split == segment)
 
     def task(self, segment: str, part: str = "test") -> SegmentTask:
-        """Evaluation task: segment in cold | warm | all, part in val | test."""
+        """Evaluation task: segment in cold | warm | all, part in val | test. Known positives
+        (train; for test also val and cold_val) are masked from the ranking."""
         if part not in COLD_PART:
             raise ValueError(f"part must be val or test, got {part!r}")
         cold_part = COLD_PART[part]
@@ -76,7 +77,16 @@ class RankerData:
         }[segment]
         users = np.concatenate([self.parts[p].users for p in held])
         items = np.concatenate([self.parts[p].items for p in held])
-        return make_task(users, items, cands, self.train.users, self.train.items)
+        # Known positives are masked: train, and when scoring test the validation parts too.
+        known = ["train"] + (["val", "cold_val"] if part == "test" else [])
+        known = [p for p in known if p in self.parts]
+        return make_task(
+            users,
+            items,
+            cands,
+            np.concatenate([self.parts[p].users for p in known]),
+            np.concatenate([self.parts[p].items for p in known]),
+        )
 
     def histories(self, length: int) -> np.ndarray:
         """(U, length) the last `length` training items of every user by time, -1 padded on the
