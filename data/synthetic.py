@@ -7,7 +7,8 @@ good model can recover who likes what from content alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -72,11 +73,18 @@ def make_synthetic(
     image_size: int = 32,
     noise: float = 0.1,
     seed: int = 0,
+    content_noise: float = 0.0,
+    popularity: float = 0.0,
 ) -> SyntheticData:
     """Deterministic synthetic catalogue, images, captions and interaction log for a seed.
 
     Each user interacts with items of their liked classes, except a `noise` share of uniform
     random items. Timestamps increase per user so request grouping and splits behave as on logs.
+    content_noise: share of items whose title, genres and caption name a random class instead
+      of their own (content weakly informative); their image still shows the true class.
+    popularity: Zipf exponent of item popularity inside a class (0: uniform), so an item's ID
+      carries evidence its content does not. Both knobs draw from their own random streams:
+      at 0 the data equal those of earlier versions for the same seed.
     """
     if n_classes > len(COLOURS) * len(PATTERNS):
         raise ValueError(f"at most {len(COLOURS) * len(PATTERNS)} classes")
@@ -84,9 +92,14 @@ def make_synthetic(
     item_class = rng.integers(0, n_classes, size=n_items)
     item_ids = np.arange(1, n_items + 1, dtype=np.int64)
     keys = [f"{i:06d}" for i in item_ids]
+    shown_class = item_class.copy()  # the class the item's text names
+    if content_noise > 0:
+        side = np.random.default_rng([seed, 1])
+        wrong = side.random(n_items) < content_noise
+        shown_class[wrong] = side.integers(0, n_classes, size=int(wrong.sum()))
     images, captions, titles, genres = {}, {}, [], []
-    for key, label in zip(keys, item_class):
-        colour, pattern = class_name(int(label))
+    for key, label, shown in zip(keys, item_class, shown_class):
+        colour, pattern = class_name(int(shown))
         images[key] = render(int(label), image_size, rng)
         captions[key] = f"a {colour} pattern of {pattern}"
         titles.append(f"{colour} {pattern} item {key}")
@@ -97,6 +110,12 @@ def make_synthetic(
         [rng.choice(n_classes, size=classes_per_user, replace=False) for _ in range(n_users)]
     )
     by_class = {c: item_ids[item_class == c] for c in range(n_classes)}
+    weights: dict[int, np.ndarray] = {}
+    if popularity > 0:  # a fixed random popularity rank per item inside its class
+        side = np.random.default_rng([seed, 2])
+        for c, pool in by_class.items():
+            w = (1.0 + side.permutation(len(pool))) ** -popularity
+            weights[c] = w / w.sum()
     rows = []
     for user in range(n_users):
         t = 1_600_000_000 + int(rng.integers(0, 10_000))
@@ -104,16 +123,94 @@ def make_synthetic(
             if rng.random() < noise:
                 item = int(rng.choice(item_ids))
             else:
-                pool = by_class[int(rng.choice(user_classes[user]))]
+                c = int(rng.choice(user_classes[user]))
+                pool = by_class[c]
                 if len(pool) == 0:
                     continue
-                item = int(rng.choice(pool))
+                item = int(rng.choice(pool, p=weights.get(c)))
             t += int(rng.integers(1, 600))
             rows.append((user + 1, item, t, "click", 1.0))
     interactions = pd.DataFrame(rows, columns=[USER_ID, ITEM_ID, TIMESTAMP, EVENT, VALUE])
     interactions = interactions.drop_duplicates([USER_ID, ITEM_ID]).reset_index(drop=True)
     dataset = Dataset(name="synthetic", items=items, interactions=interactions)
     return SyntheticData(dataset, images, captions, item_class.astype(np.int64), user_classes)
+
+
+@dataclass
+class SyntheticConfig:
+    """A synthetic data set written as foreign-looking files for the generic loader.
+
+    The make_synthetic knobs, plus `timestamps`: False writes the events without a time column
+    (as many implicit-feedback logs come), so request grouping and time hold-outs cannot work.
+    """
+
+    n_items: int = 300
+    n_classes: int = 8
+    n_users: int = 150
+    interactions_per_user: int = 25
+    classes_per_user: int = 2
+    noise: float = 0.1
+    content_noise: float = 0.0
+    popularity: float = 0.0
+    timestamps: bool = True
+    seed: int = 0
+
+
+_MAPPING = """\
+# Generic mapping (data/generic.py) of a synthetic shop: items.csv + events.parquet.
+name: {name}
+loader: generic
+unknown_items: drop
+interactions:
+  path: events.parquet
+  columns: {{user_id: customer, item_id: sku{time}, event: action, value: weight}}
+  id_type: str
+{time_format}items:
+  path: items.csv
+  columns: {{item_id: sku, title: name, genres: category}}
+  id_type: str
+  list_separator: "|"
+"""
+
+
+def write_generic_files(
+    out: str | Path, config: SyntheticConfig | None = None, name: str = "synthetic-shop"
+) -> Path:
+    """Write items.csv, events.parquet and mapping.yaml (data.generic) into `out`.
+
+    Column names, string ids ("SKU-00001", "c1") and ISO timestamps differ from the schema on
+    purpose: only the YAML mapping knows them. Returns the mapping path.
+    """
+    config = config or SyntheticConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    kwargs = {k: v for k, v in asdict(config).items() if k != "timestamps"}
+    synthetic = make_synthetic(**kwargs)
+    items, events = synthetic.dataset.items, synthetic.dataset.interactions
+    pd.DataFrame(
+        {
+            "sku": [f"SKU-{i:05d}" for i in items[ITEM_ID]],
+            "name": items[TITLE],
+            "category": ["|".join(g) for g in items[GENRES]],
+        }
+    ).to_csv(out / "items.csv", index=False)
+    frame = {
+        "customer": [f"c{u}" for u in events[USER_ID]],
+        "sku": [f"SKU-{i:05d}" for i in events[ITEM_ID]],
+    }
+    if config.timestamps:
+        when = pd.to_datetime(events[TIMESTAMP], unit="s", utc=True)
+        frame["when"] = when.dt.strftime("%Y-%m-%dT%H:%M:%S")
+    frame["action"] = events[EVENT]
+    frame["weight"] = events[VALUE].astype("float32")
+    pd.DataFrame(frame).to_parquet(out / "events.parquet", index=False)
+    mapping = _MAPPING.format(
+        name=name,
+        time=", timestamp: when" if config.timestamps else "",
+        time_format="  timestamp_format: iso\n" if config.timestamps else "",
+    )
+    (out / "mapping.yaml").write_text(mapping)
+    return out / "mapping.yaml"
 
 
 def clustered_vectors(

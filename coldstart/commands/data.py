@@ -63,6 +63,23 @@ def _pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_time_warning(inter, requests: dict, max_size: int) -> str | None:  # noqa: ANN001
+    """A warning when requests cannot come from the log: no request ids and no usable time."""
+    from data.schema import REQUEST_ID, TIMESTAMP
+
+    if REQUEST_ID in inter.columns and inter[REQUEST_ID].notna().all():
+        return None
+    if TIMESTAMP in inter.columns and inter[TIMESTAMP].nunique(dropna=True) > 1:
+        return None
+    full = requests["size_histogram"].get(max_size, 0)
+    return (
+        "the interactions have no timestamps (and no request ids): requests are grouped "
+        f"arbitrarily, each user's rows in file order cut every {max_size} rows "
+        f"({full} of {requests['requests']} requests hold exactly {max_size} rows). Request "
+        "grouping, sessions and time-based hold-outs mean nothing on this data."
+    )
+
+
 def _inspect(args: argparse.Namespace) -> int:
     if args.shards:
         from data.shards import ShardReader
@@ -104,6 +121,10 @@ def _inspect(args: argparse.Namespace) -> int:
         summary["rare_item_ids"] = rare_id_sweep(
             inter["item_id"].to_numpy(), tuple(args.rare_thresholds)
         )
+        warning = _no_time_warning(inter, summary["requests"], args.max_size)
+        if warning:
+            summary["warnings"] = [warning]
+            print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -18,22 +18,27 @@ from typing import Any
 import yaml
 
 from data.split import SplitConfig  # the split section is the data layer's own config
+from data.synthetic import SyntheticConfig  # so is the synthetic generator's
 
 
 @dataclass
 class DataConfig:
     """Where the items and interactions come from.
 
-    loader: "movielens" (ml-latest-small layout; `root` None = the embedded copy) or "generic"
-    (any CSV/Parquet pair described by the YAML mapping at `mapping`, see data/generic.py).
+    loader: "movielens" (ml-latest-small layout; `root` None = the embedded copy), "generic"
+    (any CSV/Parquet pair described by the YAML mapping at `mapping`, see data/generic.py) or
+    "synthetic" (data.synthetic writes files + a mapping from the `synthetic` section into the
+    run's artifacts; they are then read through the generic loader like any foreign data set).
     posters: webdataset shard pattern(s) (brace syntax allowed); when set, image content joins
     the text content in the embed stage. Absent media are fine: those items keep text only.
+    Relative `root`, `mapping` and `posters` in a YAML file are taken relative to that file.
     """
 
     loader: str = "movielens"
     root: str | None = None
     mapping: str | None = None
     posters: str | None = None
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
 @dataclass
@@ -92,9 +97,12 @@ class RankerConfig:
 
 @dataclass
 class EvaluateConfig:
-    """Evaluation: the Ks of the Recall@K curves (the quality table always has 10 and 20)."""
+    """Evaluation: the Ks of the Recall@K curves (the quality table always has 10 and 20), and
+    the part scored: "test" (test + cold_test; train and val positives masked) or "val"
+    (val + cold_val: what sweeps choose defaults on, never test)."""
 
     curve_ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50, 100])
+    part: str = "test"
 
 
 @dataclass
@@ -107,7 +115,7 @@ class StabilityConfig:
     """
 
     enabled: bool = True
-    method: str = "ours"
+    method: str = "warmstart"  # ours' learned channel: where the init choice lives
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     k: int = 10
     retrain_fraction: float = 0.1
@@ -212,8 +220,9 @@ def from_dict(cls: type, raw: dict[str, Any], where: str = "config") -> Any:
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML experiment config; `overrides` are "a.b=value" strings (value parsed as YAML).
 
-    Relative paths inside the config (data roots, mappings, output_dir) are taken as they are,
-    i.e. relative to the directory the command runs in (the repository root for `make demo`).
+    Relative input paths written in the file (data.root, data.mapping, data.posters) are taken
+    relative to the file's directory, so a config finds its data from any working directory;
+    values given in `overrides` and output_dir are relative to the working directory.
     """
     path = Path(path)
     if not path.exists():
@@ -221,6 +230,12 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in ("root", "mapping", "posters"):
+            value = data.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                data[key] = os.path.normpath(path.resolve().parent / value)
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep:

@@ -3,11 +3,13 @@
 Stage graph (arrows are upstream -> downstream; a stage's key hashes its config section and its
 upstream keys):
 
-    split -> embed -> index
+    (data: synthetic files, loader "synthetic" only) -> split
+    split -> embed (keyed by the catalogue's content, not the split: every split seed of one
+                    data set shares one embedding) -> index
     split, embed -> ranker; split, embed, ranker -> evaluate
     split, embed -> stability
     split, embed -> dims
-    everything -> report (always written to a fresh run directory)
+    everything -> report (always written to a fresh run directory, <output_dir>/reports/)
 
 A stage that fails stops the run with its error; the artifacts built before it stay cached.
 """
@@ -27,7 +29,7 @@ from coldstart.experiment import stages
 from coldstart.experiment.artifacts import Artifact, ArtifactStore
 from coldstart.experiment.config import ExperimentConfig
 
-STAGE_ORDER = ("split", "embed", "index", "ranker", "evaluate", "stability", "dims")
+STAGE_ORDER = ("data", "split", "embed", "index", "ranker", "evaluate", "stability", "dims")
 
 
 @dataclass
@@ -67,13 +69,23 @@ def run_experiment(
     started = time.perf_counter()
     artifacts: dict[str, Artifact] = {}
 
-    # The dataset is loaded once here (cheap) so its source hashes can enter the split key.
-    dataset_fn = lambda: stages.load_dataset(config.data)  # noqa: E731
-    data_section = {
-        "loader": config.data.loader,
-        "root": config.data.root,
-        "mapping": config.data.mapping,
-    }
+    data_cfg = config.data
+    if data_cfg.loader == "synthetic":
+        # Written as foreign files + a YAML mapping, then read by the generic loader.
+        artifacts["data"] = store.run(
+            "data",
+            _section(data_cfg.synthetic),
+            [],
+            lambda out: stages.build_synthetic_data(data_cfg.synthetic, config.name, out),
+            version=stages.VERSIONS["data"],
+        )
+        data_cfg = dataclasses.replace(
+            data_cfg, loader="generic", mapping=str(artifacts["data"].path / "mapping.yaml")
+        )
+    # The dataset is loaded once here (cheap) so its source hashes can enter the split key (the
+    # hash of the loaded tables, not the paths they came from).
+    dataset_fn = lambda: stages.load_dataset(data_cfg)  # noqa: E731
+    data_section = {"loader": config.data.loader}
 
     def run_split() -> Artifact:
         dataset = dataset_fn()
@@ -92,7 +104,12 @@ def run_experiment(
 
     artifacts["split"] = run_split()
 
-    embed_section = {"embed": _section(config.embed), "posters": config.data.posters}
+    embed_section = {
+        "embed": _section(config.embed),
+        "posters": config.data.posters,
+        # The catalogue, not the split: split seeds of one data set share their embeddings.
+        "catalogue": stages.catalogue_fingerprint(artifacts["split"].path, config.embed),
+    }
     if not config.data.posters:
         # Without posters the image settings change nothing: keep them out of the key.
         for key in ("image_encoder", "fusion", "image_weight"):
@@ -100,7 +117,7 @@ def run_experiment(
     artifacts["embed"] = store.run(
         "embed",
         embed_section,
-        [artifacts["split"]],
+        [],
         lambda out: stages.build_embed(artifacts["split"].path, config.embed, config.data, out),
         version=stages.VERSIONS["embed"],
     )
@@ -160,11 +177,11 @@ def run_experiment(
         )
 
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    run_dir = root / "runs" / f"{stamp}-{config.name}"
+    run_dir = root / "reports" / f"{stamp}-{config.name}"
     suffix = 1
     while run_dir.exists():
         suffix += 1
-        run_dir = root / "runs" / f"{stamp}-{config.name}-{suffix}"
+        run_dir = root / "reports" / f"{stamp}-{config.name}-{suffix}"
     run_dir.mkdir(parents=True)
 
     metrics = {
@@ -180,15 +197,17 @@ def run_experiment(
 
 
 def _methods_metrics(artifacts: dict[str, Artifact], order: list[str]) -> dict[str, Any]:
-    """{method: {"cold"|"warm"|"all": {recall@10, recall@20, ndcg@10, ndcg@20}}}, config order."""
+    """{method: {"cold"|"warm"|"all": {recall@10, recall@20, ndcg@10, ndcg@20, capped_recall@10,
+    capped_recall@20, users}}}, config order (users: how many users the segment averages)."""
     if "evaluate" not in artifacts:
         return {}
     table = json.loads((artifacts["evaluate"].path / "quality.json").read_text())
-    keys = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+    keys = stages.QUALITY_KEYS
     names = [m for m in order if m in table] + [m for m in table if m not in order]
     return {
         method: {
             part: {k: float(table[method][part][k]) for k in keys}
+            | {"users": int(table[method][part]["users"])}
             for part in ("cold", "warm", "all")
         }
         for method in names

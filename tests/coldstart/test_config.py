@@ -50,3 +50,17 @@ def test_overrides(tmp_path):
     assert config.ranker.params == {"epochs": 3}
     assert config.dims.dims == [16, 32]
     assert config.data.posters == "a.tar"
+
+
+def test_data_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
+    """data.mapping (and root, posters) in a YAML file resolve against that file's directory,
+    not the working directory; --set values stay relative to the working directory."""
+    folder = tmp_path / "configs" / "experiments"
+    folder.mkdir(parents=True)
+    path = folder / "x.yaml"
+    path.write_text("data:\n  loader: generic\n  mapping: ../data/mapping.yaml\n  root: /abs\n")
+    monkeypatch.chdir(tmp_path / "configs")
+    config = load_config(path)
+    assert Path(config.data.mapping) == tmp_path / "configs" / "data" / "mapping.yaml"
+    assert config.data.root == "/abs"
+    assert load_config(path, ["data.mapping=m.yaml"]).data.mapping == "m.yaml"

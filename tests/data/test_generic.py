@@ -203,3 +203,21 @@ def test_cli_split_and_inspect_with_config(tmp_path, capsys):
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["dataset"] == "shop" and manifest["cold_items"] == 1
     assert sum(manifest[k] for k in ("train", "val", "test", "cold_val", "cold_test")) == 5
+
+
+def test_inspect_warns_when_requests_cannot_come_from_time(tmp_path, capsys):
+    """Without timestamps (or request ids) requests are grouped arbitrarily: say so."""
+    from data.synthetic import SyntheticConfig, write_generic_files
+
+    mapping = write_generic_files(
+        tmp_path, SyntheticConfig(n_items=60, n_users=20, timestamps=False)
+    )
+    assert data_main(["inspect", "--config", str(mapping)]) == 0
+    captured = capsys.readouterr()
+    info = json.loads(captured.out)
+    # (the loader fills timestamp = 0 on every row: "no clock")
+    assert len(info["warnings"]) == 1 and "no timestamps" in info["warnings"][0]
+    assert "warning: the interactions have no timestamps" in captured.err
+    timed = write_generic_files(tmp_path / "timed", SyntheticConfig(n_items=60, n_users=20))
+    assert data_main(["inspect", "--config", str(timed)]) == 0
+    assert "warnings" not in json.loads(capsys.readouterr().out)
