@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "coldstart.commands.experiment:main",
         "run the whole cycle from one YAML config",
     ),
+    "suite": (
+        "coldstart.commands.suite:main",
+        "experiments x split seeds x variants -> mean ± std tables (sweeps, reports)",
+    ),
     "demo": ("coldstart.commands.experiment:demo", "the MovieLens experiment on the embedded data"),
 }
 

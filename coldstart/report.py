@@ -198,15 +198,45 @@ def stability_table(data: dict[str, Any]) -> str:
 
 def dims_table(data: dict[str, Any]) -> str:
     lines = [
-        "| dim | cold R@20 | warm R@20 | index memory (MiB) | search QPS | factory |",
-        "|---:|---:|---:|---:|---:|---|",
+        "| dim | vector dim | cold R@20 | warm R@20 | index memory (MiB) | search QPS | factory |",
+        "|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in data["rows"]:
         lines.append(
-            f"| {r['dim']} | {_fmt(r['cold_recall@20'])} | {_fmt(r['warm_recall@20'])} "
+            f"| {r['dim']} | {r.get('vector_dim', '–')} | {_fmt(r['cold_recall@20'])} "
+            f"| {_fmt(r['warm_recall@20'])} "
             f"| {r['index_bytes'] / 2**20:.2f} | {r['qps']:.0f} | {r.get('factory', '')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def mixture_section(ranker_dir: Path, names: list[str]) -> list[str]:
+    """Markdown lines: each mixture method's tuned weights and its channels' val Recall@K."""
+    lines: list[str] = []
+    for name in names:
+        info = _read_json(ranker_dir / "methods" / name / "info.json") or {}
+        mix = info.get("mixture")
+        if not mix:
+            continue
+        if not lines:
+            lines += ["## Mixture weights (tuned on val / cold-val, never test)", ""]
+        cold = ", ".join(f"{c} {w:.2f}" for c, w in (mix.get("cold") or {}).items())
+        warm = mix.get("warm") or {}
+        lines.append(
+            f"`{name}`: cold items {cold}; warm items gate n/(n+kappa) with kappa "
+            f"{warm.get('kappa')}, ws share rho {warm.get('rho')}, popularity pi "
+            f"{warm.get('pi')} (channels standardized by their score std)."
+        )
+        lines += ["", "| part | " + " | ".join(mix.get("channels", [])) + " | mixture |"]
+        lines.append("|---|" + "---:|" * (len(mix.get("channels", [])) + 1))
+        for part, single, total in (
+            ("cold-val", mix.get("cold_val_single") or {}, mix.get("cold_val_recall")),
+            ("val (warm)", mix.get("warm_val_single") or {}, mix.get("warm_val_recall")),
+        ):
+            cells = [_fmt(single.get(c)) for c in mix.get("channels", [])]
+            lines.append(f"| {part} R@20 | " + " | ".join(cells) + f" | {_fmt(total)} |")
+        lines.append("")
+    return lines
 
 
 def timings_table(stages: dict[str, Any]) -> str:
@@ -245,16 +275,31 @@ def write_report(result: RunResult, config: ExperimentConfig, total_seconds: flo
         )
         out.append("")
 
+    part = config.evaluate.part
     out += ["## Quality", ""]
     out.append(
-        "Full ranking over the catalogue with training positives masked; `cold` ranks cold "
-        "items only (warm masked), `warm` warm items only (cold masked), `all` every item."
+        f"Part `{part}`: full ranking over the catalogue with the user's known positives masked "
+        "(train" + (", val and cold-val" if part == "test" else "") + "); `cold` ranks cold "
+        "items only (warm masked), `warm` warm items only (cold masked), `all` every item. "
+        "Recall@K = hits / |relevant| (ColdRec, RecBole); metrics.json also keeps "
+        "`capped_recall@K` = hits / min(K, |relevant|). Tied scores count as their expectation "
+        "over random orders (ranker.metrics), so figures do not depend on a sort's tie order."
     )
+    if methods:
+        first = next(iter(methods.values()))
+        out.append(
+            "Users per segment: "
+            + ", ".join(f"{seg} {first[seg].get('users', '–')}" for seg in PARTS)
+            + "."
+        )
     out.append("")
     out.append(quality_table(methods))
     if methods:
         plot_quality(methods, run_dir / "quality.png")
         out += ["![Recall@20 by method](quality.png)", ""]
+
+    if "ranker" in arts:
+        out += mixture_section(arts["ranker"].path, list(methods))
 
     if "evaluate" in arts:
         curves = _read_json(arts["evaluate"].path / "curves.json") or {}
@@ -273,8 +318,13 @@ def write_report(result: RunResult, config: ExperimentConfig, total_seconds: flo
         out.append(
             f"Method `{data['method']}` trained twice with different seeds: the mean overlap of "
             f"each item's top-{data['k']} neighbours (cosine over item vectors) between the two "
-            "runs, and between an old model (trained without the newest "
-            f"{data['retrain_fraction']:.0%} of the training log) and the retrained one. "
+            "runs, and between an old model (trained without the "
+            + (
+                "newest "
+                if data.get("retrain_holdout", "newest") == "newest"
+                else "(no timestamps: a random) "
+            )
+            + f"{data['retrain_fraction']:.0%} of the training log) and the retrained one. "
             "Rows: content warm start vs random init of the ID rows. Trained with "
             f"`{_params_text({k: v for k, v in data['rows'][0].get('params', {}).items() if k != 'init'})}`."
         )

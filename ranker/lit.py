@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from ranker.data import RankerData, build_ranker_data
 from ranker.metrics import KS, SEGMENTS, ranking_metrics, user_auc
+from ranker.mixture import ChannelRanker
 from ranker.model import (
     ItemTower,
     Ranker,
@@ -34,7 +35,7 @@ from ranker.model import (
     UserTower,
 )
 from ranker.tables import match_state, to_torch_state
-from ranker.train import RequestBatches, create_optimizer, create_ranker
+from ranker.train import RequestBatches, create_optimizer
 
 
 def synthetic_ranker_data(
@@ -134,7 +135,7 @@ class RankerDataModule(L.LightningDataModule):
         if lit.config.loss != "bce":
             train.label_threshold = None  # labels only matter to the BCE loss
         return DataLoader(
-            _Batches(RequestBatches(self.data, lit.config.user.history_len, train)),
+            _Batches(RequestBatches(self.data, lit.ranker.history_len, train)),
             batch_size=None,
             num_workers=self.hparams.num_workers,
         )
@@ -179,16 +180,18 @@ class LitRanker(L.LightningModule):
         self.save_hyperparameters(
             {"method": method, "params": dict(params or {}), "eval_ks": list(eval_ks)}
         )
-        self.ranker: Ranker | None = None
+        self.ranker: Ranker | ChannelRanker | None = None
         self.build_report: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ building
     def setup(self, stage: str) -> None:
+        from ranker.methods import create_method_model
+
         if self.ranker is not None:
             return
         dm = self.trainer.datamodule
         dm.setup(stage)
-        self.ranker, self.build_report = create_ranker(dm.data, self.config, self.build)
+        self.ranker, self.build_report = create_method_model(dm.data, self.resolved)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return create_optimizer(self.ranker, self.resolved.train)
@@ -204,7 +207,16 @@ class LitRanker(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.ranker is None:
-            self.ranker = ranker_from_state_dict(self.config, checkpoint["state_dict"])
+            state = checkpoint["state_dict"]
+            if self.resolved.channels:
+                self.ranker = ChannelRanker(
+                    {
+                        name: ranker_from_state_dict(c.ranker, state, f"ranker.channels.{name}.")
+                        for name, c in self.resolved.channels.items()
+                    }
+                )
+            else:
+                self.ranker = ranker_from_state_dict(self.config, state)
         # Tables trained as TorchRec collections load into torch tables and vice versa.
         checkpoint["state_dict"] = match_state(self, checkpoint["state_dict"])
 
@@ -251,7 +263,10 @@ class LitRanker(L.LightningModule):
         self.log_dict(self._evaluate("test"), batch_size=1, sync_dist=True)
 
     def predict_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        return self.ranker.item_tower(batch, drop_ids=False)
+        """The model's raw item vectors of these rows (a mixture: its channels' side by side);
+        RankerExportWriter exports the served vectors (the method's finish step included)."""
+        rankers = self.ranker.channels.values() if self.resolved.channels else [self.ranker]
+        return torch.cat([r.item_tower(batch, drop_ids=False) for r in rankers], dim=1)
 
 
 def ranker_from_state_dict(
@@ -315,7 +330,8 @@ class RankerExportWriter(BasePredictionWriter):
 
     output_dir/items: embedding export (modality "ranker"), part-warm and part-cold(+unseen);
     output_dir/users: user vectors (item_id column = user id, modality "user");
-    output_dir/user_tower.pt: the user tower's state dict, config and the users' histories.
+    output_dir/user_tower.pt: the user tower's state dict, config and the users' histories (a
+      mixture: one entry per model channel under "channels").
     """
 
     def __init__(self, output_dir: str = "runs/ranker/export") -> None:
@@ -334,17 +350,21 @@ class RankerExportWriter(BasePredictionWriter):
         items, users, _ = pl_module.vectors()
         out = Path(self.output_dir)
         export_vectors(out, data, items, users, pl_module.resolved)
-        hist = data.histories(pl_module.config.user.history_len)
-        tower = pl_module.ranker.user_tower
-        torch.save(
-            {
-                "config": dataclasses.asdict(pl_module.config.user),
-                "dim": pl_module.config.dim,
+        hist = data.histories(pl_module.ranker.history_len)
+
+        def tower(ranker: Ranker) -> dict[str, Any]:
+            t = ranker.user_tower
+            return {
+                "config": dataclasses.asdict(ranker.config.user),
+                "dim": ranker.config.dim,
                 # torch table names whatever `tables` trained it: UserTower(config) loads it.
-                "state_dict": to_torch_state(tower, tower.state_dict()),
-                "user_ids": data.user_ids,
-                "histories": hist,
-                "item_ids": data.item_ids,
-            },
-            os.fspath(out / "user_tower.pt"),
+                "state_dict": to_torch_state(t, t.state_dict()),
+            }
+
+        towers = (
+            {"channels": {n: tower(r) for n, r in pl_module.ranker.rankers()}}
+            if isinstance(pl_module.ranker, ChannelRanker)
+            else tower(pl_module.ranker)
         )
+        payload = {"user_ids": data.user_ids, "histories": hist, "item_ids": data.item_ids}
+        torch.save({**towers, **payload}, os.fspath(out / "user_tower.pt"))

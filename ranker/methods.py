@@ -44,6 +44,14 @@ import torch
 from data.split import Split
 from ranker.data import RankerData, build_ranker_data
 from ranker.metrics import KS, SEGMENTS, ranking_metrics
+from ranker.mixture import (
+    ChannelRanker,
+    MixtureConfig,
+    knn_vectors,
+    mix_vectors,
+    pop_vectors,
+    tune_mixture,
+)
 from ranker.model import ItemTowerConfig, Ranker, RankerConfig, UserTowerConfig
 from ranker.train import BuildConfig, TrainConfig, create_ranker, fit_ranker
 
@@ -62,6 +70,7 @@ class ResolvedMethod:
     train: TrainConfig
     extra: dict[str, Any]
     params: dict[str, Any]
+    channels: dict[str, ResolvedMethod] = field(default_factory=dict)  # mixtures: channel -> cfg
 
     def flat(self) -> dict[str, Any]:
         """Every resolved knob as one flat dict (for reports and manifests)."""
@@ -70,20 +79,31 @@ class ResolvedMethod:
             for f in dataclasses.fields(cfg):
                 if f.name not in ("item", "user", "extra"):
                     out.setdefault(f.name, getattr(cfg, f.name))
-        return {**out, **self.extra}
+        out.update(self.extra)
+        for name, channel in self.channels.items():
+            out[f"channel.{name}"] = channel.name
+        return out
 
 
 # finish(data, items (I, D), users (U, D), resolved) -> (items, users, info): a step on a trained
 # model's vectors. fit(data, resolved) -> (items, users, info): a method that trains no Ranker.
+# combine(data, {channel: (items, users)}, resolved) -> (items, users, info): a mixture's step
+# from its trained channels' vectors to its served vectors.
 Finish = Callable[[RankerData, np.ndarray, np.ndarray, ResolvedMethod], tuple]
 Fit = Callable[[RankerData, ResolvedMethod], tuple]
+Combine = Callable[[RankerData, dict[str, tuple[np.ndarray, np.ndarray]], ResolvedMethod], tuple]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     """One method. params: overrides of the config dataclasses' defaults; extra: defaults of the
     method's own keys; needs_content: refuses to run without content vectors; in_default: part of
-    the experiment's default method list."""
+    the experiment's default method list.
+
+    channels: a mixture's trained channels, channel name -> registered method (each resolved
+    with the mixture's params except the keys that method pins itself, trained side by side
+    in one ChannelRanker); combine turns their vectors into the served ones.
+    """
 
     name: str
     summary: str
@@ -93,6 +113,8 @@ class MethodSpec:
     fit: Fit | None = None
     finish: Finish | None = None
     in_default: bool = True
+    channels: Mapping[str, str] = field(default_factory=dict)
+    combine: Combine | None = None
 
     @property
     def trains_ranker(self) -> bool:
@@ -158,31 +180,75 @@ def resolve_method(
     ranker = dataclasses.replace(targets[0], **values[0])
     ranker.item = dataclasses.replace(targets[1], **values[1])
     ranker.user = dataclasses.replace(targets[2], **values[2])
+    channels = {}
+    wanted = extra.get("mix_channels")  # a mixture without a model channel does not train it
+    if spec.channels and wanted is not None:
+        unknown = set(wanted) - set(spec.channels) - {"knn", "pop"}
+        if unknown or not wanted:
+            raise ValueError(
+                f"mix_channels {sorted(unknown) or wanted} invalid; channels are "
+                f"{[*spec.channels, 'knn', 'pop']}"
+            )
+    for channel, method in spec.channels.items():
+        if wanted is not None and channel not in wanted:
+            continue
+        pinned = set(get_method(method).params)
+        own = {k: v for k, v in merged.items() if k not in pinned and k not in spec.extra}
+        channels[channel] = resolve_method(method, own, seed)
+    if channels:  # the first channel's model config stands for the mixture's (history, loss)
+        first = next(iter(channels.values()))
+        ranker, build = first.ranker, first.build
+    else:
+        build = dataclasses.replace(targets[4], **values[4])
     return ResolvedMethod(
         name=name,
         ranker=ranker,
-        build=dataclasses.replace(targets[4], **values[4]),
+        build=build,
         train=dataclasses.replace(targets[3], **values[3]),
         extra=extra,
         params=merged,
+        channels=channels,
     )
 
 
+def create_method_model(
+    data: RankerData, resolved: ResolvedMethod
+) -> tuple[Ranker | ChannelRanker, dict[str, Any]]:
+    """The untrained model of a method: a Ranker, or a ChannelRanker of its channels' Rankers.
+
+    Returns (model, build report); a mixture's report is keyed by channel.
+    """
+    if not resolved.channels:
+        return create_ranker(data, resolved.ranker, resolved.build)
+    models, report = {}, {}
+    for name, channel in resolved.channels.items():
+        models[name], report[name] = create_ranker(data, channel.ranker, channel.build)
+    return ChannelRanker(models), {"channels": report}
+
+
 def model_vectors(
-    model: Ranker, data: RankerData, resolved: ResolvedMethod
+    model: Ranker | ChannelRanker, data: RankerData, resolved: ResolvedMethod
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(items (I, D), users (U, D), info) of a trained Ranker, after the method's finish step.
+    """(items (I, D), users (U, D), info) of a trained model, after the method's finish step
+    (a mixture: every channel's vectors, then its combine step).
 
     The one definition of a method's served vectors: fit_method, LitRanker's evaluation and its
     export writer all call it.
     """
+    spec = get_method(resolved.name)
+    if isinstance(model, ChannelRanker):
+        vectors, info = {}, {}
+        for name, sub in model.rankers():
+            items, users, _ = model_vectors(sub, data, resolved.channels[name])
+            vectors[name] = (items, users)
+        items, users, info = spec.combine(data, vectors, resolved)
+        return items.astype(np.float32), users.astype(np.float32), info
     items = model.item_vectors()[: data.num_items].cpu().numpy()
     device = model.item_log_q.device
     histories = torch.as_tensor(data.histories(resolved.ranker.user.history_len), device=device)
     users = model.user_vectors(torch.arange(data.num_users, device=device), histories)
     users = users.cpu().numpy()
     info: dict[str, Any] = {}
-    spec = get_method(resolved.name)
     if spec.finish is not None:
         items, users, info = spec.finish(data, items, users, resolved)
     return items.astype(np.float32), users.astype(np.float32), info
@@ -292,19 +358,6 @@ def read_vectors(directory: str | Path, data: RankerData) -> tuple[np.ndarray, n
     return out[0], out[1]
 
 
-def _mean_history_content(data: RankerData, content: np.ndarray) -> np.ndarray:
-    tr = data.train
-    users = np.zeros((data.num_users, content.shape[1]), dtype=np.float64)
-    np.add.at(users, tr.users, content[tr.items])
-    counts = np.bincount(tr.users, minlength=data.num_users)[:, None]
-    return (users / np.maximum(counts, 1)).astype(np.float32)
-
-
-def _normalized(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(n, 1e-12)).astype(np.float32)
-
-
 def fit_method(
     name: str,
     split: Split | RankerData,
@@ -325,11 +378,15 @@ def fit_method(
     if spec.needs_content and data.content is None:
         raise ValueError(f"method {name!r} needs content vectors (content_ids, content_vectors)")
     start = time.perf_counter()
+    if spec.channels and not resolved.channels:  # a mixture of untrained channels only
+        items, users, info = spec.combine(data, {}, resolved)
+        info = {**info, "seconds": time.perf_counter() - start, "params": resolved.params}
+        return FittedMethod(name, data, items.astype(np.float32), users.astype(np.float32), info)
     if spec.fit is not None:
         items, users, info = spec.fit(data, resolved)
         info = {**info, "seconds": time.perf_counter() - start, "params": resolved.params}
         return FittedMethod(name, data, items.astype(np.float32), users.astype(np.float32), info)
-    model, report = create_ranker(data, resolved.ranker, resolved.build)
+    model, report = create_method_model(data, resolved)
     fit_info = fit_ranker(model, data, resolved.train, progress=progress)
     items, users, finish_info = model_vectors(model, data, resolved)
     info = {
@@ -344,20 +401,20 @@ def fit_method(
 
 def _fit_popularity(data: RankerData, resolved: ResolvedMethod) -> tuple:
     # Score = log-count: one coordinate for the item, a constant 1 for every user.
-    counts = data.train_counts().astype(np.float32)
-    return np.log1p(counts)[:, None], np.ones((data.num_users, 1), np.float32), {}
+    items, users = pop_vectors(data)
+    return items, users, {}
 
 
 def _fit_content_knn(data: RankerData, resolved: ResolvedMethod) -> tuple:
-    content = _normalized(data.content)
-    return content, _normalized(_mean_history_content(data, content)), {}
+    items, users = knn_vectors(data)
+    return items, users, {}
 
 
 def _finish_ridge(
     data: RankerData, items: np.ndarray, users: np.ndarray, resolved: ResolvedMethod
 ) -> tuple:
     """Fit content -> trained ID vector on warm items (ridge), replace non-warm items' vectors."""
-    content = _normalized(data.content)
+    content, _ = knn_vectors(data)
     warm = (data.item_split == "warm") & data.has_content & (data.train_counts() > 0)
     x = np.concatenate([content[warm], np.ones((int(warm.sum()), 1), np.float32)], axis=1)
     gram = x.T @ x + resolved.extra["ridge"] * np.eye(x.shape[1], dtype=np.float32)
@@ -405,19 +462,61 @@ register_method(
 )
 register_method(
     MethodSpec(
-        "ours",
+        "warmstart",
         "ID rows warm-started from content (residual on its projection), ID dropout",
         needs_content=True,
+        in_default=False,
     )
 )
 register_method(
     MethodSpec(
-        "ours+sid",
-        "ours plus semantic-ID prefix embeddings (residual k-means of content)",
+        "warmstart+sid",
+        "warmstart plus semantic-ID prefix embeddings (residual k-means of content)",
         {"semantic_ids": True},
         needs_content=True,
+        in_default=False,
     )
 )
+
+# The mixture's own keys (ranker.mixture.MixtureConfig fields with a "mix_" prefix).
+_MIX_EXTRA = {
+    f"mix_{f.name}": getattr(MixtureConfig(), f.name)
+    for f in dataclasses.fields(MixtureConfig)
+    if f.name != "seed"
+}
+
+
+def _combine_mixture(
+    data: RankerData, vectors: dict[str, tuple[np.ndarray, np.ndarray]], resolved: ResolvedMethod
+) -> tuple:
+    """Add the knn and pop channels, tune the evidence-gated weights on val / cold_val, fold
+    them into one item vector (ranker.mixture)."""
+    cfg = MixtureConfig(
+        **{k[len("mix_") :]: v for k, v in resolved.extra.items() if k.startswith("mix_")},
+        seed=resolved.train.seed,
+    )
+    vectors = dict(vectors)
+    if "knn" in cfg.channels:
+        vectors["knn"] = knn_vectors(data)
+    if "pop" in cfg.channels:
+        vectors["pop"] = pop_vectors(data)
+    tuned = tune_mixture(data, vectors, cfg)
+    items, users = mix_vectors(data, vectors, tuned)
+    return items, users, {"mixture": tuned}
+
+
+for _name, _ws in (("ours", "warmstart"), ("ours+sid", "warmstart+sid")):
+    register_method(
+        MethodSpec(
+            _name,
+            f"evidence-gated mixture of content_projection (id), {_ws} (ws), content_knn and "
+            "popularity channels, weights tuned on val / cold_val (ranker.mixture)",
+            extra=_MIX_EXTRA,
+            needs_content=True,
+            channels={"ws": _ws, "id": "content_projection"},
+            combine=_combine_mixture,
+        )
+    )
 
 
 def run_method(

@@ -387,6 +387,12 @@ class Ranker(nn.Module):
         )
         self.register_buffer("item_log_q", log_q)
 
+    @property
+    def history_len(self) -> int:
+        """How many of the user's latest items the user tower reads (training batches carry
+        at least this many)."""
+        return self.user_tower.config.history_len
+
     def user_rows(self, batch: RequestBatch, dedup: bool = True) -> torch.Tensor:
         """(N, D + 1) the user vector of every impression row."""
         if dedup:

@@ -246,8 +246,12 @@ def create_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.
     """
     params = [p for p in model.parameters() if not hasattr(p, "_in_backward_optimizers")]
     fused = len(params) < len(list(model.parameters()))
-    cfg = getattr(model, "config", None)
-    sparse = cfg is not None and (cfg.item.sparse or cfg.user.sparse) and not fused
+    # Any Ranker inside (a mixture trains several) with sparse tables needs the sparse optimizer.
+    sparse = not fused and any(
+        m.config.item.sparse or m.config.user.sparse
+        for m in model.modules()
+        if isinstance(m, Ranker)
+    )
     if sparse and train.optimizer != "rowwise_adagrad":
         raise ValueError(
             "sparse ID tables need optimizer='rowwise_adagrad' (Adam has no sparse rows)"
@@ -262,11 +266,14 @@ def create_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.
 
 
 def fit_ranker(
-    model: Ranker, data: RankerData, train: TrainConfig, progress: bool = False
+    model: torch.nn.Module, data: RankerData, train: TrainConfig, progress: bool = False
 ) -> dict[str, Any]:
-    """Train in place with the plain loop; returns {"epochs", "steps", "seconds", "loss"}."""
+    """Train in place with the plain loop; returns {"epochs", "steps", "seconds", "loss"}.
+
+    model: a Ranker, or any module with `loss(batch, dedup)` and `history_len` (a mixture's
+    ranker.mixture.ChannelRanker)."""
     torch.manual_seed(train.seed)
-    batches = RequestBatches(data, model.user_tower.config.history_len, train)
+    batches = RequestBatches(data, model.history_len, train)
     optimizer = create_optimizer(model, train)
     model.train()
     start, steps, last = time.perf_counter(), 0, float("nan")

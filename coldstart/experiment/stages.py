@@ -26,19 +26,30 @@ from coldstart.experiment.config import (
     RankerConfig,
     SplitConfig,
     StabilityConfig,
+    SyntheticConfig,
 )
 from data.schema import Dataset
 
 # Bump a stage's version when its builder's output changes: old artifacts then stop matching.
 VERSIONS = {
+    "data": 1,
     "split": 1,
-    "embed": 2,
+    "embed": 3,
     "index": 1,
     "ranker": 2,
-    "evaluate": 1,
-    "stability": 2,
-    "dims": 2,
+    "evaluate": 2,
+    "stability": 3,
+    "dims": 3,
 }
+# What metrics.json and quality.json keep per method and segment (plus "users").
+QUALITY_KEYS = (
+    "recall@10",
+    "recall@20",
+    "ndcg@10",
+    "ndcg@20",
+    "capped_recall@10",
+    "capped_recall@20",
+)
 
 
 # --------------------------------------------------------------------------- data + split
@@ -58,6 +69,28 @@ def load_dataset(cfg: DataConfig) -> Dataset:
             raise FileNotFoundError(f"data.mapping {cfg.mapping} not found")
         return generic.load_dataset(cfg.mapping)
     raise ValueError(f"unknown data.loader {cfg.loader!r}; use 'movielens' or 'generic'")
+
+
+def build_synthetic_data(cfg: SyntheticConfig, name: str, out: Path) -> dict[str, Any]:
+    """data.synthetic's files + YAML mapping (read back through the generic loader)."""
+    from data.synthetic import write_generic_files
+
+    write_generic_files(out, cfg, name=name)
+    return {"files": sorted(p.name for p in out.iterdir()), "timestamps": cfg.timestamps}
+
+
+def catalogue_fingerprint(split_dir: Path, cfg: EmbedConfig) -> str:
+    """sha256 of what the embed stage reads from the catalogue (ids + text fields), so that
+    every split of one data set shares one embedding artifact."""
+    from data.io import read_table
+    from data.schema import ITEM_ID
+
+    items = read_table(split_dir / "items.parquet")
+    columns = [ITEM_ID, *(c for c in cfg.text_fields if c in items.columns)]
+    text = items[columns].astype(str)
+    digest = hashlib.sha256(",".join(columns).encode())
+    digest.update(pd.util.hash_pandas_object(text, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:
@@ -281,22 +314,23 @@ def _load_fitted(ranker_dir: Path, name: str, data: Any) -> Any:
 def build_evaluate(
     split_dir: Path, embed_dir: Path, ranker_dir: Path, cfg: EvaluateConfig, out: Path
 ) -> dict[str, Any]:
-    """Full-ranking Recall/NDCG of every trained method on the test parts (ranker.metrics)."""
+    """Full-ranking Recall/NDCG of every trained method on `cfg.part` (ranker.metrics): test
+    (test + cold_test, train and val positives masked) or val (val + cold_val)."""
     import json
 
     from data.embeddings import atomic_write_json
 
     data = _ranker_inputs(split_dir, embed_dir)
     names = list(json.loads((ranker_dir / "artifact.json").read_text())["summary"]["methods"])
+    if cfg.part not in ("test", "val"):
+        raise ValueError(f"evaluate.part must be test or val, got {cfg.part!r}")
     ks = tuple(sorted({10, 20, *cfg.curve_ks}))
     quality: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     for name in names:
-        metrics = _load_fitted(ranker_dir, name, data).evaluate("test", ks)
+        metrics = _load_fitted(ranker_dir, name, data).evaluate(cfg.part, ks)
         quality[name] = {
-            seg: {
-                key: metrics[seg][key] for key in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
-            }
+            seg: {key: metrics[seg][key] for key in QUALITY_KEYS}
             | {"users": metrics[seg].get("users")}
             for seg in ("cold", "warm", "all")
         }
@@ -306,7 +340,7 @@ def build_evaluate(
         }
     atomic_write_json(out / "quality.json", quality)
     atomic_write_json(out / "curves.json", curves)
-    return {"part": "test", "ks": list(ks), "methods": names}
+    return {"part": cfg.part, "ks": list(ks), "methods": names}
 
 
 # --------------------------------------------------------------------------- analyses
@@ -361,9 +395,29 @@ def build_stability(
     split = load_split(split_dir)
     ids, vectors = content_vectors(embed_dir)
     data = data_mod.build_ranker_data(split, ids, vectors)
-    # The "old" model: the same training log without its newest retrain_fraction of rows.
-    cutoff = np.quantile(split.train[TIMESTAMP].to_numpy(), 1.0 - cfg.retrain_fraction)
-    old_split = dataclasses.replace(split, train=split.train[split.train[TIMESTAMP] < cutoff])
+    # The "old" model: the same training log without its newest retrain_fraction of rows. A log
+    # without time (no column, or one value) has no "newest": a seeded random share is held out.
+    train = split.train
+    timed = TIMESTAMP in train.columns and train[TIMESTAMP].nunique() > 1
+    if timed:
+        cutoff = np.quantile(train[TIMESTAMP].to_numpy(), 1.0 - cfg.retrain_fraction)
+        keep = (train[TIMESTAMP] < cutoff).to_numpy()
+        holdout = "newest"
+    else:
+        keep = np.random.default_rng(cfg.seeds[0]).random(len(train)) >= cfg.retrain_fraction
+        holdout = "random"
+        print(
+            f"[stability] the training log has no timestamps: the old model leaves out a random "
+            f"{cfg.retrain_fraction:.0%} of it instead of the newest rows",
+            file=sys.stderr,
+            flush=True,
+        )
+    if keep.sum() == 0 or keep.all():
+        raise ValueError(
+            f"stability.retrain_fraction={cfg.retrain_fraction} leaves {int(keep.sum())} of "
+            f"{len(train)} training rows for the old model; choose a fraction in (0, 1)"
+        )
+    old_split = dataclasses.replace(split, train=train[keep])
     old_data = data_mod.build_ranker_data(old_split, ids, vectors)
     segment = np.asarray(data.item_split)
     rows = np.flatnonzero(segment != "unseen")
@@ -405,6 +459,7 @@ def build_stability(
         "k": cfg.k,
         "seeds": list(cfg.seeds),
         "retrain_fraction": cfg.retrain_fraction,
+        "retrain_holdout": holdout,
         "old_train_rows": int(len(old_split.train)),
         "train_rows": int(len(split.train)),
         "items": int(len(rows)),

@@ -39,7 +39,7 @@ def test_help_is_fast_and_mentions_the_subcommands(capsys: pytest.CaptureFixture
 
 @pytest.mark.slow
 def test_fit_resume_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from data.embeddings import read_embeddings
+    from data.embeddings import EmbeddingManifest, read_embeddings
 
     monkeypatch.chdir(tmp_path)
     assert (
@@ -87,13 +87,14 @@ def test_fit_resume_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     )
     export = tmp_path / "runs/ranker/synthetic/export"
     ids, vectors = read_embeddings(export / "items", "ranker")
-    assert (
-        vectors.shape == (300, 17) and len(np.unique(ids)) == 300
-    )  # warm and cold items, D + bias
+    # Every item (warm and cold) once; the served vectors of the mixture (ranker.mixture).
+    assert vectors.shape[0] == 300 and len(np.unique(ids)) == 300
+    assert EmbeddingManifest.load(export / "items").encoder_config["method"] == "ours"
     user_ids, users = read_embeddings(export / "users", "user")
-    assert users.shape[1] == 17 and np.allclose(users[:, -1], 1.0)
+    assert users.shape == (len(user_ids), vectors.shape[1])
     tower = torch.load(export / "user_tower.pt", weights_only=False)
-    assert tower["dim"] == 16 and "table.weight" in tower["state_dict"]
+    ws = tower["channels"]["ws"]  # one user tower per trained channel
+    assert ws["dim"] == 16 and "table.weight" in ws["state_dict"] and "id" in tower["channels"]
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import pytest
 
 from ranker.methods import fit_method, list_methods, resolve_method, run_method
 
+BASELINES = ("popularity", "id_only", "content_knn", "content_projection")
 TINY = {
     "dim": 16,
     "epochs": 4,
@@ -46,12 +47,11 @@ def test_ours_beats_id_only_on_cold_items(fitted) -> None:
 
 def test_content_projection_keeps_warm_vectors_and_maps_cold_ones(fitted, syn_data) -> None:
     warm = syn_data.item_split == "warm"
-    proj, ours_sid = fitted["content_projection"], fitted["ours+sid"]
+    proj, sid = fitted["content_projection"], fitted["warmstart+sid"].info
     assert np.isfinite(proj.item_vectors()).all()
-    assert (
-        "sid_cold_prefix_seen" in ours_sid.info
-        and 0 <= ours_sid.info["sid_code_collision_rate"] <= 1
-    )
+    assert "sid_cold_prefix_seen" in sid and 0 <= sid["sid_code_collision_rate"] <= 1
+    # A mixture reports its channels' build reports by channel.
+    assert "sid_cold_prefix_seen" in fitted["ours+sid"].info["channels"]["ws"]
     # Same training as id_only (same seed): warm rows identical, cold rows mapped from content.
     np.testing.assert_allclose(
         proj.item_vectors()[warm], fitted["id_only"].item_vectors()[warm], atol=1e-5
@@ -140,3 +140,45 @@ def test_method_vectors_round_trip_through_the_export_format(fitted, syn_data, t
     items, users = read_vectors(tmp_path, syn_data)
     np.testing.assert_array_equal(items, f.items)
     np.testing.assert_array_equal(users, f.users)
+
+
+def test_ours_contains_its_baselines(fitted, syn_data) -> None:
+    """The mixture's ID channel IS content_projection (trained side by side, same seed), its
+    knn channel IS content_knn, and the weights tuned on val make it at least as good as
+    each of them there, on cold and warm items at once."""
+    from ranker.methods import model_vectors
+
+    ours = fitted["ours"]
+    resolved = resolve_method("ours", TINY)
+    items, users, _ = model_vectors(ours.model.channels["id"], syn_data, resolved.channels["id"])
+    np.testing.assert_allclose(items, fitted["content_projection"].items, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(users, fitted["content_projection"].users, rtol=1e-5, atol=1e-6)
+    mix = ours.info["mixture"]
+    assert mix["cold_val_recall"] >= max(mix["cold_val_single"].values()) - 1e-9
+    assert mix["warm_val_recall"] >= max(mix["warm_val_single"].values()) - 1e-9
+    val = {m: fitted[m].evaluate("val") for m in ("ours", *BASELINES)}
+    for seg in ("cold", "warm"):
+        best = max(val[m][seg]["recall@20"] for m in BASELINES)
+        assert val["ours"][seg]["recall@20"] >= best - 0.01, seg
+    # Still one dot product: the served score is users @ items.
+    assert ours.items.shape[1] == ours.users.shape[1]
+    np.testing.assert_allclose(
+        ours.score(np.arange(3), np.arange(5)), ours.users[:3] @ ours.items[:5].T, rtol=1e-6
+    )
+
+
+def test_mixture_channels_and_grid_are_params(syn_data) -> None:
+    """Leaving the ws channel out trains one model; a one-point grid pins the weights."""
+    only = fit_method(
+        "ours",
+        syn_data,
+        params={**TINY, "epochs": 1, "mix_channels": ["id", "knn"], "mix_kappas": [0.0]},
+    )
+    assert list(only.model.channels) == ["id"]
+    mix = only.info["mixture"]
+    assert mix["channels"] == ["id", "knn"] and mix["warm"]["kappa"] == 0.0
+    with pytest.raises(ValueError, match="mix_channels"):
+        fit_method("ours", syn_data, params={**TINY, "epochs": 1, "mix_channels": ["nope"]})
+    # Untrained channels only: nothing to train, still one dot product.
+    untrained = fit_method("ours", syn_data, params={"mix_channels": ["knn", "pop"]})
+    assert untrained.model is None and untrained.items.shape[1] == untrained.users.shape[1]
