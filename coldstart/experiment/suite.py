@@ -24,7 +24,6 @@ cold AND warm Recall@20?
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -270,7 +269,8 @@ def suite_markdown(result: dict[str, Any]) -> str:
                 f"| {r['variant']} | {r['worst_ratio']:.3f} | {r['mean_ratio']:.3f} | {r['checks']} |"
             )
         lines.append("")
-    lines += ["## How it ran", "", "```", json.dumps(suite, indent=1), "```", ""]
+    how = yaml.safe_dump(suite, sort_keys=False, default_flow_style=None, width=100)
+    lines += ["## How it ran", "", "```yaml", how.rstrip(), "```", ""]
     return "\n".join(lines)
 
 
