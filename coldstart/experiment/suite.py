@@ -2,7 +2,8 @@
 
 A suite YAML (configs/suites/*.yaml) names experiment configs, the split seeds of each, the
 overrides shared by all runs and named variants (override lists). Every run goes through
-`run_experiment`, so splits, embeddings and trained rankers are cached per stage: a variant
+`run_experiment` in the experiment's own output_dir, so splits, embeddings and trained rankers
+are cached per stage (and shared with plain experiment runs of that config): a variant
 that changes only the ranker retrains only the ranker, every seed of one data set shares one
 embedding. `part: val` scores val/cold_val (what defaults are chosen on), `part: test` the test
 parts (what the README reports). The result is suite.json (every run's metrics) and suite.md:
@@ -11,7 +12,7 @@ std over the seeds, and a target check: does `target_method` reach the best base
 cold AND warm Recall@20?
 
     name: quality
-    output_dir: runs/suites/quality
+    output_dir: runs/suites/quality     # suite.json + suite.md
     part: test
     experiments:
       - {config: ../experiments/movielens.yaml, seeds: [0, 1, 2]}
@@ -98,8 +99,9 @@ def run_suite(suite: SuiteConfig, log: Callable[[str], None] = print) -> dict[st
                     f"evaluate.part={suite.part}",
                     *extra,
                 ]
+                # Each experiment keeps its own output_dir: its stage cache is shared with plain
+                # `coldstart experiment` runs (and `make demo`) of the same config.
                 config = load_config(exp.config, overrides)
-                config.output_dir = str(Path(suite.output_dir) / "experiments" / config.name)
                 label = exp.label or config.name
                 done += 1
                 log(f"[suite] {done}/{total}: {label} seed {seed} variant {variant}")
