@@ -67,11 +67,16 @@ def _parser(prog: str, demo: bool) -> argparse.ArgumentParser:
     return parser
 
 
-def _run(argv: list[str], prog: str, demo: bool) -> int:
-    args = _parser(prog, demo).parse_args(argv)
+def offline_environment() -> None:
+    """No model hub at run time, and no tokenizer threads fighting the embedding workers."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _run(argv: list[str], prog: str, demo: bool) -> int:
+    args = _parser(prog, demo).parse_args(argv)
+    offline_environment()
     from coldstart.experiment import load_config, run_experiment
     from coldstart.report import summary_table
 

@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override applied to every experiment, e.g. --set ranker.params.epochs=2",
+        help="override for every experiment, e.g. --set ranker.params.epochs=2",
     )
     parser.add_argument(
         "--out", default=None, help="where suite.json and suite.md go (default: output_dir)"
@@ -39,10 +39,10 @@ def main(argv: list[str]) -> int:
         help="also copy suite.md to FILE (e.g. docs/quality.md)",
     )
     args = parser.parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from coldstart.commands.experiment import offline_environment
     from coldstart.experiment.suite import load_suite, run_suite, write_suite
+
+    offline_environment()
 
     suite = load_suite(args.config, args.set)
 

@@ -14,18 +14,12 @@ import pytest
 import yaml
 
 from coldstart.commands.experiment import main as experiment_main
+from coldstart.experiment.stages import QUALITY_KEYS
 from tests.coldstart.synthetic_files import write_synthetic_files
 
 REPO = Path(__file__).resolve().parents[2]
 METHODS = ["popularity", "id_only", "content_knn", "content_projection", "ours", "ours+sid"]
-METRIC_KEYS = {
-    "recall@10",
-    "recall@20",
-    "ndcg@10",
-    "ndcg@20",
-    "capped_recall@10",
-    "capped_recall@20",
-}
+METRIC_KEYS = set(QUALITY_KEYS)  # recall, ndcg and capped_recall @10 and @20
 
 pytestmark = pytest.mark.slow
 
