@@ -16,8 +16,11 @@ function of the item's evidence n (its train interactions):
   warm items (n >= 1): gate g(n) = n / (n + kappa);  w_id = g(n),
                        w_ws = (1 - g(n)) * rho,  w_knn = (1 - g(n)) * (1 - rho),  w_pop = pi
                                                                                (tuned on val)
+Cold and warm weights are tuned apart; one offset added to every cold item's score (chosen on
+val's `all` segment, where both are ranked together) puts them on one scale.
 Weights only scale item-side coordinates, so the result is still ONE user vector
-[u_id, u_ws, u_knn, 1] and ONE item vector [w_id v_id, w_ws v_ws, w_knn c, w_pop log1p(n)]:
+[u_id, u_ws, u_knn, 1, 1] and ONE item vector [w_id v_id, w_ws v_ws, w_knn c, w_pop log1p(n),
+offset if cold]:
 FAISS and the API serve it unchanged. Every baseline is a grid point (a one-hot weight, or
 kappa = 0 for id_only on warm items), so on the tuning parts the mixture is never below the
 best of them. Tuning reads val and cold_val only, never test.
@@ -298,7 +301,37 @@ def tune_mixture(
         single = {c: warm.recall({c: 1.0}, cfg.k) for c in names}
         out["warm_val_single"] = single
     out["warm"] = params
+    out["cold_offset"] = _tune_cold_offset(data, vectors, out, cfg)
     return out
+
+
+def _tune_cold_offset(
+    data: RankerData,
+    vectors: dict[str, tuple[np.ndarray, np.ndarray]],
+    tuned: dict[str, Any],
+    cfg: MixtureConfig,
+) -> float:
+    """Cold and warm weights are tuned apart, so their scores are on no common scale: one
+    constant added to every cold item's score (an item coordinate against the user's 1),
+    chosen on val's `all` segment (warm and cold items ranked together)."""
+    items, users = mix_vectors(data, vectors, {**tuned, "cold_offset": 0.0})
+    grid = _grid(data, "all", {"mix": (items, users)}, {"mix": 1.0}, cfg)
+    if grid is None:
+        return 0.0
+    finite = grid.scores["mix"][grid.scores["mix"] > -1e8]
+    spread = float(finite.std()) if finite.size else 1.0
+    cold_cols = (grid.evidence == 0).astype(np.float32)
+    mask = grid.scores["mix"] <= -1e8
+    best, best_offset = grid.recall({"mix": 1.0}, cfg.k), 0.0
+    for f in (-4.0, -2.0, -1.0, -0.5, -0.25, 0.25, 0.5, 1.0, 2.0, 4.0):
+        shifted = np.where(mask, -1e9, grid.scores["mix"] + f * spread * cold_cols[None])
+        r = _Grid({"mix": shifted}, grid.targets, grid.n_pos, grid.evidence).recall(
+            {"mix": 1.0}, cfg.k
+        )
+        if r > best + 1e-12:
+            best, best_offset = r, f * spread
+    tuned["all_val_recall"] = best
+    return best_offset
 
 
 def mix_vectors(
@@ -328,6 +361,10 @@ def mix_vectors(
         user_parts.append(users)
     if not item_parts:
         raise ValueError("the tuned mixture gives every channel weight 0")
+    offset = float(tuned.get("cold_offset") or 0.0)
+    if offset:  # one coordinate: the cold items' offset against a constant 1 on the user side
+        item_parts.append(np.where(warm, 0.0, offset).astype(np.float32)[:, None])
+        user_parts.append(np.ones((data.num_users, 1), np.float32))
     return (
         np.concatenate(item_parts, axis=1).astype(np.float32),
         np.concatenate(user_parts, axis=1).astype(np.float32),
