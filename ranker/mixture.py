@@ -256,7 +256,7 @@ def tune_mixture(
     cold_names = [c for c in COLD_CHANNELS if c in names]
     cold = _grid(data, "cold", {c: vectors[c] for c in cold_names}, scale, cfg)
     if cold is None or not cold_names:
-        out["cold"] = {c: (1.0 if c == cold_names[0] else 0.0) for c in cold_names}
+        out["cold"] = {c: float(i == 0) for i, c in enumerate(cold_names)}
         out["cold_val_recall"] = None
     else:
         single = {c: cold.recall({c: 1.0}, cfg.k) for c in cold_names}
