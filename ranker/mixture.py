@@ -15,7 +15,7 @@ function of the item's evidence n (its train interactions):
   cold items (n = 0):  w = (w_id, w_ws, w_knn)  on the simplex                (tuned on cold_val)
   warm items (n >= 1): gate g(n) = n / (n + kappa);  w_id = g(n),
                        w_ws = (1 - g(n)) * rho,  w_knn = (1 - g(n)) * (1 - rho),  w_pop = pi
-                                                                               (tuned on val)
+                                                       (the whole kappa x rho x pi grid on val)
 Cold and warm weights are tuned apart; one offset added to every cold item's score (chosen on
 val's `all` segment, where both are ranked together) puts them on one scale.
 Weights only scale item-side coordinates, so the result is still ONE user vector
@@ -98,7 +98,7 @@ class MixtureConfig:
     pis: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0, 3.0])
     cold_step: float = 0.1
     margin: float = 0.01
-    tune_users: int = 1000
+    tune_users: int = 2000
     k: int = 20
     seed: int = 0
 
@@ -273,32 +273,42 @@ def tune_mixture(
         del cold
 
     warm = _grid(data, "warm", {c: vectors[c] for c in names}, scale, cfg)
-    params = {"kappa": 0.0 if "id" in names else float("inf"), "rho": 1.0, "pi": 0.0}
+    inf = float("inf")
+    # Each single channel as a grid point: id = kappa 0; ws / knn = kappa inf with rho 1 / 0;
+    # popularity = a weight that dwarfs the rest (ties among equal counts broken by the others).
+    points = {
+        "id": {"kappa": 0.0, "rho": 1.0, "pi": 0.0},
+        "ws": {"kappa": inf, "rho": 1.0, "pi": 0.0},
+        "knn": {"kappa": inf, "rho": 0.0, "pi": 0.0},
+        "pop": {"kappa": 0.0, "rho": 1.0, "pi": 1e3},
+    }
+    params = points["id" if "id" in names else "ws" if "ws" in names else "knn"]
     if warm is not None:
 
         def score(p: dict[str, float]) -> float:
-            return warm.recall(
-                _warm_weights(warm.evidence, p["kappa"], p["rho"], p["pi"], names), cfg.k
-            )
+            w = _warm_weights(warm.evidence, p["kappa"], p["rho"], p["pi"], names)
+            return warm.recall(w, cfg.k)
 
-        best = score(params)
-        axes = {"kappa": cfg.kappas, "rho": cfg.rhos, "pi": cfg.pis if "pop" in names else [0.0]}
-        # kappa x rho jointly, then coordinate ascent over every axis (two rounds).
-        for kappa in axes["kappa"]:
-            for rho in axes["rho"]:
-                p = {**params, "kappa": kappa, "rho": rho}
-                r = score(p)
-                if r > best + 1e-12:
-                    best, params = r, p
-        for _ in range(2):
-            for axis, values in axes.items():
-                for v in values:
-                    p = {**params, axis: v}
-                    r = score(p)
-                    if r > best + 1e-12:
-                        best, params = r, p
-        out["warm_val_recall"] = best
         single = {c: warm.recall({c: 1.0}, cfg.k) for c in names}
+        top = max(names, key=lambda c: single[c])  # first of equals: channel order
+        params = points[top]
+        best = score(params)  # (the pop point breaks count ties with the id channel)
+        # The whole grid kappa x rho x pi (a greedy path misses optima inside a face of it);
+        # the best mixed point replaces the best single channel only if it wins by the margin.
+        kappas = cfg.kappas if "id" in names else [inf]
+        rhos = cfg.rhos if {"ws", "knn"} <= set(names) else [1.0]
+        pis = cfg.pis if "pop" in names else [0.0]
+        mixed, mixed_best = params, -1.0
+        for kappa in kappas:
+            for rho in rhos:
+                for pi in pis:
+                    p = {"kappa": kappa, "rho": rho, "pi": pi}
+                    r = score(p)
+                    if r > mixed_best + 1e-12:
+                        mixed_best, mixed = r, p
+        if mixed_best >= best * (1 + cfg.margin) and mixed_best > best:
+            params, best = mixed, mixed_best
+        out["warm_val_recall"] = best
         out["warm_val_single"] = single
     out["warm"] = params
     out["cold_offset"] = _tune_cold_offset(data, vectors, out, cfg)

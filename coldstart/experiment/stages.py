@@ -36,7 +36,7 @@ VERSIONS = {
     "split": 1,
     "embed": 3,
     "index": 1,
-    "ranker": 3,
+    "ranker": 4,
     "evaluate": 2,
     "stability": 3,
     "dims": 3,
