@@ -511,6 +511,9 @@ for _name, _ws in (("ours", "warmstart"), ("ours+sid", "warmstart+sid")):
             _name,
             f"evidence-gated mixture of content_projection (id), {_ws} (ws), content_knn and "
             "popularity channels, weights tuned on val / cold_val (ranker.mixture)",
+            # 128 dims per model channel: chosen on val parts of four data sets
+            # (configs/suites/sweep.yaml, docs/sweep.md); the baselines keep the shared 64.
+            {"dim": 128},
             extra=_MIX_EXTRA,
             needs_content=True,
             channels={"ws": _ws, "id": "content_projection"},

@@ -130,7 +130,11 @@ def run_experiment(
         ),
         version=stages.VERSIONS["index"],
     )
-    ranker_section = _section(config.ranker)
+    # The resolved configs enter the key, not only the YAML: a changed default retrains.
+    ranker_section = {
+        **_section(config.ranker),
+        "resolved": {m: stages.resolved_params(config.ranker, m) for m in config.ranker.methods},
+    }
     artifacts["ranker"] = store.run(
         "ranker",
         ranker_section,
@@ -160,7 +164,13 @@ def run_experiment(
     ):
         if not section_cfg.enabled or (only is not None and name not in only):
             continue
-        section = {name: _section(section_cfg), "ranker_params": config.ranker.params}
+        section = {
+            name: _section(section_cfg),
+            "ranker_params": config.ranker.params,
+            "resolved": stages.resolved_params(
+                config.ranker, section_cfg.method, section_cfg.params
+            ),
+        }
         artifacts[name] = store.run(
             name,
             section,

@@ -263,6 +263,22 @@ def params_for(cfg: RankerConfig, method: str) -> dict[str, Any]:
     return {**shared, **own}
 
 
+def resolved_params(
+    cfg: RankerConfig, method: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every resolved knob of `method` under this ranker section (+ an analysis's overrides),
+    JSON-safe: what stage keys hash, so that a changed registry default invalidates caches."""
+    import ranker.methods as methods_mod
+    from data.embeddings import jsonable
+
+    params = {**params_for(cfg, method), **(extra or {})}
+    resolved = methods_mod.resolve_method(method, params, cfg.seed)
+    flat = resolved.flat()
+    for name, channel in resolved.channels.items():
+        flat[f"channel.{name}"] = channel.flat()
+    return jsonable(flat)
+
+
 def _ranker_inputs(split_dir: Path, embed_dir: Path) -> Any:
     """RankerData for the split with the content vectors aligned to its catalogue."""
     import ranker.data as data_mod

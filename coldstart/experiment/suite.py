@@ -134,11 +134,18 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
-def summarize(runs: list[dict[str, Any]], suite: SuiteConfig) -> dict[str, Any]:
-    """{dataset: {"rows": {"variant/method": {seg: {key: [mean, std]}}}, "targets": {...}}}.
+def _row_name(method: str, variant: str, in_variants: set[str]) -> str:
+    """A method's table name: plain when it ran in one variant or in "default", else
+    "method (variant)"."""
+    return method if len(in_variants) == 1 or variant == "default" else f"{method} ({variant})"
 
-    A method that appears in one variant only is listed under its name alone (the baselines of
-    a sweep run once, in their own variant).
+
+def summarize(runs: list[dict[str, Any]], suite: SuiteConfig) -> dict[str, Any]:
+    """{dataset: {"rows": {name: {seg: {key: [mean, std]}, "method", "variant", "seeds"}},
+    "targets": {name: {"cold"|"warm": check}}}}.
+
+    The best baseline of a check is the best row of any baseline method in any variant (e.g.
+    the baselines at two sizes).
     """
     out: dict[str, Any] = {}
     datasets = list(dict.fromkeys(r["dataset"] for r in runs))
@@ -157,18 +164,15 @@ def summarize(runs: list[dict[str, Any]], suite: SuiteConfig) -> dict[str, Any]:
                 if not vals:
                     continue
                 in_variants = {r["variant"] for r in mine if method in r["methods"]}
-                plain = len(variants) == 1 or (method in suite.baselines and len(in_variants) == 1)
-                key = method if plain else f"{variant}/{method}"
-                rows[key] = {
+                rows[_row_name(method, variant, in_variants)] = {
                     seg: {k: list(_mean_std([v[seg][k] for v in vals])) for k in KEYS}
                     | {"users": vals[0][seg].get("users")}
                     for seg in SEGMENTS
-                }
-                rows[key]["seeds"] = len(vals)
+                } | {"method": method, "variant": variant, "seeds": len(vals)}
         targets = {}
-        base = {k: v for k, v in rows.items() if k.split("/")[-1] in suite.baselines}
+        base = {k: v for k, v in rows.items() if v["method"] in suite.baselines}
         for key, row in rows.items():
-            if key.split("/")[-1] != suite.target_method or not base:
+            if row["method"] != suite.target_method or not base:
                 continue
             check = {}
             for seg in ("cold", "warm"):

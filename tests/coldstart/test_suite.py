@@ -56,16 +56,16 @@ def test_summary_mean_std_targets_and_ranking() -> None:
     suite = SuiteConfig(baselines=["id_only", "content_knn"], target_method="ours")
     summary = summarize(_runs(), suite)
     rows = summary["d"]["rows"]
-    # Baselines ran in one variant only: listed under their own names; ours per variant.
-    assert set(rows) == {"id_only", "content_knn", "default/ours", "worse/ours"}
-    mean, std = rows["default/ours"]["cold"]["recall@20"]
+    # Methods of one variant keep their name; ours in two variants: "default" plain.
+    assert set(rows) == {"id_only", "content_knn", "ours", "ours (worse)"}
+    mean, std = rows["ours"]["cold"]["recall@20"]
     assert mean == pytest.approx(0.32) and std == pytest.approx(0.0282843, rel=1e-4)
     checks = summary["d"]["targets"]
-    assert checks["default/ours"]["cold"]["holds"] and checks["default/ours"]["warm"]["holds"]
-    assert checks["default/ours"]["warm"]["best_baseline"] == "id_only"
-    assert not checks["worse/ours"]["cold"]["holds"]  # 0.20 < content_knn's 0.30
+    assert checks["ours"]["cold"]["holds"] and checks["ours"]["warm"]["holds"]
+    assert checks["ours"]["warm"]["best_baseline"] == "id_only"
+    assert not checks["ours (worse)"]["cold"]["holds"]  # 0.20 < content_knn's 0.30
     ranked = rank_variants(summary)
-    assert [r["variant"] for r in ranked] == ["default/ours", "worse/ours"]
+    assert [r["variant"] for r in ranked] == ["ours", "ours (worse)"]
     text = suite_markdown(
         {
             "suite": {"name": "t", "part": "val", "target_method": "ours"},
