@@ -275,7 +275,11 @@ def suite_markdown(result: dict[str, Any]) -> str:
                 f"| {r['variant']} | {r['worst_ratio']:.3f} | {r['mean_ratio']:.3f} | {r['checks']} |"
             )
         lines.append("")
-    how = yaml.safe_dump(suite, sort_keys=False, default_flow_style=None, width=100)
+    shown = {**suite, "experiments": [dict(e) for e in suite["experiments"]]}
+    for e in shown["experiments"]:  # paths as the repository knows them, not this machine's
+        rel = os.path.relpath(e["config"])
+        e["config"] = e["config"] if rel.startswith("..") else rel
+    how = yaml.safe_dump(shown, sort_keys=False, default_flow_style=None, width=100)
     lines += ["## How it ran", "", "```yaml", how.rstrip(), "```", ""]
     return "\n".join(lines)
 
