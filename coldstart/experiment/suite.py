@@ -275,7 +275,7 @@ def suite_markdown(result: dict[str, Any]) -> str:
                 f"| {r['variant']} | {r['worst_ratio']:.3f} | {r['mean_ratio']:.3f} | {r['checks']} |"
             )
         lines.append("")
-    shown = {**suite, "experiments": [dict(e) for e in suite["experiments"]]}
+    shown = {**suite, "experiments": [dict(e) for e in suite.get("experiments", [])]}
     for e in shown["experiments"]:  # paths as the repository knows them, not this machine's
         rel = os.path.relpath(e["config"])
         e["config"] = e["config"] if rel.startswith("..") else rel
