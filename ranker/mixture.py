@@ -83,9 +83,10 @@ class MixtureConfig:
     rhos: the warm content part's ws share (the rest goes to knn).
     pis: popularity weights (standardized units) added on warm items.
     cold_step: simplex grid step of the cold weights.
-    margin: a mixed point replaces the best single channel only when its val Recall@k is higher
-      by this share (0.01 = 1%): small val gains are noise, and a single channel is a baseline
-      reproduced exactly.
+    margin_z: the best mixed point replaces the best single channel only when its paired
+      per-user gain in val Recall@k exceeds this many standard errors: a small val gain is
+      noise (it flipped to a loss on test), and a single channel is a baseline reproduced
+      exactly.
     tune_users: at most this many val users per segment score the grid (seeded sample).
     k: the cut-off of the tuning objective, Recall@k on val / cold_val.
     """
@@ -97,7 +98,7 @@ class MixtureConfig:
     rhos: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     pis: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0, 3.0])
     cold_step: float = 0.1
-    margin: float = 0.01
+    margin_z: float = 2.0
     tune_users: int = 2000
     k: int = 20
     seed: int = 0
@@ -135,6 +136,10 @@ class _Grid:
 
     def recall(self, weights: dict[str, np.ndarray | float], k: int) -> float:
         """Mean Recall@k of the weighted sum; weights: channel -> (C,) or scalar."""
+        return float(self.per_user(weights, k).mean())
+
+    def per_user(self, weights: dict[str, np.ndarray | float], k: int) -> np.ndarray:
+        """(U,) Recall@k of every sampled user under the weighted sum."""
         total = None
         for name, w in weights.items():
             if np.isscalar(w) and w == 0:
@@ -142,11 +147,19 @@ class _Grid:
             part = self.scores[name] * (np.asarray(w, np.float32)[None] if np.ndim(w) else w)
             total = part if total is None else total + part
         if total is None:
-            return 0.0
+            return np.zeros(len(self.n_pos))
         kk = min(k, total.shape[1])
         top = np.argpartition(-total, kk - 1, axis=1)[:, :kk]
         hits = np.take_along_axis(self.targets, top, axis=1).sum(1)
-        return float((hits / self.n_pos).mean())
+        return hits / self.n_pos
+
+
+def _significant(new: np.ndarray, old: np.ndarray, z: float) -> bool:
+    """Is the paired per-user gain new - old above z standard errors (and positive)?"""
+    d = np.asarray(new, np.float64) - np.asarray(old, np.float64)
+    if len(d) < 2 or d.mean() <= 0:
+        return False
+    return bool(d.mean() > z * d.std(ddof=1) / np.sqrt(len(d)))
 
 
 def _grid(
@@ -261,12 +274,15 @@ def tune_mixture(
     else:
         single = {c: cold.recall({c: 1.0}, cfg.k) for c in cold_names}
         top = max(cold_names, key=lambda c: single[c])  # first of equals: registry order
-        best, best_w = single[top], {c: float(c == top) for c in cold_names}
-        bar = single[top] * (1 + cfg.margin)
+        best_w = {c: float(c == top) for c in cold_names}
+        mixed, mixed_best = best_w, -1.0
         for w in _simplex(cold_names, cfg.cold_step):
             r = cold.recall(w, cfg.k)
-            if r > best + 1e-12 and r >= bar:
-                best, best_w = r, w
+            if r > mixed_best + 1e-12:
+                mixed_best, mixed = r, w
+        if _significant(cold.per_user(mixed, cfg.k), cold.per_user(best_w, cfg.k), cfg.margin_z):
+            best_w = mixed
+        best = cold.recall(best_w, cfg.k)
         out["cold"] = best_w
         out["cold_val_recall"] = best
         out["cold_val_single"] = single
@@ -285,16 +301,18 @@ def tune_mixture(
     params = points["id" if "id" in names else "ws" if "ws" in names else "knn"]
     if warm is not None:
 
+        def _w(p: dict[str, float]) -> dict[str, Any]:
+            return _warm_weights(warm.evidence, p["kappa"], p["rho"], p["pi"], names)
+
         def score(p: dict[str, float]) -> float:
-            w = _warm_weights(warm.evidence, p["kappa"], p["rho"], p["pi"], names)
-            return warm.recall(w, cfg.k)
+            return warm.recall(_w(p), cfg.k)
 
         single = {c: warm.recall({c: 1.0}, cfg.k) for c in names}
         top = max(names, key=lambda c: single[c])  # first of equals: channel order
         params = points[top]
         best = score(params)  # (the pop point breaks count ties with the id channel)
         # The whole grid kappa x rho x pi (a greedy path misses optima inside a face of it);
-        # the best mixed point replaces the best single channel only if it wins by the margin.
+        # the best mixed point replaces the best single channel only if it wins significantly.
         kappas = cfg.kappas if "id" in names else [inf]
         rhos = cfg.rhos if {"ws", "knn"} <= set(names) else [1.0]
         pis = cfg.pis if "pop" in names else [0.0]
@@ -306,7 +324,7 @@ def tune_mixture(
                     r = score(p)
                     if r > mixed_best + 1e-12:
                         mixed_best, mixed = r, p
-        if mixed_best >= best * (1 + cfg.margin) and mixed_best > best:
+        if _significant(*(warm.per_user(_w(p), cfg.k) for p in (mixed, params)), cfg.margin_z):
             params, best = mixed, mixed_best
         out["warm_val_recall"] = best
         out["warm_val_single"] = single

@@ -36,7 +36,7 @@ VERSIONS = {
     "split": 1,
     "embed": 3,
     "index": 1,
-    "ranker": 4,
+    "ranker": 5,
     "evaluate": 2,
     "stability": 3,
     "dims": 3,

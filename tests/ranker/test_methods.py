@@ -72,13 +72,18 @@ def test_params_are_validated_and_run_method_matches(syn_data) -> None:
 def test_one_source_of_defaults_for_the_experiment_and_lightning(syn_data) -> None:
     """The disagreements of issue 12 (id_dropout 0.5 vs 0.3, epochs 10 vs 8, batch_requests
     256 vs 128, label_threshold None vs 4.0) cannot come back: both paths resolve here."""
+    import dataclasses
+
     from ranker.lit import LitRanker, RankerDataModule
     from ranker.model import RankerConfig
     from ranker.train import TrainConfig
 
     ours = resolve_method("ours")
-    # The config dataclasses' own defaults are the method defaults (ours registers no overrides).
-    assert ours.ranker == RankerConfig() and ours.train == TrainConfig(seed=0)
+    # The config dataclasses' own defaults are the method defaults (warmstart registers no
+    # overrides; ours only its channels' dim, chosen by the sweep).
+    warmstart = resolve_method("warmstart")
+    assert warmstart.ranker == RankerConfig() and warmstart.train == TrainConfig(seed=0)
+    assert ours.channels["ws"].ranker == dataclasses.replace(RankerConfig(), dim=128)
     for name in ("ours", "ours+sid", "id_only", "content_projection"):
         lit = LitRanker(name, {"dim": 24})
         resolved = resolve_method(name, {"dim": 24})
