@@ -28,7 +28,8 @@ def test_configs_parse(name: str, capsys: pytest.CaptureFixture) -> None:
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "class_path: ranker.lit.RankerExportWriter" in printed
-    assert "method: ours" in printed and "params:" in printed
+    method = "warmstart" if name == "movielens_sharded" else "ours"  # the sharded: one model
+    assert f"method: {method}" in printed and "params:" in printed
 
 
 def test_help_is_fast_and_mentions_the_subcommands(capsys: pytest.CaptureFixture) -> None:
@@ -180,7 +181,9 @@ def test_sharded_fit_on_two_processes_loads_in_one(
         "coldstart"
     )
     assert exe, "the coldstart console script is not installed"
-    sharded = ["--model.params.tables=torchrec", "--trainer.strategy=torchrec"]
+    # warmstart: one two-tower model (ours, the mixture, trains two and is not sharded).
+    method = "--model.method=warmstart"
+    sharded = [method, "--model.params.tables=torchrec", "--trainer.strategy=torchrec"]
     fit = _run_group(
         [
             exe,
@@ -209,7 +212,7 @@ def test_sharded_fit_on_two_processes_loads_in_one(
     assert ckpt["state_dict"][key].shape[0] == 300  # whole tables, gathered from both ranks
     assert "torchrec_fused_optimizer" in ckpt
 
-    one = ["--model.params.tables=torchrec", "--ckpt_path", "last", *QUIET]
+    one = [method, "--model.params.tables=torchrec", "--ckpt_path", "last", *QUIET]
     monkeypatch.chdir(tmp_path)
     assert coldstart_main(["ranker", "predict", "--config", str(CONFIG), *one]) == 0
     trained = np.load(run / "trained_vectors.npz")
@@ -220,7 +223,7 @@ def test_sharded_fit_on_two_processes_loads_in_one(
     np.testing.assert_allclose(users[np.argsort(uids)], trained["users"], rtol=1e-5, atol=1e-6)
 
     # The same checkpoint served with plain torch tables (ranker.tables.match_state).
-    plain = ["--model.params.tables=torch", "--ckpt_path", "last", *QUIET]
+    plain = [method, "--model.params.tables=torch", "--ckpt_path", "last", *QUIET]
     assert coldstart_main(["ranker", "predict", "--config", str(CONFIG), *plain]) == 0
     ids, items = read_embeddings(run / "export/items", "ranker")
     np.testing.assert_allclose(items[np.argsort(ids)], trained["items"], rtol=1e-5, atol=1e-6)
