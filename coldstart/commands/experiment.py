@@ -38,13 +38,7 @@ def _parser(prog: str, demo: bool) -> argparse.ArgumentParser:
         "'../shared/data/movielens-small-posters/posters-{000..003}.tar': image content joins text",
     )
     parser.add_argument("--output-dir", default=None, help="override output_dir of the config")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set ranker.params.epochs=3 (repeatable)",
-    )
+    add_set_option(parser, "override a config key, e.g. --set ranker.params.epochs=3 (repeatable)")
     parser.add_argument(
         "--force",
         action="append",
@@ -65,6 +59,11 @@ def _parser(prog: str, demo: bool) -> argparse.ArgumentParser:
         help="skip the stability and dims analyses (core stages only)",
     )
     return parser
+
+
+def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """The repeatable `--set KEY=VALUE` config override (experiment, demo, suite)."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def offline_environment() -> None:

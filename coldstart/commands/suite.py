@@ -13,6 +13,8 @@ import sys
 
 
 def main(argv: list[str]) -> int:
+    from coldstart.commands.experiment import add_set_option, offline_environment
+
     parser = argparse.ArgumentParser(
         prog="coldstart suite",
         description=(
@@ -22,13 +24,7 @@ def main(argv: list[str]) -> int:
         ),
     )
     parser.add_argument("--config", required=True, help="configs/suites/<name>.yaml")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override for every experiment, e.g. --set ranker.params.epochs=2",
-    )
+    add_set_option(parser, "override for every experiment, e.g. --set ranker.params.epochs=2")
     parser.add_argument(
         "--out", default=None, help="where suite.json and suite.md go (default: output_dir)"
     )
@@ -39,7 +35,6 @@ def main(argv: list[str]) -> int:
         help="also copy suite.md to FILE (e.g. docs/quality.md)",
     )
     args = parser.parse_args(argv)
-    from coldstart.commands.experiment import offline_environment
     from coldstart.experiment.suite import load_suite, run_suite, write_suite
 
     offline_environment()
