@@ -40,7 +40,9 @@ def setup(tmp_path_factory):
     raw["data"]["mapping"] = str(mapping)
     raw["ranker"]["params"] = {"dim": 16, "epochs": 2}
     raw["stability"]["params"] = {"epochs": 1}
-    raw["dims"].update(dims=[8, 16], qps_queries=100, params={"epochs": 1})
+    # dims on warmstart, whose vectors are `dim` wide: ours on these 300 items may serve its best
+    # single channel (content_knn: content-wide whatever `dim`), so its bytes need not grow.
+    raw["dims"].update(method="warmstart", dims=[8, 16], qps_queries=100, params={"epochs": 1})
     raw["evaluate"]["curve_ks"] = [1, 5, 10, 20]
     config = root / "experiment.yaml"
     config.write_text(yaml.safe_dump(raw))

@@ -125,7 +125,8 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     )
     # Two ranks split the epoch's batches: half the single-process step count.
     assert 0 < ckpt["global_step"] <= 6
-    assert any(k.startswith("ranker.item_tower") for k in ckpt["state_dict"])
+    # ours, the mixture: its model channels' towers (ranker.channels.<name>.item_tower...).
+    assert any(k.startswith("ranker.channels.ws.item_tower") for k in ckpt["state_dict"])
 
 
 def test_cli_epochs_default_to_the_method_and_an_explicit_value_wins() -> None:
