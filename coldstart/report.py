@@ -318,13 +318,14 @@ def write_report(result: RunResult, config: ExperimentConfig, total_seconds: flo
         out.append(
             f"Method `{data['method']}` trained twice with different seeds: the mean overlap of "
             f"each item's top-{data['k']} neighbours (cosine over item vectors) between the two "
-            "runs, and between an old model (trained without the "
+            "runs, and between an old model (trained without "
             + (
-                "newest "
+                f"the newest {data['retrain_fraction']:.0%} of the training log"
                 if data.get("retrain_holdout", "newest") == "newest"
-                else "(no timestamps: a random) "
+                else f"a random {data['retrain_fraction']:.0%} of the training log, which has "
+                "no timestamps"
             )
-            + f"{data['retrain_fraction']:.0%} of the training log) and the retrained one. "
+            + ") and the retrained one. "
             "Rows: content warm start vs random init of the ID rows. Trained with "
             f"`{_params_text({k: v for k, v in data['rows'][0].get('params', {}).items() if k != 'init'})}`."
         )

@@ -272,6 +272,8 @@ def test_timestamp_free_generic_data_runs_end_to_end_with_analyses(tmp_path, cap
     stability = json.loads((Path(stages["stability"]["path"]) / "stability.json").read_text())
     assert stability["retrain_holdout"] == "random"
     assert 0 < stability["old_train_rows"] < stability["train_rows"]
+    report = (run_dir / "report.md").read_text()
+    assert "trained without a random 10% of the training log, which has no timestamps" in report
     vectors = Path(stages["ranker"]["path"]) / "methods" / "ours"
     ids, items = read_embeddings(vectors / "items", "ranker")
     assert (
