@@ -209,18 +209,14 @@ try:  # the Lightning callback below is used by test_cli's sharded run (class pa
 
         def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
             data = trainer.datamodule.data
-            ranker = pl_module.ranker
-            ranker.eval()
-            items = ranker.item_vectors()[: data.num_items]
-            hist = torch.as_tensor(data.histories(pl_module.config.user.history_len))
-            users = ranker.user_vectors(torch.arange(data.num_users), hist)
+            items, users, _ = pl_module.vectors()  # the served vectors (a mixture's included)
             if trainer.global_rank == 0:
                 np.savez(
                     f"{trainer.default_root_dir}/trained_vectors.npz",
                     item_ids=data.item_ids,
-                    items=items.numpy(),
+                    items=items[: data.num_items],
                     user_ids=data.user_ids,
-                    users=users.numpy(),
+                    users=users,
                 )
 
 except ImportError:  # pragma: no cover

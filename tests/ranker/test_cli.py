@@ -171,19 +171,20 @@ def _run_group(cmd: list[str], cwd: Path, timeout: float) -> subprocess.Complete
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["warmstart", "ours"])
 def test_sharded_fit_on_two_processes_loads_in_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
 ) -> None:
     """TorchRec-sharded fit over 2 gloo processes; its checkpoint then serves `predict` and
-    `test` in 1 process, and the exported vectors equal the 2-process model's."""
+    `test` in 1 process, and the exported vectors equal the 2-process model's. warmstart is one
+    two-tower model; ours, the mixture, shards the tables of each of its model channels."""
     from data.embeddings import read_embeddings
 
     exe = shutil.which("coldstart", path=str(Path(sys.executable).parent)) or shutil.which(
         "coldstart"
     )
     assert exe, "the coldstart console script is not installed"
-    # warmstart: one two-tower model (ours, the mixture, trains two and is not sharded).
-    method = "--model.method=warmstart"
+    method = f"--model.method={method}"
     sharded = [method, "--model.params.tables=torchrec", "--trainer.strategy=torchrec"]
     fit = _run_group(
         [
@@ -209,8 +210,13 @@ def test_sharded_fit_on_two_processes_loads_in_one(
     assert {t["table"] for t in plan["tables"]} == {"item_id", "user_id", "user_history"}
     assert {r for t in plan["tables"] for r in t["ranks"]} == {0, 1}  # tables on both ranks
     ckpt = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
-    key = "ranker.item_tower.table.ebc.embedding_bags.item_id.weight"
-    assert ckpt["state_dict"][key].shape[0] == 300  # whole tables, gathered from both ranks
+    item_tables = [
+        value
+        for key, value in ckpt["state_dict"].items()
+        if key.endswith("item_tower.table.ebc.embedding_bags.item_id.weight")
+    ]
+    assert len(item_tables) == (2 if "ours" in method else 1)  # ours: the id and ws channels
+    assert all(t.shape[0] == 300 for t in item_tables)  # whole tables, gathered from both ranks
     assert "torchrec_fused_optimizer" in ckpt
 
     one = [method, "--model.params.tables=torchrec", "--ckpt_path", "last", *QUIET]
