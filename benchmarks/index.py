@@ -106,14 +106,12 @@ def _qps(store: Any, queries: np.ndarray, k: int, batch: int) -> tuple[float, li
     return len(queries) / best, found
 
 
-def _recall(found: list[list], truth: np.ndarray, k: int) -> float:
-    return float(np.mean([len(set(f[:k]) & set(t[:k].tolist())) / k for f, t in zip(found, truth)]))
-
-
 # --------------------------------------------------------------------------- worker
 def worker(job: dict[str, Any]) -> int:
     """Build one store and search it with each setting; one JSON line per setting."""
     import faiss
+
+    from index.build import recall_at_k
 
     if job["threads"]:
         faiss.omp_set_num_threads(job["threads"])
@@ -174,7 +172,7 @@ def worker(job: dict[str, Any]) -> int:
                 "open_s": round(open_s, 2),
                 "qps": round(qps, 1),
                 "single_query_ms": round(1000 * float(np.median(one)), 2),
-                "recall_at_10": round(_recall(found, truth, k), 4),
+                "recall_at_10": round(recall_at_k(found, truth.tolist(), k), 4),
                 "peak_rss_mb": round(peak_rss_mb(), 1),
                 "disk_mb": round(disk_mb, 1),
             }
@@ -229,12 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             p.error("--backend milvus needs the Milvus extra: pip install 'coldstart[milvus]'")
     from data.synthetic import clustered_vectors
-    from index.backend import exact_search
+    from index.build import exact_neighbours
 
     plan: list[tuple[str, int, list[str]]] = []
     if "faiss" in backends:
         for pos, n in enumerate(args.n):
-            specs = args.specs if args.specs is not None else None
+            specs = args.specs
             if specs is None:
                 specs = FAISS_SPECS if pos == 0 else FAISS_COMMON_SPECS
             plan.append(("faiss", n, specs))
@@ -254,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         truths: dict[int, Path] = {}
         for n in sorted({n for _, n, _ in plan}):
             start = time.perf_counter()
-            truth = _exact(data[:n], queries, 10, exact_search)
+            truth = exact_neighbours(data[:n], queries, 10)
             np.save(work / f"truth-{n}.npy", truth)
             truths[n] = work / f"truth-{n}.npy"
             print(
@@ -300,12 +298,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     return 0
-
-
-def _exact(base: np.ndarray, queries: np.ndarray, k: int, exact_search: Any) -> np.ndarray:
-    """Exact top-k rows (Q, k), in query chunks to bound the (chunk, N) score matrix."""
-    rows = [exact_search(base, queries[lo : lo + 64], k)[1] for lo in range(0, len(queries), 64)]
-    return np.concatenate(rows)
 
 
 def _run_worker(job: dict[str, Any]) -> list[dict[str, Any]]:

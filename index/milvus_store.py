@@ -156,8 +156,8 @@ class MilvusStore(StoreBase):
 
     # ----------------------------------------------------------------- connect
     @staticmethod
-    def _connect(config: MilvusConfig) -> tuple[Any, bool]:
-        """(MilvusClient, server is Milvus Lite)."""
+    def _connect(config: MilvusConfig) -> tuple[Any, str]:
+        """(MilvusClient, server version: "milvus_lite-..." for Milvus Lite)."""
         import os
 
         pymilvus = _pymilvus()
@@ -180,7 +180,7 @@ class MilvusStore(StoreBase):
             if config.is_lite and _lite_locked(config.uri):
                 hint = " (another process has it open: Milvus Lite allows one process per file)"
             raise BackendUnavailable(f"cannot open Milvus at {config.uri}{hint}: {err}") from err
-        return client, version.startswith("milvus_lite")
+        return client, version
 
     @classmethod
     def open(
@@ -193,7 +193,7 @@ class MilvusStore(StoreBase):
         """Open the collection `config.collection`, or create it when `create` (dim from `dim`
         or config.dim). The stored schema (dim, metric, id type, normalization, index type and
         build params) wins over the config; search params (nprobe, ef_search) come from it."""
-        client, lite = cls._connect(config)
+        client, version = cls._connect(config)
         try:
             exists = client.has_collection(config.collection)
             if not exists and not create:
@@ -202,8 +202,8 @@ class MilvusStore(StoreBase):
                     "(build one with `coldstart index build --backend milvus`)"
                 )
             if not exists:
-                cls._create_collection(client, config, dim or config.dim, source, lite)
-            store = cls._from_existing(client, config, lite)
+                cls._create_collection(client, config, dim or config.dim, source, _is_lite(version))
+            store = cls._from_existing(client, config, version)
         except BaseException:
             cls._release(client, config)
             raise
@@ -214,14 +214,14 @@ class MilvusStore(StoreBase):
         cls, config: MilvusConfig, dim: int | None = None, source: dict[str, Any] | None = None
     ) -> MilvusStore:
         """A new, empty collection; refuses to touch an existing one (FileExistsError)."""
-        client, lite = cls._connect(config)
+        client, version = cls._connect(config)
         try:
             if client.has_collection(config.collection):
                 raise FileExistsError(
                     f"{config.uri} already holds a collection {config.collection!r}"
                 )
-            cls._create_collection(client, config, dim or config.dim, source, lite)
-            return cls._from_existing(client, config, lite)
+            cls._create_collection(client, config, dim or config.dim, source, _is_lite(version))
+            return cls._from_existing(client, config, version)
         except BaseException:
             cls._release(client, config)
             raise
@@ -270,7 +270,7 @@ class MilvusStore(StoreBase):
         )
 
     @classmethod
-    def _from_existing(cls, client: Any, config: MilvusConfig, lite: bool) -> MilvusStore:
+    def _from_existing(cls, client: Any, config: MilvusConfig, version: str) -> MilvusStore:
         from pymilvus import DataType
 
         desc = client.describe_collection(config.collection)
@@ -300,8 +300,8 @@ class MilvusStore(StoreBase):
         )
         client.load_collection(config.collection)  # a reopened Lite collection is "released"
         info = {
-            "server": str(client.get_server_version()),
-            "lite": lite,
+            "server": version,
+            "lite": _is_lite(version),
             "index": {k: v for k, v in index.items() if k in ("index_type", "params")},
             "source": json.loads(props.get("coldstart.source", "{}")),
             "format": props.get("coldstart.format"),
@@ -567,6 +567,10 @@ def _search_params(config: MilvusConfig, k: int) -> dict[str, int]:
 def _not_loaded(err: Exception) -> bool:
     """Whether Milvus refused a call because the collection is not loaded (code 101)."""
     return getattr(err, "code", None) == 101 or "released" in str(err) or "not loaded" in str(err)
+
+
+def _is_lite(server_version: str) -> bool:
+    return server_version.startswith("milvus_lite")
 
 
 def _lite_locked(uri: str) -> bool:

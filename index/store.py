@@ -318,7 +318,7 @@ class DurableIndex(StoreBase):
     def info(self) -> dict[str, Any]:
         cfg = self.index.config
         return {
-            **read_manifest(self.directory),
+            **self.manifest,
             "backend": self.backend,
             "directory": str(self.directory),
             "index_type": cfg.factory,
