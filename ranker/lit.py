@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from ranker.model import (
     RankerConfig,
     UserTower,
 )
-from ranker.tables import match_state, to_torch_state
+from ranker.tables import TORCHREC_KEY, match_state, to_torch_state
 from ranker.train import RequestBatches, create_optimizer
 
 
@@ -276,12 +275,7 @@ def ranker_from_state_dict(
     s = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     # TorchRec tables (tables: torchrec) keep their rows under "<table>.ebc.embedding_bags.<name>.
     # weight" (or ".ec.embeddings."): the row counts below read the same under torch names.
-    s.update(
-        {
-            re.sub(r"\.(ebc\.embedding_bags|ec\.embeddings)\.[^.]+\.weight$", ".weight", k): v
-            for k, v in s.items()
-        }
-    )
+    s.update({TORCHREC_KEY.sub(".weight", k): v for k, v in s.items()})
     num_items = s["item_tower.content"].shape[0]
     sid_rows = s.get("item_tower.sid.item_prefix_rows")
     item = ItemTower(

@@ -49,6 +49,7 @@ from ranker.mixture import (
     MixtureConfig,
     knn_vectors,
     mix_vectors,
+    normalized_rows,
     pop_vectors,
     tune_mixture,
 )
@@ -285,8 +286,7 @@ def export_vectors(
     data: RankerData,
     items: np.ndarray,
     users: np.ndarray,
-    resolved: ResolvedMethod | None = None,
-    method: str | None = None,
+    resolved: ResolvedMethod,
 ) -> dict[str, Any]:
     """Write a method's vectors in the embedding-export format (data.embeddings), ids included.
 
@@ -298,10 +298,9 @@ def export_vectors(
     from data.embeddings import EmbeddingManifest, jsonable, write_part
 
     out = Path(out)
-    name = resolved.name if resolved is not None else (method or "ranker")
     config = {
-        "method": name,
-        "params": jsonable(resolved.flat()) if resolved is not None else {},
+        "method": resolved.name,
+        "params": jsonable(resolved.flat()),
         "dim": int(items.shape[1]),
     }
     score = "inner product of the user vector and the item vector (users/ x items/)"
@@ -414,7 +413,7 @@ def _finish_ridge(
     data: RankerData, items: np.ndarray, users: np.ndarray, resolved: ResolvedMethod
 ) -> tuple:
     """Fit content -> trained ID vector on warm items (ridge), replace non-warm items' vectors."""
-    content, _ = knn_vectors(data)
+    content = normalized_rows(data.content)
     warm = (data.item_split == "warm") & data.has_content & (data.train_counts() > 0)
     x = np.concatenate([content[warm], np.ones((int(warm.sum()), 1), np.float32)], axis=1)
     gram = x.T @ x + resolved.extra["ridge"] * np.eye(x.shape[1], dtype=np.float32)

@@ -106,12 +106,12 @@ class MixtureConfig:
 
 def knn_vectors(data: RankerData) -> tuple[np.ndarray, np.ndarray]:
     """content_knn: (items (I, C) normalized content, users (U, C) normalized mean history)."""
-    content = _normalized(data.content)
+    content = normalized_rows(data.content)
     tr = data.train
     users = np.zeros((data.num_users, content.shape[1]), dtype=np.float64)
     np.add.at(users, tr.users, content[tr.items])
     counts = np.bincount(tr.users, minlength=data.num_users)[:, None]
-    return content, _normalized((users / np.maximum(counts, 1)).astype(np.float32))
+    return content, normalized_rows((users / np.maximum(counts, 1)).astype(np.float32))
 
 
 def pop_vectors(data: RankerData) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +120,8 @@ def pop_vectors(data: RankerData) -> tuple[np.ndarray, np.ndarray]:
     return np.log1p(counts)[:, None], np.ones((data.num_users, 1), np.float32)
 
 
-def _normalized(x: np.ndarray) -> np.ndarray:
+def normalized_rows(x: np.ndarray) -> np.ndarray:
+    """(N, D) rows scaled to unit length (all-zero rows stay zero), float32."""
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(n, 1e-12)).astype(np.float32)
 

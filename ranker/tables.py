@@ -252,7 +252,8 @@ def from_torch_state(module: nn.Module, state: dict) -> dict:
     return out
 
 
-_TORCHREC_KEY = re.compile(r"\.(ebc\.embedding_bags|ec\.embeddings)\.[^.]+\.weight$")
+# The row matrix of a TorchRec twin: "<table>.ebc.embedding_bags.<name>.weight" (or ".ec.embeddings.").
+TORCHREC_KEY = re.compile(r"\.(ebc\.embedding_bags|ec\.embeddings)\.[^.]+\.weight$")
 
 
 def match_state(module: nn.Module, state: dict) -> dict:
@@ -266,7 +267,7 @@ def match_state(module: nn.Module, state: dict) -> dict:
         return from_torch_state(module, state)
     out = {}
     for k, v in state.items():
-        key = _TORCHREC_KEY.sub(".weight", k)
+        key = TORCHREC_KEY.sub(".weight", k)
         out[key] = v[:, : own[key].shape[1]] if key != k and key in own else v
     return out
 
