@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def _free_port() -> int:
@@ -275,10 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="uploads per uploader")
     args = p.parse_args(argv)
 
-    from data.synthetic import clustered_vectors
-    from index.config import IndexConfig, StoreConfig
-    from index.store import DurableIndex
-    from index.vector_index import VectorIndex
+    from coldstart.data.synthetic import clustered_vectors
+    from coldstart.index.config import IndexConfig, StoreConfig
+    from coldstart.index.store import DurableIndex
+    from coldstart.index.vector_index import VectorIndex
 
     data, _ = clustered_vectors(args.n + 512, args.dim, n_clusters=256, seed=0)
     base, queries = data[: args.n], data[args.n :]

@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
@@ -36,7 +34,12 @@ def _peak_rss() -> int:
 def single(args: argparse.Namespace) -> dict:
     import torch
 
-    from ranker.tables import HashedEmbedding, HashedTableConfig, RowWiseAdagrad, state_bytes
+    from coldstart.ranker.tables import (
+        HashedEmbedding,
+        HashedTableConfig,
+        RowWiseAdagrad,
+        state_bytes,
+    )
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -88,9 +91,9 @@ def sharded_worker(rank: int, world: int, args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    from ranker.sharding import ShardingConfig, shard_model
-    from ranker.tables import HashedTableConfig, RowWiseAdagrad
-    from ranker.torchrec_tables import TorchRecHashedEmbedding
+    from coldstart.ranker.sharding import ShardingConfig, shard_model
+    from coldstart.ranker.tables import HashedTableConfig, RowWiseAdagrad
+    from coldstart.ranker.torchrec_tables import TorchRecHashedEmbedding
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -194,7 +197,7 @@ def main() -> int:
 
     import tempfile
 
-    from ranker.sharding import run_distributed
+    from coldstart.ranker.sharding import run_distributed
 
     with tempfile.TemporaryDirectory() as tmp:
         args.result_path = str(Path(tmp) / "sharded.json")  # rank 0 writes its result here

@@ -26,11 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def worker(rank: int, world: int, args: argparse.Namespace) -> None:
@@ -38,8 +34,8 @@ def worker(rank: int, world: int, args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    from ranker.data import make_batch
-    from ranker.model import (
+    from coldstart.ranker.data import make_batch
+    from coldstart.ranker.model import (
         ItemTower,
         ItemTowerConfig,
         Ranker,
@@ -47,7 +43,12 @@ def worker(rank: int, world: int, args: argparse.Namespace) -> None:
         UserTower,
         UserTowerConfig,
     )
-    from ranker.sharding import CollectiveBytes, ShardingConfig, create_sharders, shard_model
+    from coldstart.ranker.sharding import (
+        CollectiveBytes,
+        ShardingConfig,
+        create_sharders,
+        shard_model,
+    )
 
     torch.set_num_threads(args.threads)
     device = torch.device(f"cuda:{rank}" if args.backend == "nccl" else "cpu")
@@ -221,7 +222,7 @@ def main() -> int:
     args = parser.parse_args()
     args.variable_batch = {"auto": None, "on": True, "off": False}[args.variable_batch]
 
-    from ranker.sharding import run_distributed
+    from coldstart.ranker.sharding import run_distributed
 
     run_distributed(worker, args.processes, (args,), timeout=args.timeout, backend=args.backend)
     return 0

@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> int:
@@ -37,8 +33,8 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from ranker.data import make_batch
-    from ranker.model import (
+    from coldstart.ranker.data import make_batch
+    from coldstart.ranker.model import (
         ItemTower,
         ItemTowerConfig,
         Ranker,

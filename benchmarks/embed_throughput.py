@@ -52,8 +52,8 @@ GPU_SUITE = [
 
 
 def synthetic_shards(directory: Path, n: int, size: int = 256) -> list[str]:
-    from data.shards import write_shards
-    from data.synthetic import make_synthetic
+    from coldstart.data.shards import write_shards
+    from coldstart.data.synthetic import make_synthetic
 
     syn = make_synthetic(n_items=n, n_classes=16, image_size=size, seed=0)
     samples = [
@@ -65,7 +65,7 @@ def synthetic_shards(directory: Path, n: int, size: int = 256) -> list[str]:
 
 def copy_shards(shards: list[str], copies: int, directory: Path) -> list[str]:
     """Each shard written `copies` times, keys and item ids made unique per copy (bytes as-is)."""
-    from data.shards import DecodeConfig, iter_shard, write_shards
+    from coldstart.data.shards import DecodeConfig, iter_shard, write_shards
 
     out: list[str] = []
     raw = DecodeConfig(decode_images=False)
@@ -119,8 +119,14 @@ def breakdown(args: argparse.Namespace, encoder: Any, shards: list[str], device:
     import numpy as np
     import torch
 
-    from data.embeddings import EmbeddingManifest
-    from encoders.embed import EmbedBatches, LitEmbedder, PartWriter, plan_chunks, plan_units
+    from coldstart.data.embeddings import EmbeddingManifest
+    from coldstart.encoders.embed import (
+        EmbedBatches,
+        LitEmbedder,
+        PartWriter,
+        plan_chunks,
+        plan_units,
+    )
 
     pre = encoder.preprocessor()
     units = plan_units(shards[:1], None, 4096)
@@ -191,8 +197,8 @@ def run_once(args: argparse.Namespace, encoder: Any, shards: list[str], device: 
     import lightning as L
     import torch
 
-    from data.shards import iter_shard
-    from encoders.embed import EmbedConfig, build_embeddings
+    from coldstart.data.shards import iter_shard
+    from coldstart.encoders.embed import EmbedConfig, build_embeddings
 
     pre = encoder.preprocessor()
     images = []
@@ -254,7 +260,7 @@ def run_once(args: argparse.Namespace, encoder: Any, shards: list[str], device: 
 def naive_sps(args: argparse.Namespace, encoder: Any, shards: list[str]) -> float | None:
     if args.naive_samples <= 0:
         return None
-    from data.shards import iter_shard
+    from coldstart.data.shards import iter_shard
 
     pre = encoder.preprocessor()
     start = time.perf_counter()
@@ -270,7 +276,7 @@ def naive_sps(args: argparse.Namespace, encoder: Any, shards: list[str]) -> floa
 def bench(args: argparse.Namespace, shards: list[str], source: str, tmp: Path) -> list[dict]:
     import torch
 
-    from encoders import create_encoder
+    from coldstart.encoders import create_encoder
 
     use_cuda = args.accelerator in ("gpu", "cuda") or (
         args.accelerator == "auto" and torch.cuda.is_available()
@@ -370,7 +376,7 @@ def main() -> None:
         args.max_shards, args.naive_samples = 4, 0
         args.copies = 4 if args.copies == 1 else args.copies
     if args.shards:
-        from data.shards import expand_urls
+        from coldstart.data.shards import expand_urls
 
         shards, source = sorted(expand_urls(args.shards)), "given"
     elif sorted(POSTERS.glob("posters-*.tar")):

@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 FAISS_SPECS = [
     "Flat",
@@ -111,7 +110,7 @@ def worker(job: dict[str, Any]) -> int:
     """Build one store and search it with each setting; one JSON line per setting."""
     import faiss
 
-    from index.build import recall_at_k
+    from coldstart.index.build import recall_at_k
 
     if job["threads"]:
         faiss.omp_set_num_threads(job["threads"])
@@ -127,8 +126,8 @@ def worker(job: dict[str, Any]) -> int:
     out = Path(job["out"])
     start = time.perf_counter()
     if job["backend"] == "faiss":
-        from index.config import IndexConfig, StoreConfig
-        from index.store import FaissStore
+        from coldstart.index.config import IndexConfig, StoreConfig
+        from coldstart.index.store import FaissStore
 
         config = IndexConfig(factory=job["factory"], train_size=100_000, replica="none")
         FaissStore.build(ids, base, out, config, StoreConfig(fsync=True)).close()
@@ -136,7 +135,7 @@ def worker(job: dict[str, Any]) -> int:
         start = time.perf_counter()
         store: Any = FaissStore.open(out, StoreConfig(fsync=True))
     else:
-        from index.milvus_store import MilvusConfig, MilvusStore
+        from coldstart.index.milvus_store import MilvusConfig, MilvusStore
 
         build = job["build"]
         config = MilvusConfig(
@@ -226,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             import pymilvus  # noqa: F401
         except ImportError:
             p.error("--backend milvus needs the Milvus extra: pip install 'coldstart[milvus]'")
-    from data.synthetic import clustered_vectors
-    from index.build import exact_neighbours
+    from coldstart.data.synthetic import clustered_vectors
+    from coldstart.index.build import exact_neighbours
 
     plan: list[tuple[str, int, list[str]]] = []
     if "faiss" in backends:

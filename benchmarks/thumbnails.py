@@ -18,7 +18,6 @@ import argparse
 import json
 import re
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,13 +25,12 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 POSTERS = REPO.parent / "shared" / "data" / "movielens-small-posters" / "posters-{000..003}.tar"
 
 
 def _synthetic_shards(directory: Path, n: int) -> str:
-    from data.shards import write_shards
-    from data.synthetic import make_synthetic
+    from coldstart.data.shards import write_shards
+    from coldstart.data.synthetic import make_synthetic
 
     syn = make_synthetic(n_items=n, n_classes=32, image_size=256, seed=0)
     samples = ({"key": key, "image": image} for key, image in syn.images.items())
@@ -49,10 +47,10 @@ def main() -> None:
 
     import httpx
 
-    from index.catalogue import MediaStore
-    from index.config import IndexConfig, StoreConfig
-    from index.store import DurableIndex
-    from index.vector_index import VectorIndex
+    from coldstart.index.catalogue import MediaStore
+    from coldstart.index.config import IndexConfig, StoreConfig
+    from coldstart.index.store import DurableIndex
+    from coldstart.index.vector_index import VectorIndex
     from tests.index.conftest import ServeProcess
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,7 +20,7 @@ EncodeFn = Callable[[list[Any], list[str]], np.ndarray]
 def encode_fn_from_encoder(encoder: Any) -> EncodeFn:
     """An `encode` callable over any object with `modalities`, `dim`, `encode_image`,
     `encode_text` (each (B, D), tensors or arrays)."""
-    from index.vector_index import InvalidInput
+    from coldstart.index.vector_index import InvalidInput
 
     lock = threading.Lock()  # torch modules toggle eval/train around calls: one at a time
     modalities = tuple(getattr(encoder, "modalities", ()))
@@ -53,7 +53,7 @@ def encode_fn_from_encoder(encoder: Any) -> EncodeFn:
 
 def make_encode(name: str, pretrained: str | None = None, **overrides: Any) -> tuple[EncodeFn, int]:
     """(encode callable, output dim) for a registered encoder name."""
-    from encoders import create_encoder
+    from coldstart.encoders import create_encoder
 
     encoder = create_encoder(name, pretrained=pretrained, **overrides)
     return encode_fn_from_encoder(encoder), int(encoder.dim)

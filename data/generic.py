@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from data.embeddings import sha256_file
-from data.io import LIST_COLUMNS, read_any
-from data.schema import (
+from coldstart.data.embeddings import sha256_file
+from coldstart.data.io import LIST_COLUMNS, read_any
+from coldstart.data.schema import (
     EVENT,
     GENRES,
     INTERACTION_COLUMNS,
@@ -225,7 +225,7 @@ def _read(table: TableConfig, config: DatasetConfig) -> tuple[pd.DataFrame, Path
     fmt = (table.format or "").lower()
     options = dict(table.read_options)
     if fmt == "parquet":
-        from data.io import read_table
+        from coldstart.data.io import read_table
 
         return read_table(path), path
     if fmt == "tsv":
@@ -352,7 +352,7 @@ def load_generic(config: str | os.PathLike | dict[str, Any] | DatasetConfig) -> 
     elif isinstance(config, dict):
         config = DatasetConfig.from_dict(config)
     if config.loader == "movielens":
-        from data.movielens import load_movielens
+        from coldstart.data.movielens import load_movielens
 
         root = config.resolve(config.root) if config.root else None
         dataset = load_movielens(root)
@@ -412,11 +412,11 @@ def load_dataset(
         return load_generic(name_or_config)
     name = str(name_or_config)
     if name == "movielens":
-        from data.movielens import load_movielens
+        from coldstart.data.movielens import load_movielens
 
         return load_movielens(root)
     if name == "synthetic":
-        from data.synthetic import make_synthetic
+        from coldstart.data.synthetic import make_synthetic
 
         return make_synthetic().dataset
     if Path(name).suffix in (".yaml", ".yml"):

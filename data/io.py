@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.embeddings import fsync_path, temp_sibling
-from data.schema import (
+from coldstart.data.embeddings import fsync_path, temp_sibling
+from coldstart.data.schema import (
     EVENT,
     GENRES,
     MEDIA_KEY,

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.embeddings import sha256_file
-from data.schema import (
+from coldstart.data.embeddings import sha256_file
+from coldstart.data.resources import package_path
+from coldstart.data.schema import (
     EVENT,
     GENRES,
     ITEM_ID,
@@ -25,7 +26,7 @@ from data.schema import (
     LoadReport,
 )
 
-EMBEDDED_ROOT = Path(__file__).resolve().parent / "movielens" / "ml-latest-small"
+EMBEDDED_ROOT = package_path("coldstart.data", "movielens", "ml-latest-small")
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 

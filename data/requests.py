@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data.schema import ITEM_ID, REQUEST_ID, TIMESTAMP, USER_ID
+from coldstart.data.schema import ITEM_ID, REQUEST_ID, TIMESTAMP, USER_ID
 
 
 @dataclass

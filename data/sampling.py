@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data.schema import EVENT, ITEM_ID
+from coldstart.data.schema import EVENT, ITEM_ID
 
 RARE_INDEX = 0  # row of the shared rare bucket in every Vocabulary
 

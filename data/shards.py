@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data.embeddings import temp_sibling
+from coldstart.data.embeddings import temp_sibling
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 TEXT_EXTENSIONS = ("txt", "text", "caption")

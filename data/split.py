@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data.embeddings import atomic_write_json, sha256_file
-from data.io import read_table, write_table
-from data.schema import ITEM_ID, TIMESTAMP, USER_ID, Dataset
+from coldstart.data.embeddings import atomic_write_json, sha256_file
+from coldstart.data.io import read_table, write_table
+from coldstart.data.schema import ITEM_ID, TIMESTAMP, USER_ID, Dataset
 
 PARTS = ("train", "val", "test", "cold_val", "cold_test")
 SPLIT_COLUMN = "split"  # items.parquet: warm | cold_val | cold_test | unseen

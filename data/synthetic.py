@@ -13,7 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.schema import EVENT, GENRES, ITEM_ID, MEDIA_KEY, TIMESTAMP, TITLE, USER_ID, VALUE, Dataset
+from coldstart.data.schema import (
+    EVENT,
+    GENRES,
+    ITEM_ID,
+    MEDIA_KEY,
+    TIMESTAMP,
+    TITLE,
+    USER_ID,
+    VALUE,
+    Dataset,
+)
 
 COLOURS = {
     "red": (220, 40, 40),

@@ -3,9 +3,9 @@
 Importing this package is cheap; torch-heavy backends load inside the factories.
 """
 
-from encoders.base import IMAGE, TEXT, Encoder, EncoderConfig, Preprocessor
-from encoders.fusion import FusionConfig, ModalityFusion, create_fusion
-from encoders.registry import PRESETS, create_encoder, list_encoders
+from coldstart.encoders.base import IMAGE, TEXT, Encoder, EncoderConfig, Preprocessor
+from coldstart.encoders.fusion import FusionConfig, ModalityFusion, create_fusion
+from coldstart.encoders.registry import PRESETS, create_encoder, list_encoders
 
 __all__ = [
     "IMAGE",

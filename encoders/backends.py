@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from encoders.base import IMAGE, TEXT, Encoder, EncoderConfig, Preprocessor
+from coldstart.encoders.base import IMAGE, TEXT, Encoder, EncoderConfig, Preprocessor
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

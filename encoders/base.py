@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoders.images import PixelSplit, split_transform
+from coldstart.encoders.images import PixelSplit, split_transform
 
 IMAGE = "image"
 TEXT = "text"
@@ -91,7 +91,7 @@ class Preprocessor:
         float transform. `finish_pixels` completes either on any device."""
         if self.split is None:
             return self.image(image)
-        from encoders.images import pil_to_uint8
+        from coldstart.encoders.images import pil_to_uint8
 
         return pil_to_uint8(self.split.host(self._rgb(image)))  # (3, H, W) uint8
 
@@ -99,7 +99,7 @@ class Preprocessor:
         """(B, 3, H, W) from `image_host` (uint8 or float) -> float input of the image tower."""
         if pixels.dtype != torch.uint8:
             return pixels
-        from encoders.images import normalize_uint8
+        from coldstart.encoders.images import normalize_uint8
 
         return normalize_uint8(pixels, self.split.mean, self.split.std)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from data.schema import GENRES, ITEM_ID, MEDIA_KEY, TAGS, TEXT, TITLE, item_text
+from coldstart.data.schema import GENRES, ITEM_ID, MEDIA_KEY, TAGS, TEXT, TITLE, item_text
 
 DEFAULT_FIELDS: tuple[str, ...] = (TITLE, GENRES, TEXT)
 
@@ -48,13 +48,13 @@ def is_catalogue(spec: str) -> bool:
 
 def load_items(spec: str) -> pd.DataFrame:
     if spec == "movielens" or spec.startswith("movielens:"):
-        from data.movielens import load_movielens
+        from coldstart.data.movielens import load_movielens
 
         root = spec.split(":", 1)[1] if ":" in spec else None
         return load_movielens(root).items
     if not os.path.exists(spec):
         raise FileNotFoundError(f"catalogue {spec!r} not found")
-    from data.io import read_any
+    from coldstart.data.io import read_any
 
     items = read_any(spec)
     if ITEM_ID not in items.columns:

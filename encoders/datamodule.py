@@ -22,10 +22,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from data.schema import ImageTextBatch
-from data.shards import ShardReader, expand_urls, image_keys
-from encoders.base import Preprocessor
-from encoders.catalogue import CatalogueTexts, load_catalogue_texts
+from coldstart.data.schema import ImageTextBatch
+from coldstart.data.shards import ShardReader, expand_urls, image_keys
+from coldstart.encoders.base import Preprocessor
+from coldstart.encoders.catalogue import CatalogueTexts, load_catalogue_texts
 
 
 def _world() -> tuple[int, int]:
@@ -147,8 +147,8 @@ def synthetic_pair_shards(
 
     Train: (n_items - n_val) pairs in 4 shards; val: n_val pairs in one shard. Reused when present.
     """
-    from data.shards import write_shards
-    from data.synthetic import make_synthetic
+    from coldstart.data.shards import write_shards
+    from coldstart.data.synthetic import make_synthetic
 
     root = Path(directory)
     train_spec, val_spec = str(root / "train-{000..003}.tar"), str(root / "val-000.tar")

@@ -45,7 +45,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, IterableDataset
 
-from data.embeddings import (
+from coldstart.data.embeddings import (
     MANIFEST,
     EmbeddingManifest,
     PartInfo,
@@ -54,12 +54,24 @@ from data.embeddings import (
     sha256_file,
     write_part,
 )
-from data.shards import DecodeConfig, SkipSample, decode_image, expand_urls, iter_shard, scan_shard
-from encoders.base import IMAGE, TEXT, Encoder, Preprocessor
-from encoders.catalogue import DEFAULT_FIELDS, CatalogueTexts, is_catalogue, load_catalogue_texts
-from encoders.fusion import FusionConfig, ModalityFusion
-from encoders.images import decode_jpegs, device_decodable, pack_bytes, unpack_bytes
-from encoders.registry import create_encoder
+from coldstart.data.shards import (
+    DecodeConfig,
+    SkipSample,
+    decode_image,
+    expand_urls,
+    iter_shard,
+    scan_shard,
+)
+from coldstart.encoders.base import IMAGE, TEXT, Encoder, Preprocessor
+from coldstart.encoders.catalogue import (
+    DEFAULT_FIELDS,
+    CatalogueTexts,
+    is_catalogue,
+    load_catalogue_texts,
+)
+from coldstart.encoders.fusion import FusionConfig, ModalityFusion
+from coldstart.encoders.images import decode_jpegs, device_decodable, pack_bytes, unpack_bytes
+from coldstart.encoders.registry import create_encoder
 
 TAGS = "tags"
 FUSED = "fused"

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.schema import ImageTextBatch
-from encoders.loss import ClipLoss, retrieval_recall
-from encoders.registry import create_encoder
+from coldstart.data.schema import ImageTextBatch
+from coldstart.encoders.loss import ClipLoss, retrieval_recall
+from coldstart.encoders.registry import create_encoder
 
 
 def caption_groups(tokens: torch.Tensor) -> torch.Tensor:

@@ -20,9 +20,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from encoders.base import Encoder, EncoderConfig
+from coldstart.data.resources import package_path
+from coldstart.encoders.base import Encoder, EncoderConfig
 
-MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+MODEL_CONFIG_DIR = package_path("coldstart.encoders", "model_configs")
 _REGISTERED = False
 
 
@@ -131,7 +132,7 @@ def _sniff_directory(path: Path) -> str:
 
 def build_encoder(config: EncoderConfig) -> Encoder:
     """EncoderConfig -> Encoder (loads weights)."""
-    from encoders import backends
+    from coldstart.encoders import backends
 
     if config.backend == "open_clip":
         register_model_configs()

@@ -7,7 +7,7 @@ upsert/delete, snapshot + write-ahead log; the embedded default) and Milvus
 index never imports encoders or ranker: media reach it through an injected `encode` callable.
 """
 
-from index.backend import (
+from coldstart.index.backend import (
     BackendUnavailable,
     InvalidInput,
     NotTrained,
@@ -18,10 +18,10 @@ from index.backend import (
     WriteFailed,
     open_store,
 )
-from index.config import IndexConfig, ServerConfig, StoreConfig
-from index.milvus_store import MilvusConfig, MilvusStore
-from index.store import DurableIndex, FaissStore
-from index.vector_index import VectorIndex
+from coldstart.index.config import IndexConfig, ServerConfig, StoreConfig
+from coldstart.index.milvus_store import MilvusConfig, MilvusStore
+from coldstart.index.store import DurableIndex, FaissStore
+from coldstart.index.vector_index import VectorIndex
 
 __all__ = [
     "BackendUnavailable",

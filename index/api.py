@@ -44,7 +44,12 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from index.backend import MAX_ABS_UNNORMALIZED, MAX_ID_CHARS, StoreSchema, string_id_problem
+from coldstart.index.backend import (
+    MAX_ABS_UNNORMALIZED,
+    MAX_ID_CHARS,
+    StoreSchema,
+    string_id_problem,
+)
 
 # Bodies larger than this are parsed and validated in a worker thread (a thread hop costs
 # ~50 us, parsing 64 KiB of JSON about as much; a multi-megabyte body would stall the loop).

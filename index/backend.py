@@ -340,11 +340,11 @@ def open_store(backend: str, location: str | os.PathLike, **options: Any) -> Vec
     its fields: collection, nprobe, ef_search...).
     """
     if backend == "faiss":
-        from index.store import FaissStore
+        from coldstart.index.store import FaissStore
 
         return FaissStore.open(location, options.get("store"), options.get("overrides"))
     if backend == "milvus":
-        from index.milvus_store import MilvusConfig, MilvusStore
+        from coldstart.index.milvus_store import MilvusConfig, MilvusStore
 
         config = options.get("config") or {}
         raw = config.to_dict() if isinstance(config, MilvusConfig) else dict(config)

@@ -23,7 +23,6 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query
@@ -32,14 +31,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from index.api import HTTPError, RouteDocs
-from index.catalogue import ByteLRU, Catalogue, ItemId, MediaStore
-from index.config import ServerConfig, _from_dict
-from index.server import decode_image
+from coldstart.data.resources import package_path
+from coldstart.index.api import HTTPError, RouteDocs
+from coldstart.index.catalogue import ByteLRU, Catalogue, ItemId, MediaStore
+from coldstart.index.config import ServerConfig, _from_dict
+from coldstart.index.server import decode_image
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = package_path("coldstart.index", "static")
 # The page loads only its own script, styles and API; images may also be blob: URLs (thumbnails
 # fetched with a token under --auth-reads) or the data: URL of a local preview.
 PAGE_CSP = (

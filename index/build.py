@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from data.embeddings import EmbeddingManifest, read_embeddings
-from index.backend import InvalidInput, VectorStore, exact_search
-from index.config import IndexConfig, StoreConfig
+from coldstart.data.embeddings import EmbeddingManifest, read_embeddings
+from coldstart.index.backend import InvalidInput, VectorStore, exact_search
+from coldstart.index.config import IndexConfig, StoreConfig
 
 
 def exact_neighbours(
@@ -93,12 +93,12 @@ def build_index(
     built: VectorStore
     if isinstance(config, IndexConfig):
         config = IndexConfig.from_dict({**config.to_dict(), **fixed})
-        from index.store import FaissStore
+        from coldstart.index.store import FaissStore
 
         built = FaissStore.build(ids.tolist(), vectors, out, config, store, source=source)
         where = {"index": str(out), "factory": config.factory}
     else:
-        from index.milvus_store import MilvusConfig, MilvusStore
+        from coldstart.index.milvus_store import MilvusConfig, MilvusStore
 
         config = MilvusConfig.from_dict({**config.to_dict(), **fixed, "uri": str(out)})
         built = MilvusStore.build(ids.tolist(), vectors, config, source=source, progress=True)

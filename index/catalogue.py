@@ -113,13 +113,13 @@ class Catalogue:
         text = str(source)
         suffix = Path(text).suffix.lower()
         if suffix in (".parquet", ".pq", ".csv", ".tsv", ".tab"):
-            from data.io import read_any
+            from coldstart.data.io import read_any
 
             if not Path(text).is_file():
                 raise FileNotFoundError(f"catalogue file {text} does not exist")
             items = read_any(text)
         else:
-            from data.generic import load_dataset
+            from coldstart.data.generic import load_dataset
 
             items = load_dataset(text).items
         return cls(items, id_type, text)
@@ -194,7 +194,7 @@ class MediaStore:
         key (an int when all digits). The first image of
         an id wins; later ones are counted as duplicates.
         """
-        from data.shards import IMAGE_EXTENSIONS, _item_id, _split_name, expand_urls
+        from coldstart.data.shards import IMAGE_EXTENSIONS, _item_id, _split_name, expand_urls
 
         shards = expand_urls(urls)
         if not shards:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from data.embeddings import read_embeddings
+from coldstart.data.embeddings import read_embeddings
 
 
 def neighbour_weights(scores: np.ndarray, metric: str = "ip") -> np.ndarray:

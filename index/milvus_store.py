@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from index.backend import (
+from coldstart.index.backend import (
     BackendUnavailable,
     InvalidInput,
     ItemId,

@@ -43,7 +43,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
-from index.api import (
+from coldstart.index.api import (
     IMAGE_UPLOAD,
     Contract,
     HTTPError,
@@ -55,7 +55,7 @@ from index.api import (
     install_openapi,
     json_body,
 )
-from index.backend import (
+from coldstart.index.backend import (
     BackendUnavailable,
     InvalidInput,
     NotTrained,
@@ -63,13 +63,13 @@ from index.backend import (
     VectorStore,
     WriteFailed,
 )
-from index.batching import MicroBatcher
-from index.catalogue import Catalogue, MediaStore
-from index.coldstart import IdRows, estimate_row
-from index.config import ServerConfig
+from coldstart.index.batching import MicroBatcher
+from coldstart.index.catalogue import Catalogue, MediaStore
+from coldstart.index.coldstart import IdRows, estimate_row
+from coldstart.index.config import ServerConfig
 
 if TYPE_CHECKING:
-    from index.browse import BrowseConfig
+    from coldstart.index.browse import BrowseConfig
 
 log = logging.getLogger(__name__)
 
@@ -775,7 +775,7 @@ def create_app(
         return JSONResponse({"written": written, "lsn": idx.lsn})
 
     # --------------------------------------------------------------- browsing page
-    from index.browse import install_browse  # imports this module: deferred
+    from coldstart.index.browse import install_browse  # imports this module: deferred
 
     install_browse(
         app,

@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from data.embeddings import (
+from coldstart.data.embeddings import (
     atomic_write_json,
     fsync_path,
     temp_sibling,
     utc_now,
 )
-from index.backend import (
+from coldstart.index.backend import (
     InvalidInput,
     SearchResult,
     StoreBase,
@@ -40,9 +40,9 @@ from index.backend import (
     empty_result,
     exact_search,
 )
-from index.config import IndexConfig, StoreConfig
-from index.vector_index import VectorIndex, _faiss
-from index.wal import OP_DELETE, OP_UPSERT, WalCorrupt, WalRecord, WriteAheadLog
+from coldstart.index.config import IndexConfig, StoreConfig
+from coldstart.index.vector_index import VectorIndex, _faiss
+from coldstart.index.wal import OP_DELETE, OP_UPSERT, WalCorrupt, WalRecord, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class IndexCorrupt(RuntimeError):
 def check_wal(directory: str | os.PathLike) -> None:
     """Raise IndexCorrupt when the index's log is corrupt (a torn tail is fine: it is cut off
     when the index opens). Reads the log once without loading anything."""
-    from index.wal import scan
+    from coldstart.index.wal import scan
 
     found = scan(Path(directory) / WAL)
     if found.corrupt_at is not None:
@@ -79,7 +79,7 @@ def check_wal(directory: str | os.PathLike) -> None:
 
 def repair_index(directory: str | os.PathLike, dry_run: bool = False) -> dict[str, Any]:
     """Cut the index's write-ahead log at its first bad record (see index.wal.repair)."""
-    from index.wal import repair
+    from coldstart.index.wal import repair
 
     manifest = read_manifest(directory)
     return repair(Path(directory) / WAL, before_lsn=int(manifest["lsn"]), dry_run=dry_run)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from index.backend import (
+from coldstart.index.backend import (
     ID_RULES,
     MAX_ABS_UNNORMALIZED,
     MAX_ID_CHARS,
@@ -38,7 +38,7 @@ from index.backend import (
     UnknownItem,
     string_id_problem,
 )
-from index.config import IndexConfig
+from coldstart.index.config import IndexConfig
 
 log = logging.getLogger(__name__)
 # Re-exported: callers older than index.backend import these from here.

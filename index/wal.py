@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from data.embeddings import fsync_path
-from index.backend import WriteFailed
+from coldstart.data.embeddings import fsync_path
+from coldstart.index.backend import WriteFailed
 
 MAGIC = b"CSW2"
 MAGIC_V1 = b"CSW1"

@@ -12,9 +12,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from data.schema import EVENT, ITEM_ID, REQUEST_ID, TIMESTAMP, USER_ID, VALUE, RequestBatch
-from data.split import SPLIT_COLUMN, Split
-from ranker.metrics import SegmentTask, make_task
+from coldstart.data.schema import (
+    EVENT,
+    ITEM_ID,
+    REQUEST_ID,
+    TIMESTAMP,
+    USER_ID,
+    VALUE,
+    RequestBatch,
+)
+from coldstart.data.split import SPLIT_COLUMN, Split
+from coldstart.ranker.metrics import SegmentTask, make_task
 
 COLD_PART = {"val": "cold_val", "test": "cold_test"}
 

@@ -24,25 +24,25 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningCLI
 from torch.utils.data import DataLoader, IterableDataset
 
-from ranker.data import RankerData, build_ranker_data
-from ranker.metrics import KS, SEGMENTS, ranking_metrics, user_auc
-from ranker.mixture import ChannelRanker
-from ranker.model import (
+from coldstart.ranker.data import RankerData, build_ranker_data
+from coldstart.ranker.metrics import KS, SEGMENTS, ranking_metrics, user_auc
+from coldstart.ranker.mixture import ChannelRanker
+from coldstart.ranker.model import (
     ItemTower,
     Ranker,
     RankerConfig,
     UserTower,
 )
-from ranker.tables import TORCHREC_KEY, match_state, to_torch_state
-from ranker.train import RequestBatches, create_optimizer
+from coldstart.ranker.tables import TORCHREC_KEY, match_state, to_torch_state
+from coldstart.ranker.train import RequestBatches, create_optimizer
 
 
 def synthetic_ranker_data(
     n_items: int = 300, n_users: int = 120, seed: int = 0, content_dim: int = 16
 ) -> RankerData:
     """Small synthetic split with content that reveals each item's latent class (tests, DDP)."""
-    from data.split import cold_start_split
-    from data.synthetic import make_synthetic
+    from coldstart.data.split import cold_start_split
+    from coldstart.data.synthetic import make_synthetic
 
     syn = make_synthetic(
         n_items=n_items, n_users=n_users, interactions_per_user=30, seed=seed, image_size=8
@@ -103,12 +103,12 @@ class RankerDataModule(L.LightningDataModule):
         if hp.dataset == "synthetic" and hp.split_dir is None:
             self.data = synthetic_ranker_data(seed=hp.split_seed)
             return
-        from data.split import cold_start_split, load_split
+        from coldstart.data.split import cold_start_split, load_split
 
         if hp.split_dir is not None:
             split = load_split(hp.split_dir)
         elif hp.dataset == "movielens":
-            from data.movielens import load_movielens
+            from coldstart.data.movielens import load_movielens
 
             split = cold_start_split(load_movielens(), seed=hp.split_seed)
         else:
@@ -117,7 +117,7 @@ class RankerDataModule(L.LightningDataModule):
             )
         ids = vectors = None
         if hp.embeddings_dir is not None:
-            from data.embeddings import read_embeddings
+            from coldstart.data.embeddings import read_embeddings
 
             if not Path(hp.embeddings_dir, "manifest.json").exists():
                 raise FileNotFoundError(
@@ -167,7 +167,7 @@ class LitRanker(L.LightningModule):
         eval_ks: tuple[int, ...] = KS,
     ) -> None:
         super().__init__()
-        from ranker.methods import get_method, resolve_method
+        from coldstart.ranker.methods import get_method, resolve_method
 
         if not get_method(method).trains_ranker:
             raise ValueError(
@@ -184,7 +184,7 @@ class LitRanker(L.LightningModule):
 
     # ------------------------------------------------------------------ building
     def setup(self, stage: str) -> None:
-        from ranker.methods import create_method_model
+        from coldstart.ranker.methods import create_method_model
 
         if self.ranker is not None:
             return
@@ -228,7 +228,7 @@ class LitRanker(L.LightningModule):
     def vectors(self) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """(items (I, D), users (U, D), info): the method's served vectors (its finish step
         included), computed as fit_method computes them."""
-        from ranker.methods import model_vectors
+        from coldstart.ranker.methods import model_vectors
 
         self.ranker.eval()
         return model_vectors(self.ranker, self.trainer.datamodule.data, self.resolved)
@@ -311,7 +311,7 @@ class RankerCLI(LightningCLI):
     the experiment does. An explicit `--trainer.max_epochs` (e.g. to resume for more) wins."""
 
     def before_instantiate_classes(self) -> None:
-        from ranker.methods import resolve_method
+        from coldstart.ranker.methods import resolve_method
 
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.trainer.max_epochs is None and config.trainer.max_steps in (None, -1):
@@ -335,7 +335,7 @@ class RankerExportWriter(BasePredictionWriter):
     def write_on_epoch_end(
         self, trainer: L.Trainer, pl_module: LitRanker, predictions: Any, batch_indices: Any
     ) -> None:
-        from ranker.methods import export_vectors
+        from coldstart.ranker.methods import export_vectors
 
         if trainer.global_rank != 0:
             return

@@ -1,6 +1,6 @@
 """Every cold-start method in one registry, with one source of defaults for both training paths.
 
-    from ranker.methods import fit_method, list_methods, resolve_method, run_method
+    from coldstart.ranker.methods import fit_method, list_methods, resolve_method, run_method
 
     list_methods()                           # ("popularity", "id_only", ..., "ours", "ours+sid")
     resolved = resolve_method("ours", {"dim": 32})   # the configs both training paths use
@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.split import Split
-from ranker.data import RankerData, build_ranker_data
-from ranker.metrics import KS, SEGMENTS, ranking_metrics
-from ranker.mixture import (
+from coldstart.data.split import Split
+from coldstart.ranker.data import RankerData, build_ranker_data
+from coldstart.ranker.metrics import KS, SEGMENTS, ranking_metrics
+from coldstart.ranker.mixture import (
     ChannelRanker,
     MixtureConfig,
     knn_vectors,
@@ -53,8 +53,8 @@ from ranker.mixture import (
     pop_vectors,
     tune_mixture,
 )
-from ranker.model import ItemTowerConfig, Ranker, RankerConfig, UserTowerConfig
-from ranker.train import BuildConfig, TrainConfig, create_ranker, fit_ranker
+from coldstart.ranker.model import ItemTowerConfig, Ranker, RankerConfig, UserTowerConfig
+from coldstart.ranker.train import BuildConfig, TrainConfig, create_ranker, fit_ranker
 
 
 @dataclass
@@ -295,7 +295,7 @@ def export_vectors(
     naming the method and its resolved params, so anyone can re-score them:
     score(user, item) = users[user] . items[item]. Returns {"items": count, "users": count}.
     """
-    from data.embeddings import EmbeddingManifest, jsonable, write_part
+    from coldstart.data.embeddings import EmbeddingManifest, jsonable, write_part
 
     out = Path(out)
     config = {
@@ -340,7 +340,7 @@ def read_vectors(directory: str | Path, data: RankerData) -> tuple[np.ndarray, n
     """(items (I, D), users (U, D)) of an `export_vectors` directory, in `data`'s row order."""
     import pandas as pd
 
-    from data.embeddings import read_embeddings
+    from coldstart.data.embeddings import read_embeddings
 
     out = []
     for sub, modality, ids in (

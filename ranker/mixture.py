@@ -40,9 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from data.schema import RequestBatch
-from ranker.data import RankerData
-from ranker.model import Ranker
+from coldstart.data.schema import RequestBatch
+from coldstart.ranker.data import RankerData
+from coldstart.ranker.model import Ranker
 
 CHANNELS = ("id", "ws", "knn", "pop")
 COLD_CHANNELS = ("id", "ws", "knn")  # pop is log1p(0) = 0 on cold items

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from data.schema import RequestBatch
-from ranker.semantic_ids import SemanticIDEmbedding
-from ranker.tables import (
+from coldstart.data.schema import RequestBatch
+from coldstart.ranker.semantic_ids import SemanticIDEmbedding
+from coldstart.ranker.tables import (
     HashedTableConfig,
     create_embedding,
     create_embedding_bag,

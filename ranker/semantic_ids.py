@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ranker.tables import create_summed_rows
+from coldstart.ranker.tables import create_summed_rows
 
 
 @dataclass

@@ -117,7 +117,7 @@ def create_id_table(
     """One (hashed) ID table: forward(ids (B,)) -> (B, D). `name` names the TorchRec table."""
     _check_tables(tables)
     if tables == "torchrec":
-        from ranker.torchrec_tables import TorchRecHashedEmbedding
+        from coldstart.ranker.torchrec_tables import TorchRecHashedEmbedding
 
         return TorchRecHashedEmbedding(name, config)
     return HashedEmbedding(config)
@@ -138,7 +138,7 @@ def create_embedding_bag(
     """
     _check_tables(tables)
     if tables == "torchrec":
-        from ranker.torchrec_tables import TorchRecEmbeddingBag
+        from coldstart.ranker.torchrec_tables import TorchRecEmbeddingBag
 
         return TorchRecEmbeddingBag(name, num_embeddings, dim, mode, padding_idx, init_std)
     bag = nn.EmbeddingBag(num_embeddings, dim, mode=mode, padding_idx=padding_idx)
@@ -164,7 +164,7 @@ def create_summed_rows(
     prefixes). Torch: an embedding then a sum; TorchRec: one sum-pooled bag feature."""
     _check_tables(tables)
     if tables == "torchrec":
-        from ranker.torchrec_tables import TorchRecEmbeddingBag
+        from coldstart.ranker.torchrec_tables import TorchRecEmbeddingBag
 
         return TorchRecEmbeddingBag(name, num_embeddings, dim, "sum", padding_idx, 0.0)
     table = SummedEmbedding(num_embeddings, dim, padding_idx=padding_idx)
@@ -183,7 +183,7 @@ def create_embedding(
     """A per-id (sequence) lookup: forward(ids (B, L)) -> (B, L, D), padding slots zero."""
     _check_tables(tables)
     if tables == "torchrec":
-        from ranker.torchrec_tables import TorchRecEmbedding
+        from coldstart.ranker.torchrec_tables import TorchRecEmbedding
 
         return TorchRecEmbedding(name, num_embeddings, dim, padding_idx, init_std)
     emb = nn.Embedding(num_embeddings, dim, padding_idx=padding_idx)

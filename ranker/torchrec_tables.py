@@ -39,7 +39,7 @@ from torchrec import (
 )
 from torchrec.modules.embedding_configs import PoolingType
 
-from ranker.tables import HashedTableConfig, hash_ids, init_rows
+from coldstart.ranker.tables import HashedTableConfig, hash_ids, init_rows
 
 _POOLING = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
 

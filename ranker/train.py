@@ -16,17 +16,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.schema import RequestBatch
-from ranker.data import RankerData, group_requests, leave_request_out_history, make_batch
-from ranker.model import ItemTower, Ranker, RankerConfig, UserTower
-from ranker.semantic_ids import (
+from coldstart.data.schema import RequestBatch
+from coldstart.ranker.data import RankerData, group_requests, leave_request_out_history, make_batch
+from coldstart.ranker.model import ItemTower, Ranker, RankerConfig, UserTower
+from coldstart.ranker.semantic_ids import (
     SemanticIDConfig,
     code_collision_rate,
     prefix_coverage,
     prefix_rows,
     residual_kmeans,
 )
-from ranker.tables import RowWiseAdagrad
+from coldstart.ranker.tables import RowWiseAdagrad
 
 
 @dataclass
@@ -112,7 +112,7 @@ def create_ranker(
         report["sid_code_collision_rate"] = code_collision_rate(codes)
         report["sid_cold_prefix_seen"] = prefix_coverage(all_codes, seen, cold)
     if config.item.hash_size:
-        from ranker.tables import collision_rate
+        from coldstart.ranker.tables import collision_rate
 
         report["item_hash_collision_rate"] = collision_rate(
             id_keys[id_available], config.item.hash_size
@@ -166,11 +166,11 @@ class RequestBatches:
         self.row_weight = np.ones(len(tr.items), np.float32)
         w = np.ones(len(tr.items), np.float64)
         if train.upsample_min_count or train.upsample_alpha:
-            from data.sampling import coverage_weights
+            from coldstart.data.sampling import coverage_weights
 
             w = w * coverage_weights(tr.items, train.upsample_min_count, train.upsample_alpha)
         if train.event_weights:
-            from data.sampling import event_weights
+            from coldstart.data.sampling import event_weights
 
             if tr.events is None:
                 raise ValueError("event_weights given but the train part has no event column")
@@ -194,8 +194,8 @@ class RequestBatches:
         """Requests from data.requests: the log's request ids, else per-user time windows."""
         import pandas as pd
 
-        from data.requests import group_requests as group_log
-        from data.schema import REQUEST_ID, TIMESTAMP, USER_ID
+        from coldstart.data.requests import group_requests as group_log
+        from coldstart.data.schema import REQUEST_ID, TIMESTAMP, USER_ID
 
         tr = self.data.train
         frame = pd.DataFrame({USER_ID: tr.users, TIMESTAMP: tr.timestamps})

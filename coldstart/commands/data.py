@@ -26,13 +26,13 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):  # noqa: ANN202 - data.schema.Dataset
-    from data.generic import load_dataset
+    from coldstart.data.generic import load_dataset
 
     return load_dataset(args.config or args.dataset, root=args.root)
 
 
 def _split(args: argparse.Namespace) -> int:
-    from data.split import cold_start_split, write_split
+    from coldstart.data.split import cold_start_split, write_split
 
     dataset = _load(args)
     split = cold_start_split(
@@ -50,7 +50,7 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
-    from data.shards import pack_folder
+    from coldstart.data.shards import pack_folder
 
     stats = pack_folder(
         images=args.images,
@@ -65,7 +65,7 @@ def _pack(args: argparse.Namespace) -> int:
 
 def _no_time_warning(inter, requests: dict, max_size: int) -> str | None:  # noqa: ANN001
     """A warning when requests cannot come from the log: no request ids and no usable time."""
-    from data.schema import REQUEST_ID, TIMESTAMP
+    from coldstart.data.schema import REQUEST_ID, TIMESTAMP
 
     if REQUEST_ID in inter.columns and inter[REQUEST_ID].notna().all():
         return None
@@ -82,7 +82,7 @@ def _no_time_warning(inter, requests: dict, max_size: int) -> str | None:  # noq
 
 def _inspect(args: argparse.Namespace) -> int:
     if args.shards:
-        from data.shards import ShardReader
+        from coldstart.data.shards import ShardReader
 
         reader = ShardReader(args.shards, decode=not args.no_decode)
         count = sum(1 for _ in reader)
@@ -109,8 +109,8 @@ def _inspect(args: argparse.Namespace) -> int:
         "source_sha256": dataset.source_sha256,
     }
     if len(inter):
-        from data.requests import group_requests, request_stats
-        from data.sampling import rare_id_sweep
+        from coldstart.data.requests import group_requests, request_stats
+        from coldstart.data.sampling import rare_id_sweep
 
         grouped = group_requests(inter, window_seconds=args.window_seconds, max_size=args.max_size)
         summary["requests"] = {

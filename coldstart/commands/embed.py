@@ -92,7 +92,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    from encoders.embed import EmbedConfig, build_embeddings
+    from coldstart.encoders.embed import EmbedConfig, build_embeddings
 
     weights = {}
     for pair in filter(None, args.fusion_weights.split(",")):

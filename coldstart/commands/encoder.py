@@ -36,8 +36,8 @@ def run_cli(argv: list[str]):  # noqa: ANN201 - returns the LightningCLI (traine
 
     # We pass argv explicitly (the dispatcher strips "encoder"); Lightning warns about that.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-    from encoders.datamodule import ImageTextDataModule
-    from encoders.lit import LitContrastive
+    from coldstart.encoders.datamodule import ImageTextDataModule
+    from coldstart.encoders.lit import LitContrastive
 
     return _cli_class()(
         LitContrastive,

@@ -10,9 +10,10 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "experiments" / "movielens.yaml"
+from coldstart.data.resources import package_path
+
+DEMO_CONFIG = package_path("coldstart.configs", "experiments", "movielens.yaml")
 
 
 def _parser(prog: str, demo: bool) -> argparse.ArgumentParser:

@@ -110,9 +110,9 @@ def main(argv: list[str]) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from index.backend import BackendUnavailable, InvalidInput
-    from index.build import build_index
-    from index.config import IndexConfig, load_yaml
+    from coldstart.index.backend import BackendUnavailable, InvalidInput
+    from coldstart.index.build import build_index
+    from coldstart.index.config import IndexConfig, load_yaml
 
     try:
         raw_all = load_yaml(args.config) if args.config else {}
@@ -144,7 +144,7 @@ def _build(args: argparse.Namespace) -> int:
             config: object = IndexConfig.from_dict(raw)
             out = args.out
         else:
-            from index.milvus_store import MilvusConfig
+            from coldstart.index.milvus_store import MilvusConfig
 
             config = MilvusConfig.from_dict(raw)
             out = config.uri
@@ -169,7 +169,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _repair(args: argparse.Namespace) -> int:
-    from index.store import repair_index
+    from coldstart.index.store import repair_index
 
     try:
         report = repair_index(args.index, dry_run=args.dry_run)
@@ -188,9 +188,9 @@ def _repair(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from index.backend import BackendUnavailable, InvalidInput, open_store
-    from index.config import load_yaml
-    from index.store import IndexCorrupt
+    from coldstart.index.backend import BackendUnavailable, InvalidInput, open_store
+    from coldstart.index.config import load_yaml
+    from coldstart.index.store import IndexCorrupt
 
     try:
         backend, milvus = store_choice(args, load_yaml(args.config) if args.config else {})

@@ -31,8 +31,8 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
-    from ranker.lit import LitRanker, RankerCLI, RankerDataModule
-    from ranker.sharding import register_strategy
+    from coldstart.ranker.lit import LitRanker, RankerCLI, RankerDataModule
+    from coldstart.ranker.sharding import register_strategy
 
     register_strategy()  # --trainer.strategy torchrec
 

@@ -80,10 +80,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    from index.backend import BackendUnavailable, InvalidInput
-    from index.browse import BrowseConfig
-    from index.config import ServerConfig, load_yaml
-    from index.server import create_app, run_server
+    from coldstart.index.backend import BackendUnavailable, InvalidInput
+    from coldstart.index.browse import BrowseConfig
+    from coldstart.index.config import ServerConfig, load_yaml
+    from coldstart.index.server import create_app, run_server
 
     try:
         raw = load_yaml(args.config) if args.config else {}
@@ -116,7 +116,7 @@ def main(argv: list[str]) -> int:
             opened.close()
         return 2
 
-    from index.api import Contract
+    from coldstart.index.api import Contract
 
     app = create_app(
         load,
@@ -157,9 +157,9 @@ def _server_config(args: argparse.Namespace, server: Any) -> Any:
 
 def _faiss_loader(args: argparse.Namespace, raw: dict) -> tuple[Any, Any]:
     """(a function opening the FAISS store in the server's loader thread, its schema)."""
-    from index.backend import StoreSchema
-    from index.config import IndexConfig, StoreConfig
-    from index.store import FaissStore, IndexCorrupt, check_wal, read_manifest
+    from coldstart.index.backend import StoreSchema
+    from coldstart.index.config import IndexConfig, StoreConfig
+    from coldstart.index.store import FaissStore, IndexCorrupt, check_wal, read_manifest
 
     if not args.index:
         raise ValueError("--index DIR is needed for the faiss backend (or --backend milvus)")
@@ -205,7 +205,7 @@ def _faiss_loader(args: argparse.Namespace, raw: dict) -> tuple[Any, Any]:
 
 def _milvus_store(args: argparse.Namespace, milvus: dict) -> tuple[Any, Any]:
     """(the Milvus store, opened now so a bad URI stops the start, its schema)."""
-    from index.backend import open_store
+    from coldstart.index.backend import open_store
 
     faiss_only = [
         flag
@@ -228,7 +228,7 @@ def _milvus_store(args: argparse.Namespace, milvus: dict) -> tuple[Any, Any]:
 
 def _load_browse(args: argparse.Namespace, id_type: str) -> tuple[Any, Any]:
     """(Catalogue | None, MediaStore | None) keyed in the index's id type, loaded at start."""
-    from index.catalogue import Catalogue, MediaStore
+    from coldstart.index.catalogue import Catalogue, MediaStore
 
     catalogue = media = None
     if args.catalogue:
@@ -242,7 +242,7 @@ def _load_browse(args: argparse.Namespace, id_type: str) -> tuple[Any, Any]:
             f", skipped {dict(catalogue.skipped)}" if catalogue.skipped else "",
         )
     if args.media:
-        import data.shards  # noqa: F401 - imports torch; kept out of the logged mapping time
+        import coldstart.data.shards  # noqa: F401 - imports torch; kept out of the logged mapping time
 
         start = time.perf_counter()
         keys = catalogue.media_keys() if catalogue is not None else None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.embeddings import atomic_write_json, remove_stale_temps, temp_sibling, utc_now
+from coldstart.data.embeddings import atomic_write_json, remove_stale_temps, temp_sibling, utc_now
 
 MANIFEST = "artifact.json"  # not manifest.json: stage outputs (split, export) own that name
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from data.split import SplitConfig  # the split section is the data layer's own config
-from data.synthetic import SyntheticConfig  # so is the synthetic generator's
+from coldstart.data.split import SplitConfig  # the split section is the data layer's own config
+from coldstart.data.synthetic import SyntheticConfig  # so is the synthetic generator's
 
 
 @dataclass
@@ -75,7 +75,7 @@ class IndexConfig:
 def _default_methods() -> list[str]:
     # Imported on use: the registry lives with the ranker (torch), loading a YAML that names its
     # methods stays fast.
-    from ranker.methods import default_methods
+    from coldstart.ranker.methods import default_methods
 
     return default_methods()
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from coldstart.data.schema import Dataset
 from coldstart.experiment.config import (
     DataConfig,
     DimsConfig,
@@ -28,7 +29,6 @@ from coldstart.experiment.config import (
     StabilityConfig,
     SyntheticConfig,
 )
-from data.schema import Dataset
 
 # Bump a stage's version when its builder's output changes: old artifacts then stop matching.
 VERSIONS = {
@@ -58,7 +58,7 @@ QUALITY_KEYS = (
 def load_dataset(cfg: DataConfig) -> Dataset:
     """The experiment's Dataset through data.generic.load_dataset: MovieLens (the embedded copy,
     or `root`) or any CSV/Parquet pair described by the YAML mapping at `mapping`."""
-    import data.generic as generic
+    import coldstart.data.generic as generic
 
     if cfg.loader == "movielens":
         return generic.load_dataset("movielens", root=cfg.root)
@@ -73,7 +73,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 
 def build_synthetic_data(cfg: SyntheticConfig, name: str, out: Path) -> dict[str, Any]:
     """data.synthetic's files + YAML mapping (read back through the generic loader)."""
-    from data.synthetic import write_generic_files
+    from coldstart.data.synthetic import write_generic_files
 
     write_generic_files(out, cfg, name=name)
     return {"files": sorted(p.name for p in out.iterdir()), "timestamps": cfg.timestamps}
@@ -82,8 +82,8 @@ def build_synthetic_data(cfg: SyntheticConfig, name: str, out: Path) -> dict[str
 def catalogue_fingerprint(split_dir: Path, cfg: EmbedConfig) -> str:
     """sha256 of what the embed stage reads from the catalogue (ids + text fields), so that
     every split of one data set shares one embedding artifact."""
-    from data.io import read_table
-    from data.schema import ITEM_ID
+    from coldstart.data.io import read_table
+    from coldstart.data.schema import ITEM_ID
 
     items = read_table(split_dir / "items.parquet")
     columns = [ITEM_ID, *(c for c in cfg.text_fields if c in items.columns)]
@@ -104,7 +104,7 @@ def dataset_fingerprint(dataset: Dataset) -> str:
 
 
 def build_split(dataset: Dataset, cfg: SplitConfig, out: Path) -> dict[str, Any]:
-    import data.split as split_mod
+    import coldstart.data.split as split_mod
 
     split = split_mod.cold_start_split(dataset, **dataclasses.asdict(cfg))
     manifest = split_mod.write_split(split, out)
@@ -112,7 +112,7 @@ def build_split(dataset: Dataset, cfg: SplitConfig, out: Path) -> dict[str, Any]
 
 
 def load_split(split_dir: Path) -> Any:
-    from data.split import load_split as load
+    from coldstart.data.split import load_split as load
 
     return load(split_dir)
 
@@ -128,8 +128,8 @@ def build_embed(split_dir: Path, cfg: EmbedConfig, data: DataConfig, out: Path) 
     first, texts from the second, one space), and writes "image", "text" and "fused" rows.
     Downstream stages read "fused" when present, else "text".
     """
-    import encoders.embed as embed
-    from data.embeddings import EmbeddingManifest
+    import coldstart.encoders.embed as embed
+    from coldstart.data.embeddings import EmbeddingManifest
 
     if cfg.threads > 0:
         import torch
@@ -138,7 +138,7 @@ def build_embed(split_dir: Path, cfg: EmbedConfig, data: DataConfig, out: Path) 
     inputs = [str(split_dir / "items.parquet")]
     encoder, fusion_weights = cfg.encoder, {}
     if data.posters:
-        from data.shards import expand_urls
+        from coldstart.data.shards import expand_urls
 
         shards = expand_urls(data.posters)
         missing = [s for s in shards if not Path(s).exists()]
@@ -175,7 +175,7 @@ def build_embed(split_dir: Path, cfg: EmbedConfig, data: DataConfig, out: Path) 
 
 def content_vectors(embed_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """(ids (N,), vectors (N, D)) of the export's "fused" rows, or "text" when there are none."""
-    from data.embeddings import EmbeddingManifest, read_embeddings
+    from coldstart.data.embeddings import EmbeddingManifest, read_embeddings
 
     manifest = EmbeddingManifest.load(embed_dir)
     modality = "fused" if "fused" in manifest.modalities else "text"
@@ -188,11 +188,11 @@ def content_vectors(embed_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 def build_index(split_dir: Path, embed_dir: Path, cfg: IndexConfig, out: Path) -> dict[str, Any]:
     """index.build.build_index over the content vectors (a FAISS store), plus cold items'
     nearest warm items, read back through the vector-store protocol."""
-    import index as index_mod
-    import index.build as build_mod
-    from data.embeddings import EmbeddingManifest
-    from data.io import read_table
-    from data.schema import ITEM_ID, TITLE
+    import coldstart.index.build as build_mod
+    from coldstart import index as index_mod
+    from coldstart.data.embeddings import EmbeddingManifest
+    from coldstart.data.io import read_table
+    from coldstart.data.schema import ITEM_ID, TITLE
 
     modality = "fused" if "fused" in EmbeddingManifest.load(embed_dir).modalities else "text"
     report = build_mod.build_index(
@@ -247,7 +247,7 @@ def build_index(split_dir: Path, embed_dir: Path, cfg: IndexConfig, out: Path) -
 
 
 def method_names() -> tuple[str, ...]:
-    from ranker.methods import list_methods
+    from coldstart.ranker.methods import list_methods
 
     return list_methods()
 
@@ -268,8 +268,8 @@ def resolved_params(
 ) -> dict[str, Any]:
     """Every resolved knob of `method` under this ranker section (+ an analysis's overrides),
     JSON-safe: what stage keys hash, so that a changed registry default invalidates caches."""
-    import ranker.methods as methods_mod
-    from data.embeddings import jsonable
+    import coldstart.ranker.methods as methods_mod
+    from coldstart.data.embeddings import jsonable
 
     params = {**params_for(cfg, method), **(extra or {})}
     resolved = methods_mod.resolve_method(method, params, cfg.seed)
@@ -281,7 +281,7 @@ def resolved_params(
 
 def _ranker_inputs(split_dir: Path, embed_dir: Path) -> Any:
     """RankerData for the split with the content vectors aligned to its catalogue."""
-    import ranker.data as data_mod
+    import coldstart.ranker.data as data_mod
 
     ids, vectors = content_vectors(embed_dir)
     return data_mod.build_ranker_data(load_split(split_dir), ids, vectors)
@@ -290,8 +290,8 @@ def _ranker_inputs(split_dir: Path, embed_dir: Path) -> Any:
 def build_ranker(split_dir: Path, embed_dir: Path, cfg: RankerConfig, out: Path) -> dict[str, Any]:
     """Train every method of `cfg.methods`; export its item and user vectors (embedding-export
     format: ids + manifest, ranker.methods.export_vectors) and its info."""
-    import ranker.methods as methods_mod
-    from data.embeddings import atomic_write_json, jsonable
+    import coldstart.ranker.methods as methods_mod
+    from coldstart.data.embeddings import atomic_write_json, jsonable
 
     unknown = [m for m in cfg.methods if m not in methods_mod.list_methods()]
     if unknown:
@@ -321,7 +321,7 @@ def build_ranker(split_dir: Path, embed_dir: Path, cfg: RankerConfig, out: Path)
 
 def _load_fitted(ranker_dir: Path, name: str, data: Any) -> Any:
     """A method's exported vectors, aligned by id with `data`'s item and user rows."""
-    import ranker.methods as methods_mod
+    import coldstart.ranker.methods as methods_mod
 
     items, users = methods_mod.read_vectors(ranker_dir / "methods" / name, data)
     return methods_mod.FittedMethod(name, data, items, users)
@@ -334,7 +334,7 @@ def build_evaluate(
     (test + cold_test, train and val positives masked) or val (val + cold_val)."""
     import json
 
-    from data.embeddings import atomic_write_json
+    from coldstart.data.embeddings import atomic_write_json
 
     data = _ranker_inputs(split_dir, embed_dir)
     names = list(json.loads((ranker_dir / "artifact.json").read_text())["summary"]["methods"])
@@ -401,10 +401,10 @@ def build_stability(
     out: Path,
 ) -> dict[str, Any]:
     """Neighbour overlap between seeds and between an old and a retrained model, per init."""
-    import ranker.data as data_mod
-    import ranker.methods as methods_mod
-    from data.embeddings import atomic_write_json, jsonable
-    from data.schema import TIMESTAMP
+    import coldstart.ranker.data as data_mod
+    import coldstart.ranker.methods as methods_mod
+    from coldstart.data.embeddings import atomic_write_json, jsonable
+    from coldstart.data.schema import TIMESTAMP
 
     if len(cfg.seeds) != 2:
         raise ValueError("stability.seeds must hold exactly two seeds")
@@ -498,9 +498,9 @@ def build_dims(
 
     import faiss
 
-    import index as index_mod
-    import ranker.methods as methods_mod
-    from data.embeddings import atomic_write_json, jsonable
+    import coldstart.ranker.methods as methods_mod
+    from coldstart import index as index_mod
+    from coldstart.data.embeddings import atomic_write_json, jsonable
 
     data = _ranker_inputs(split_dir, embed_dir)
     rng = np.random.default_rng(0)

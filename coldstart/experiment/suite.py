@@ -286,7 +286,7 @@ def suite_markdown(result: dict[str, Any]) -> str:
 
 def write_suite(result: dict[str, Any], out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write suite.json and suite.md into `out_dir`; returns their paths."""
-    from data.embeddings import atomic_write_json, jsonable
+    from coldstart.data.embeddings import atomic_write_json, jsonable
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from data.synthetic import SyntheticConfig, write_generic_files
+from coldstart.data.synthetic import SyntheticConfig, write_generic_files
 
 
 def write_synthetic_files(

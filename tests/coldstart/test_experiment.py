@@ -154,8 +154,8 @@ def test_changing_the_ranker_section_reruns_only_the_ranker(first_run, setup, ca
 
 
 def test_shipped_synthetic_config_points_at_reproducible_files(tmp_path):
+    from coldstart.data.generic import load_dataset
     from coldstart.experiment import load_config
-    from data.generic import load_dataset
 
     # data.mapping is relative to the config file, whatever the working directory.
     config = load_config(REPO / "configs/experiments/synthetic_generic.yaml")
@@ -185,9 +185,9 @@ def test_publish_copies_report_and_plots_and_refuses_posters(first_run, tmp_path
 
 def test_posters_join_text_content(tmp_path, capsys):
     """With media shards, image vectors are embedded, fused with text, and feed the ranker."""
-    from data.embeddings import EmbeddingManifest, read_embeddings
-    from data.shards import write_shards
-    from data.synthetic import make_synthetic
+    from coldstart.data.embeddings import EmbeddingManifest, read_embeddings
+    from coldstart.data.shards import write_shards
+    from coldstart.data.synthetic import make_synthetic
 
     mapping = write_synthetic_files(tmp_path / "data", n_items=120, n_users=60, per_user=15, seed=4)
     synthetic = make_synthetic(n_items=120, n_users=60, interactions_per_user=15, seed=4)
@@ -235,7 +235,7 @@ def test_timestamp_free_generic_data_runs_end_to_end_with_analyses(tmp_path, cap
     """The generic path on implicit feedback without timestamps (data.synthetic written as
     foreign files): every stage runs, stability holds out a random share instead of crashing,
     and per-method vectors come back in the embedding-export format with their ids."""
-    from data.embeddings import EmbeddingManifest, read_embeddings
+    from coldstart.data.embeddings import EmbeddingManifest, read_embeddings
 
     raw = yaml.safe_load((REPO / "configs/experiments/synthetic_generic.yaml").read_text())
     raw["output_dir"] = str(tmp_path / "out")

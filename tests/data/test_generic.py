@@ -11,10 +11,20 @@ import pytest
 import yaml
 
 from coldstart.commands.data import main as data_main
-from data.generic import DatasetConfig, load_dataset, load_generic, parse_timestamps
-from data.io import write_table
-from data.movielens import load_movielens
-from data.schema import EVENT, GENRES, ITEM_ID, MEDIA_KEY, TEXT, TIMESTAMP, TITLE, USER_ID, VALUE
+from coldstart.data.generic import DatasetConfig, load_dataset, load_generic, parse_timestamps
+from coldstart.data.io import write_table
+from coldstart.data.movielens import load_movielens
+from coldstart.data.schema import (
+    EVENT,
+    GENRES,
+    ITEM_ID,
+    MEDIA_KEY,
+    TEXT,
+    TIMESTAMP,
+    TITLE,
+    USER_ID,
+    VALUE,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "configs" / "datasets" / "example.yaml"
@@ -207,7 +217,7 @@ def test_cli_split_and_inspect_with_config(tmp_path, capsys):
 
 def test_inspect_warns_when_requests_cannot_come_from_time(tmp_path, capsys):
     """Without timestamps (or request ids) requests are grouped arbitrarily: say so."""
-    from data.synthetic import SyntheticConfig, write_generic_files
+    from coldstart.data.synthetic import SyntheticConfig, write_generic_files
 
     mapping = write_generic_files(
         tmp_path, SyntheticConfig(n_items=60, n_users=20, timestamps=False)

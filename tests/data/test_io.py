@@ -10,9 +10,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.embeddings import remove_stale_temps, temp_sibling
-from data.io import read_any, read_table, write_table
-from data.schema import GENRES, ITEM_ID, TAGS, TEXT, TITLE
+from coldstart.data.embeddings import remove_stale_temps, temp_sibling
+from coldstart.data.io import read_any, read_table, write_table
+from coldstart.data.schema import GENRES, ITEM_ID, TAGS, TEXT, TITLE
 
 
 def test_roundtrip_lists_nulls_and_ids(tmp_path):

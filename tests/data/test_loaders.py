@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import data
+from coldstart import data
 from coldstart.commands.data import main as data_main
-from data.movielens import EMBEDDED_ROOT, load_movielens, title_year
-from data.schema import (
+from coldstart.data.movielens import EMBEDDED_ROOT, load_movielens, title_year
+from coldstart.data.schema import (
     GENRES,
     ITEM_ID,
     MEDIA_KEY,
@@ -25,8 +25,8 @@ from data.schema import (
     RequestBatch,
     item_text,
 )
-from data.split import cold_start_split, write_split
-from data.synthetic import class_name, make_synthetic
+from coldstart.data.split import cold_start_split, write_split
+from coldstart.data.synthetic import class_name, make_synthetic
 
 
 def test_embedded_movielens():
@@ -80,7 +80,7 @@ def test_synthetic_is_deterministic_with_visible_classes():
     keys = a.dataset.items[MEDIA_KEY].tolist()
     assert all(np.array_equal(a.images[k], b.images[k]) for k in keys)
     # The class colour dominates each image: mean colour is closest to its own class colour.
-    from data.synthetic import COLOURS
+    from coldstart.data.synthetic import COLOURS
 
     palette = np.array(list(COLOURS.values()), dtype=np.float32)
     for key, label in zip(keys, a.item_class, strict=True):

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.movielens import load_movielens
-from data.requests import group_requests, request_sizes, request_stats
-from data.schema import ITEM_ID, REQUEST_ID, TIMESTAMP, USER_ID
+from coldstart.data.movielens import load_movielens
+from coldstart.data.requests import group_requests, request_sizes, request_stats
+from coldstart.data.schema import ITEM_ID, REQUEST_ID, TIMESTAMP, USER_ID
 
 
 def reference(df: pd.DataFrame, window: int, cap: int) -> list[frozenset[int]]:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.movielens import load_movielens
-from data.sampling import (
+from coldstart.data.movielens import load_movielens
+from coldstart.data.sampling import (
     RARE_INDEX,
     UpsamplingConfig,
     apply_rare_bucket,
@@ -20,7 +20,7 @@ from data.sampling import (
     sample_weights,
     upsampling_report,
 )
-from data.schema import EVENT, ITEM_ID
+from coldstart.data.schema import EVENT, ITEM_ID
 
 
 def draw(weights: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from coldstart.commands.data import main as data_main
-from data.shards import (
+from coldstart.data.shards import (
     DecodeConfig,
     ShardReader,
     decode_image,
@@ -26,7 +26,7 @@ from data.shards import (
     iter_shard,
     write_shards,
 )
-from data.synthetic import make_synthetic
+from coldstart.data.synthetic import make_synthetic
 
 
 def png_bytes(width: int, height: int, colour=(200, 30, 30)) -> bytes:

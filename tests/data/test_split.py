@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coldstart.commands.data import main as data_main
-from data.movielens import load_movielens
-from data.schema import ITEM_ID, TIMESTAMP, USER_ID, Dataset
-from data.split import PARTS, SPLIT_COLUMN, cold_start_split, load_split, write_split
-from data.synthetic import make_synthetic
+from coldstart.data.movielens import load_movielens
+from coldstart.data.schema import ITEM_ID, TIMESTAMP, USER_ID, Dataset
+from coldstart.data.split import PARTS, SPLIT_COLUMN, cold_start_split, load_split, write_split
+from coldstart.data.synthetic import make_synthetic
 
 KEY = [USER_ID, ITEM_ID, TIMESTAMP]
 

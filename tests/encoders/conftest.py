@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from data.shards import write_shards
-from data.synthetic import make_synthetic
+from coldstart.data.shards import write_shards
+from coldstart.data.synthetic import make_synthetic
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from coldstart.commands.encoder import run_cli
-from encoders import create_encoder
+from coldstart.encoders import create_encoder
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "encoders" / "tiny-clip.yaml")
@@ -96,10 +96,10 @@ def test_ddp_two_cpu_processes(pair_shards, tmp_path):
 
 def test_poster_pairs_take_text_from_catalogue(poster_shards):
     """Real posters carry no captions: the pair's text is the movie's title + genres."""
-    from data.movielens import load_movielens
-    from data.schema import item_text
-    from encoders.catalogue import load_catalogue_texts
-    from encoders.datamodule import PairBatches
+    from coldstart.data.movielens import load_movielens
+    from coldstart.data.schema import item_text
+    from coldstart.encoders.catalogue import load_catalogue_texts
+    from coldstart.encoders.datamodule import PairBatches
 
     pre = create_encoder("tiny-clip").preprocessor()
     ds = PairBatches(

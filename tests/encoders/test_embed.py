@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from data.embeddings import EmbeddingManifest, read_embeddings
-from data.shards import iter_shard, write_shards
-from data.synthetic import make_synthetic
-from encoders import create_encoder
-from encoders.embed import EmbedConfig, build_embeddings
+from coldstart.data.embeddings import EmbeddingManifest, read_embeddings
+from coldstart.data.shards import iter_shard, write_shards
+from coldstart.data.synthetic import make_synthetic
+from coldstart.encoders import create_encoder
+from coldstart.encoders.embed import EmbedConfig, build_embeddings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def media(tmp_path_factory) -> dict:
     shards = write_shards(samples, str(root / "media-%03d.tar"), maxcount=12)
     items.loc[72:, "media_key"] = None  # 10 cold items with a title only
     catalogue = root / "items.parquet"
-    from data.io import write_table
+    from coldstart.data.io import write_table
 
     write_table(items, catalogue)
     # A fixed tiny open_clip in a local dir: every process loads the same weights.
@@ -248,7 +248,7 @@ def test_two_devices_split_by_shard(media, tmp_path):
 def test_catalogue_only_with_tags_flagged(media, tmp_path):
     items = media["items"].iloc[:20].copy()
     items["tags"] = [["funny", "dark"] if i % 3 == 0 else [] for i in range(20)]
-    from data.io import write_table
+    from coldstart.data.io import write_table
 
     write_table(items, tmp_path / "items.parquet")
     config = EmbedConfig(

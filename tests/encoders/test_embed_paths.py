@@ -13,17 +13,17 @@ import pytest
 import torch
 from PIL import Image
 
-from data.embeddings import read_embeddings
-from data.shards import write_shards
-from encoders import create_encoder
-from encoders.embed import (
+from coldstart.data.embeddings import read_embeddings
+from coldstart.data.shards import write_shards
+from coldstart.encoders import create_encoder
+from coldstart.encoders.embed import (
     EmbedBatches,
     EmbedConfig,
     build_embeddings,
     plan_chunks,
     plan_units,
 )
-from encoders.images import (
+from coldstart.encoders.images import (
     decode_jpegs,
     device_decodable,
     pack_bytes,
@@ -120,7 +120,7 @@ def test_batched_decode_falls_back_per_image():
     assert [bytes(p.numpy()) for p in payloads] == [good[0], bad, good[1], good[2]]
     out = decode_jpegs(payloads, torch.device("cpu"), pre.split.device_ops)
     assert out[1] is None
-    from data.shards import decode_image
+    from coldstart.data.shards import decode_image
 
     for tensor, payload in zip([out[0], out[2], out[3]], good):
         assert tensor.shape == (3, 32, 32) and tensor.dtype == torch.uint8

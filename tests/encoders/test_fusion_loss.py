@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from encoders.fusion import FusionConfig, ModalityFusion, create_fusion
-from encoders.loss import ClipLoss, retrieval_recall
+from coldstart.encoders.fusion import FusionConfig, ModalityFusion, create_fusion
+from coldstart.encoders.loss import ClipLoss, retrieval_recall
 
 
 def _unit(*shape: int, seed: int = 0) -> torch.Tensor:

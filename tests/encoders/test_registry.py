@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from encoders import create_encoder, list_encoders
-from encoders.backends import attention_mask_from_ids
-from encoders.registry import resolve_config
+from coldstart.encoders import create_encoder, list_encoders
+from coldstart.encoders.backends import attention_mask_from_ids
+from coldstart.encoders.registry import resolve_config
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.embeddings import EmbeddingManifest, write_part
-from data.io import write_table
-from data.shards import write_shards
-from data.synthetic import class_name, make_synthetic
+from coldstart.data.embeddings import EmbeddingManifest, write_part
+from coldstart.data.io import write_table
+from coldstart.data.shards import write_shards
+from coldstart.data.synthetic import class_name, make_synthetic
 
 TOKEN = "page-test-token"
 XSS_TITLE = "<img src=x onerror=alert(1)>"
@@ -65,11 +65,11 @@ def build_env(
     """
     import torch
 
+    from coldstart.encoders import create_encoder
+    from coldstart.index.config import IndexConfig, StoreConfig
+    from coldstart.index.store import DurableIndex
+    from coldstart.index.vector_index import VectorIndex
     from coldstart.serving import encode_fn_from_encoder
-    from encoders import create_encoder
-    from index.config import IndexConfig, StoreConfig
-    from index.store import DurableIndex
-    from index.vector_index import VectorIndex
 
     root.mkdir(parents=True, exist_ok=True)
     syn = make_synthetic(n_items=n_items, n_classes=n_classes, image_size=image_size, seed=seed)

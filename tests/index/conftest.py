@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from data.synthetic import clustered_vectors
-from index.config import IndexConfig, StoreConfig
-from index.store import DurableIndex
-from index.vector_index import VectorIndex
+from coldstart.data.synthetic import clustered_vectors
+from coldstart.index.config import IndexConfig, StoreConfig
+from coldstart.index.store import DurableIndex
+from coldstart.index.vector_index import VectorIndex
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DIM = 16

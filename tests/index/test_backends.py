@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from data.synthetic import clustered_vectors
-from index.backend import (
+from coldstart.data.synthetic import clustered_vectors
+from coldstart.index.backend import (
     BackendUnavailable,
     InvalidInput,
     StoreSchema,
@@ -30,8 +30,8 @@ from index.backend import (
     VectorStore,
     exact_search,
 )
-from index.config import IndexConfig, StoreConfig
-from index.store import FaissStore
+from coldstart.index.config import IndexConfig, StoreConfig
+from coldstart.index.store import FaissStore
 from tests.index.conftest import REPO_ROOT, free_port, milvus_server
 
 DIM = 16
@@ -90,7 +90,7 @@ def make_store(
             replica="none",
         )
         return FaissStore.build(ids, vectors, root / "idx", config, StoreConfig(fsync=True))
-    from index.milvus_store import MilvusConfig, MilvusStore
+    from coldstart.index.milvus_store import MilvusConfig, MilvusStore
 
     config = MilvusConfig(
         uri=str(root / "items.db"),
@@ -112,7 +112,7 @@ def reopen(store: VectorStore, **search: Any) -> VectorStore:
         directory = store.directory  # type: ignore[attr-defined]
         store.close()
         return FaissStore.open(directory, StoreConfig(fsync=True), overrides=search or None)
-    from index.milvus_store import MilvusConfig, MilvusStore
+    from coldstart.index.milvus_store import MilvusConfig, MilvusStore
 
     config = MilvusConfig.from_dict({**store.config.to_dict(), **search})  # type: ignore[attr-defined]
     store.close()
@@ -376,7 +376,7 @@ def item_vector(item_id: int) -> np.ndarray:
 def open_existing(kind: str, path: str) -> VectorStore:
     if kind.startswith("faiss"):
         return FaissStore.open(path, StoreConfig(fsync=True, snapshot_every_ops=60))
-    from index.milvus_store import MilvusConfig, MilvusStore
+    from coldstart.index.milvus_store import MilvusConfig, MilvusStore
 
     return MilvusStore.open(MilvusConfig(uri=path))
 
@@ -462,7 +462,7 @@ def test_searches_run_while_writing(kind: str, store_of: Callable, data: Any) ->
 def test_milvus_server_uri_same_code(tmp_path: Path, data: Any) -> None:
     """The `http://host:port` path (a Milvus server, here Milvus Lite's own gRPC server in a
     separate process), including a kill -9 of that server with acknowledged writes."""
-    from index.milvus_store import MilvusConfig, MilvusStore
+    from coldstart.index.milvus_store import MilvusConfig, MilvusStore
 
     base, queries = data
     port = free_port()
@@ -492,7 +492,7 @@ def test_milvus_server_uri_same_code(tmp_path: Path, data: Any) -> None:
 
 @needs_milvus
 def test_milvus_lite_one_process_per_file(tmp_path: Path, data: Any) -> None:
-    from index.milvus_store import MilvusConfig, MilvusStore
+    from coldstart.index.milvus_store import MilvusConfig, MilvusStore
 
     base, _ = data
     config = MilvusConfig(uri=str(tmp_path / "items.db"), dim=DIM)
@@ -503,7 +503,7 @@ def test_milvus_lite_one_process_per_file(tmp_path: Path, data: Any) -> None:
             "-c",
             "import sys, time\n"
             f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
-            "from index.milvus_store import MilvusConfig, MilvusStore\n"
+            "from coldstart.index.milvus_store import MilvusConfig, MilvusStore\n"
             f"s = MilvusStore.open(MilvusConfig(uri={config.uri!r}))\n"
             "print('open', flush=True)\n"
             "time.sleep(60)\n",
@@ -527,7 +527,7 @@ def test_milvus_lite_one_process_per_file(tmp_path: Path, data: Any) -> None:
 
 
 def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from index.milvus_store import MilvusConfig, MilvusStore
+    from coldstart.index.milvus_store import MilvusConfig, MilvusStore
 
     monkeypatch.setitem(sys.modules, "pymilvus", None)  # import pymilvus -> ImportError
     with pytest.raises(BackendUnavailable, match=r"coldstart\[milvus\]"):
@@ -535,7 +535,7 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 def test_milvus_config_is_checked() -> None:
-    from index.milvus_store import MilvusConfig, id_filter
+    from coldstart.index.milvus_store import MilvusConfig, id_filter
 
     assert MilvusConfig(index_type="hnsw").index_type == "HNSW"
     for bad in ({"index_type": "IVF_PQ"}, {"metric": "cosine"}, {"nprobe": 0}, {"bogus": 1}):
@@ -546,8 +546,8 @@ def test_milvus_config_is_checked() -> None:
 
 
 def test_milvus_yaml_maps_onto_the_config() -> None:
-    from index.config import load_yaml
-    from index.milvus_store import MilvusConfig
+    from coldstart.index.config import load_yaml
+    from coldstart.index.milvus_store import MilvusConfig
 
     raw = load_yaml(REPO_ROOT / "configs" / "index" / "milvus.yaml")
     assert raw["backend"] == "milvus"
@@ -565,7 +565,7 @@ def test_milvus_lite_keeps_only_the_records_before_wal_damage(tmp_path: Path) ->
     code = (
         "import sys, time, numpy as np\n"
         f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
-        "from index.milvus_store import MilvusConfig, MilvusStore\n"
+        "from coldstart.index.milvus_store import MilvusConfig, MilvusStore\n"
         f"s = MilvusStore.create(MilvusConfig(uri={uri!r}, index_type='FLAT'), dim={DIM})\n"
         "for i in range(100):\n"
         "    s.upsert([i], np.random.default_rng(i).standard_normal((1, " + str(DIM) + ")))\n"
@@ -583,7 +583,7 @@ def test_milvus_lite_keeps_only_the_records_before_wal_damage(tmp_path: Path) ->
     at = len(data) * 3 // 10
     data[at : at + 64] = b"\xff" * 64  # damage a record in the middle
     wal.write_bytes(bytes(data))
-    from index.milvus_store import MilvusConfig, MilvusStore
+    from coldstart.index.milvus_store import MilvusConfig, MilvusStore
 
     with MilvusStore.open(MilvusConfig(uri=uri)) as store:
         kept = store.count()

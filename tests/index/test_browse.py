@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from data.io import write_table
-from data.shards import write_shards
-from index.browse import STATIC_DIR, BrowseConfig
-from index.catalogue import ByteLRU, Catalogue, MediaStore, json_safe
-from index.config import ServerConfig
-from index.server import create_app
+from coldstart.data.io import write_table
+from coldstart.data.shards import write_shards
+from coldstart.index.browse import STATIC_DIR, BrowseConfig
+from coldstart.index.catalogue import ByteLRU, Catalogue, MediaStore, json_safe
+from coldstart.index.config import ServerConfig
+from coldstart.index.server import create_app
 from tests.index.conftest import live_server, wait_ready
 
 TOKEN = "browse-token"

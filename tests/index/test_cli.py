@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from coldstart.commands import index as index_cmd
+from coldstart.data.embeddings import EmbeddingManifest, write_part
+from coldstart.data.synthetic import clustered_vectors
+from coldstart.index.store import DurableIndex
+from coldstart.index.vector_index import InvalidInput
 from coldstart.serving import encode_fn_from_encoder
-from data.embeddings import EmbeddingManifest, write_part
-from data.synthetic import clustered_vectors
-from index.store import DurableIndex
-from index.vector_index import InvalidInput
 from tests.index.conftest import REPO_ROOT
 
 
@@ -92,8 +92,8 @@ def test_serve_help_is_fast_and_documented(capsys):
 
 
 def test_configs_parse():
-    from index.browse import BrowseConfig
-    from index.config import IndexConfig, ServerConfig, StoreConfig, load_yaml
+    from coldstart.index.browse import BrowseConfig
+    from coldstart.index.config import IndexConfig, ServerConfig, StoreConfig, load_yaml
 
     paths = sorted((REPO_ROOT / "configs" / "index").glob("*.yaml"))
     assert len(paths) >= 4
@@ -154,10 +154,10 @@ def test_server_with_a_registered_encoder(tmp_path):
     import httpx
     from PIL import Image
 
+    from coldstart.index.config import IndexConfig, ServerConfig, StoreConfig
+    from coldstart.index.server import create_app
+    from coldstart.index.vector_index import VectorIndex
     from coldstart.serving import make_encode
-    from index.config import IndexConfig, ServerConfig, StoreConfig
-    from index.server import create_app
-    from index.vector_index import VectorIndex
     from tests.index.conftest import live_server, wait_ready
 
     pytest.importorskip("open_clip")

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.config import IndexConfig, StoreConfig
-from index.store import DurableIndex
-from index.vector_index import VectorIndex
+from coldstart.index.config import IndexConfig, StoreConfig
+from coldstart.index.store import DurableIndex
+from coldstart.index.vector_index import VectorIndex
 from tests.index.conftest import REPO_ROOT, ServeProcess
 
 HERE = Path(__file__).parent
@@ -56,8 +56,8 @@ def _browse_data(tmp_path: Path) -> list[str]:
     """A catalogue of the int index's items and image shards for half of them (index.browse)."""
     import pandas as pd
 
-    from data.io import write_table
-    from data.shards import write_shards
+    from coldstart.data.io import write_table
+    from coldstart.data.shards import write_shards
 
     ids = list(range(64))
     items = pd.DataFrame({"item_id": ids, "title": [f"item {i}" for i in ids]})

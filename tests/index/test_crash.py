@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index.config import IndexConfig, StoreConfig
-from index.store import DurableIndex
-from index.vector_index import VectorIndex
+from coldstart.index.config import IndexConfig, StoreConfig
+from coldstart.index.store import DurableIndex
+from coldstart.index.vector_index import VectorIndex
 from tests.index.conftest import ServeProcess
 from tests.index.kill_writes import AckedWrites
 

@@ -9,10 +9,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from index.config import IndexConfig, ServerConfig, StoreConfig
-from index.server import create_app
-from index.store import DurableIndex
-from index.vector_index import VectorIndex
+from coldstart.index.config import IndexConfig, ServerConfig, StoreConfig
+from coldstart.index.server import create_app
+from coldstart.index.store import DurableIndex
+from coldstart.index.vector_index import VectorIndex
 from tests.index.conftest import live_server, wait_ready
 
 DIM = 8

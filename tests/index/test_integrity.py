@@ -14,10 +14,10 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
-from index.config import IndexConfig, StoreConfig
-from index.store import DurableIndex
-from index.vector_index import VectorIndex
-from index.wal import OP_UPSERT, WalRecord, WriteAheadLog, scan
+from coldstart.index.config import IndexConfig, StoreConfig
+from coldstart.index.store import DurableIndex
+from coldstart.index.vector_index import VectorIndex
+from coldstart.index.wal import OP_UPSERT, WalRecord, WriteAheadLog, scan
 from tests.index.conftest import REPO_ROOT, ServeProcess
 
 TOKEN = "integrity-token"

@@ -304,10 +304,10 @@ def test_auth_reads_asks_for_the_token_and_loads_images_with_it(driver, env, mon
     """--auth-reads: the page asks once, keeps the token in the tab, fetches thumbnails with it."""
     from selenium.webdriver.common.by import By
 
-    from index.catalogue import Catalogue, MediaStore
-    from index.config import ServerConfig, StoreConfig
-    from index.server import create_app
-    from index.store import DurableIndex
+    from coldstart.index.catalogue import Catalogue, MediaStore
+    from coldstart.index.config import ServerConfig, StoreConfig
+    from coldstart.index.server import create_app
+    from coldstart.index.store import DurableIndex
     from tests.index.conftest import live_server
 
     monkeypatch.setenv("COLDSTART_API_TOKEN", TOKEN)

@@ -21,9 +21,9 @@ import pytest
 
 from coldstart.commands import index as index_cmd
 from coldstart.commands import serve as serve_cmd
-from data.synthetic import clustered_vectors
-from index.config import IndexConfig, StoreConfig
-from index.store import FaissStore
+from coldstart.data.synthetic import clustered_vectors
+from coldstart.index.config import IndexConfig, StoreConfig
+from coldstart.index.store import FaissStore
 from tests.index.conftest import ServeProcess, free_port, milvus_server
 from tests.index.kill_writes import AckedWrites
 from tests.index.test_backends import needs_milvus
@@ -35,7 +35,7 @@ DIM = 8
 
 def _stores(root: Path, ids: list, vectors: np.ndarray, **schema: Any) -> tuple[Path, str]:
     """The same items in a FAISS index directory and a Milvus Lite file (exact indexes)."""
-    from index.milvus_store import MilvusConfig, MilvusStore
+    from coldstart.index.milvus_store import MilvusConfig, MilvusStore
 
     faiss_dir = root / "faiss"
     config = IndexConfig(factory="Flat", **schema)
@@ -172,7 +172,7 @@ def test_schemathesis_against_a_milvus_server(tmp_path: Path) -> None:
 def test_acknowledged_writes_survive_kill_9_of_coldstart_serve_on_milvus_lite(
     tmp_path: Path,
 ) -> None:
-    from index.milvus_store import MilvusConfig, MilvusStore
+    from coldstart.index.milvus_store import MilvusConfig, MilvusStore
 
     base = np.random.default_rng(0).standard_normal((50, DIM)).astype(np.float32)
     base /= np.linalg.norm(base, axis=1, keepdims=True)
@@ -195,7 +195,7 @@ def test_acknowledged_writes_survive_kill_9_of_coldstart_serve_on_milvus_lite(
 
 @needs_milvus
 def test_an_unreachable_milvus_server_is_a_503_not_a_500(tmp_path: Path) -> None:
-    from index.milvus_store import MilvusConfig, MilvusStore
+    from coldstart.index.milvus_store import MilvusConfig, MilvusStore
 
     port = free_port()
     milvus = milvus_server(tmp_path / "srv", port)

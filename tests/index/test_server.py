@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index.coldstart import IdRows, estimate_row, neighbour_weights
-from index.config import ServerConfig
-from index.server import create_app
+from coldstart.index.coldstart import IdRows, estimate_row, neighbour_weights
+from coldstart.index.config import ServerConfig
+from coldstart.index.server import create_app
 from tests.index.conftest import DIM, N, live_server, wait_ready
 
 TOKEN = "s3cret-token"
@@ -382,7 +382,7 @@ def test_faiss_threads_apply_where_searches_run(durable, vectors, batching):
 
 
 def test_images_are_decoded_off_the_event_loop(server, monkeypatch):
-    import index.server as server_module
+    import coldstart.index.server as server_module
 
     seen = []
     real = server_module.decode_image

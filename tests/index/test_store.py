@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.config import IndexConfig, StoreConfig
-from index.store import DurableIndex, read_manifest
-from index.vector_index import VectorIndex, unpack_strings
-from index.wal import (
+from coldstart.index.config import IndexConfig, StoreConfig
+from coldstart.index.store import DurableIndex, read_manifest
+from coldstart.index.vector_index import VectorIndex, unpack_strings
+from coldstart.index.wal import (
     OP_DELETE,
     OP_UPSERT,
     WalCorrupt,
@@ -130,7 +130,7 @@ class _FailingWrites:
 
 
 def test_a_failed_append_is_cut_off_so_later_appends_stay_readable(tmp_path, monkeypatch):
-    import index.wal as wal_module
+    import coldstart.index.wal as wal_module
 
     path = tmp_path / "wal.log"
     failing = _FailingWrites(os.write)
@@ -213,7 +213,7 @@ def test_crash_between_snapshot_steps_is_harmless(tmp_path, monkeypatch):
     assert reopened.replayed == 0 and len(reopened) == 202
     reopened.upsert([902], x[2:3])
     # Case 2: crash after renaming the new snapshot into place, before the manifest names it.
-    import index.store as store_module
+    import coldstart.index.store as store_module
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("simulated crash")

@@ -7,10 +7,16 @@ import threading
 import numpy as np
 import pytest
 
-from data.synthetic import clustered_vectors
-from index.build import exact_neighbours, measure_recall
-from index.config import IndexConfig
-from index.vector_index import InvalidInput, NotTrained, UnknownItem, VectorIndex, gpu_count
+from coldstart.data.synthetic import clustered_vectors
+from coldstart.index.build import exact_neighbours, measure_recall
+from coldstart.index.config import IndexConfig
+from coldstart.index.vector_index import (
+    InvalidInput,
+    NotTrained,
+    UnknownItem,
+    VectorIndex,
+    gpu_count,
+)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,6 @@ import pytest
 
 @pytest.fixture(scope="session")
 def syn_data():
-    from ranker.lit import synthetic_ranker_data
+    from coldstart.ranker.lit import synthetic_ranker_data
 
     return synthetic_ranker_data(n_items=300, n_users=120, seed=0)

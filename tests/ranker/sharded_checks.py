@@ -13,9 +13,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ranker.data import make_batch
-from ranker.model import ItemTowerConfig, RankerConfig, UserTowerConfig
-from ranker.sharding import (
+from coldstart.ranker.data import make_batch
+from coldstart.ranker.model import ItemTowerConfig, RankerConfig, UserTowerConfig
+from coldstart.ranker.sharding import (
     CollectiveBytes,
     ShardingConfig,
     create_sharders,
@@ -23,8 +23,8 @@ from ranker.sharding import (
     load_fused_state,
     shard_model,
 )
-from ranker.tables import to_torch_state, torch_key_map
-from ranker.train import BuildConfig, create_ranker
+from coldstart.ranker.tables import to_torch_state, torch_key_map
+from coldstart.ranker.train import BuildConfig, create_ranker
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 
@@ -43,7 +43,7 @@ class Step(nn.Module):
 
 
 def _data():
-    from ranker.lit import synthetic_ranker_data
+    from coldstart.ranker.lit import synthetic_ranker_data
 
     return synthetic_ranker_data(n_items=200, n_users=80, seed=0)
 

@@ -27,7 +27,7 @@ def test_configs_parse(name: str, capsys: pytest.CaptureFixture) -> None:
         coldstart_main(["ranker", "fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
-    assert "class_path: ranker.lit.RankerExportWriter" in printed
+    assert "class_path: coldstart.ranker.lit.RankerExportWriter" in printed
     method = "warmstart" if name == "movielens_sharded" else "ours"  # the sharded: one model
     assert f"method: {method}" in printed and "params:" in printed
 
@@ -40,7 +40,7 @@ def test_help_is_fast_and_mentions_the_subcommands(capsys: pytest.CaptureFixture
 
 @pytest.mark.slow
 def test_fit_resume_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from data.embeddings import EmbeddingManifest, read_embeddings
+    from coldstart.data.embeddings import EmbeddingManifest, read_embeddings
 
     monkeypatch.chdir(tmp_path)
     assert (
@@ -130,7 +130,7 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
 
 
 def test_cli_epochs_default_to_the_method_and_an_explicit_value_wins() -> None:
-    from ranker.lit import LitRanker, RankerCLI, RankerDataModule
+    from coldstart.ranker.lit import LitRanker, RankerCLI, RankerDataModule
 
     def cli(*extra: str) -> RankerCLI:
         return RankerCLI(
@@ -178,7 +178,7 @@ def test_sharded_fit_on_two_processes_loads_in_one(
     """TorchRec-sharded fit over 2 gloo processes; its checkpoint then serves `predict` and
     `test` in 1 process, and the exported vectors equal the 2-process model's. warmstart is one
     two-tower model; ours, the mixture, shards the tables of each of its model channels."""
-    from data.embeddings import read_embeddings
+    from coldstart.data.embeddings import read_embeddings
 
     exe = shutil.which("coldstart", path=str(Path(sys.executable).parent)) or shutil.which(
         "coldstart"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ranker.data import make_batch
-from ranker.model import (
+from coldstart.ranker.data import make_batch
+from coldstart.ranker.model import (
     ItemTower,
     ItemTowerConfig,
     Ranker,

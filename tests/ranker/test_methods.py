@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ranker.methods import fit_method, list_methods, resolve_method, run_method
+from coldstart.ranker.methods import fit_method, list_methods, resolve_method, run_method
 
 BASELINES = ("popularity", "id_only", "content_knn", "content_projection")
 TINY = {
@@ -74,9 +74,9 @@ def test_one_source_of_defaults_for_the_experiment_and_lightning(syn_data) -> No
     256 vs 128, label_threshold None vs 4.0) cannot come back: both paths resolve here."""
     import dataclasses
 
-    from ranker.lit import LitRanker, RankerDataModule
-    from ranker.model import RankerConfig
-    from ranker.train import TrainConfig
+    from coldstart.ranker.lit import LitRanker, RankerDataModule
+    from coldstart.ranker.model import RankerConfig
+    from coldstart.ranker.train import TrainConfig
 
     ours = resolve_method("ours")
     # The config dataclasses' own defaults are the method defaults (warmstart registers no
@@ -107,10 +107,10 @@ def test_one_source_of_defaults_for_the_experiment_and_lightning(syn_data) -> No
 
 
 def test_adding_a_method_is_one_registration(syn_data, monkeypatch) -> None:
-    import ranker.methods as methods
+    import coldstart.ranker.methods as methods
     from coldstart.experiment.config import RankerConfig as ExperimentRanker
     from coldstart.experiment.stages import params_for
-    from ranker.lit import LitRanker
+    from coldstart.ranker.lit import LitRanker
 
     spec = methods.MethodSpec(
         "ours_no_dropout", "ours without ID dropout", {"id_dropout": 0.0}, needs_content=True
@@ -132,8 +132,8 @@ def test_adding_a_method_is_one_registration(syn_data, monkeypatch) -> None:
 
 def test_method_vectors_round_trip_through_the_export_format(fitted, syn_data, tmp_path) -> None:
     """Per-method vectors are written with their ids and a manifest, so anyone can re-score."""
-    from data.embeddings import EmbeddingManifest, read_embeddings
-    from ranker.methods import export_vectors, read_vectors
+    from coldstart.data.embeddings import EmbeddingManifest, read_embeddings
+    from coldstart.ranker.methods import export_vectors, read_vectors
 
     f = fitted["content_projection"]
     export_vectors(tmp_path, syn_data, f.items, f.users, resolve_method(f.name))
@@ -151,7 +151,7 @@ def test_ours_contains_its_baselines(fitted, syn_data) -> None:
     """The mixture's ID channel IS content_projection (trained side by side, same seed), its
     knn channel IS content_knn, and the weights tuned on val make it at least as good as
     each of them there, on cold and warm items at once."""
-    from ranker.methods import model_vectors
+    from coldstart.ranker.methods import model_vectors
 
     ours = fitted["ours"]
     resolved = resolve_method("ours", TINY)

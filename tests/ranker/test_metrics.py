@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ranker.metrics import make_task, ranking_metrics, user_auc
+from coldstart.ranker.metrics import make_task, ranking_metrics, user_auc
 
 
 def test_recall_ndcg_with_train_masking_and_candidates() -> None:

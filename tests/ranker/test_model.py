@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ranker.model import (
+from coldstart.ranker.model import (
     ItemTower,
     ItemTowerConfig,
     PooledHistory,
@@ -14,7 +14,7 @@ from ranker.model import (
     UserTower,
     UserTowerConfig,
 )
-from ranker.train import BuildConfig, create_ranker
+from coldstart.ranker.train import BuildConfig, create_ranker
 
 
 def _tower(**kw) -> ItemTower:
@@ -84,7 +84,7 @@ def test_user_tower_appends_constant_one_for_the_bias() -> None:
 
 
 def test_rare_ids_lose_their_row_or_share_one(syn_data) -> None:
-    from ranker.model import RankerConfig
+    from coldstart.ranker.model import RankerConfig
 
     counts = syn_data.train_counts()
     warm = syn_data.item_split == "warm"
@@ -107,8 +107,8 @@ def test_rare_ids_lose_their_row_or_share_one(syn_data) -> None:
 
 
 def test_hashed_sparse_tables_train_with_rowwise_adagrad(syn_data) -> None:
-    from ranker.model import RankerConfig
-    from ranker.train import TrainConfig, create_optimizer, fit_ranker
+    from coldstart.ranker.model import RankerConfig
+    from coldstart.ranker.train import TrainConfig, create_optimizer, fit_ranker
 
     cfg = RankerConfig(
         dim=8,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from data.synthetic import clustered_vectors
-from ranker.semantic_ids import (
+from coldstart.data.synthetic import clustered_vectors
+from coldstart.ranker.semantic_ids import (
     SemanticIDConfig,
     SemanticIDEmbedding,
     code_collision_rate,

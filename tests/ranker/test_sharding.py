@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from ranker.sharding import run_distributed
+from coldstart.ranker.sharding import run_distributed
 from tests.ranker import sharded_checks
 
 

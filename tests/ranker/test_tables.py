@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ranker.tables import (
+from coldstart.ranker.tables import (
     HashedEmbedding,
     HashedTableConfig,
     RowWiseAdagrad,

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from ranker.data import make_batch
-from ranker.model import ItemTowerConfig, RankerConfig, UserTowerConfig
-from ranker.tables import from_torch_state, to_torch_state, torch_key_map
-from ranker.train import BuildConfig, create_ranker
+from coldstart.ranker.data import make_batch
+from coldstart.ranker.model import ItemTowerConfig, RankerConfig, UserTowerConfig
+from coldstart.ranker.tables import from_torch_state, to_torch_state, torch_key_map
+from coldstart.ranker.train import BuildConfig, create_ranker
 
 
 def test_torchrec_installed_without_downgrading_lightning_deps() -> None:
@@ -152,7 +152,7 @@ def test_content_warm_start_writes_the_same_rows(syn_data) -> None:
 def test_bag_lookup_once_per_request_expanded_to_rows(variable_batch: bool) -> None:
     """A bag looked up for R requests returns the N expanded rows: via a variable-batch KJT
     (TorchRec expands with inverse indices) or via an index after the lookup."""
-    from ranker.torchrec_tables import TorchRecEmbeddingBag
+    from coldstart.ranker.torchrec_tables import TorchRecEmbeddingBag
 
     torch.manual_seed(0)
     bag = TorchRecEmbeddingBag("h", 20, 4, "mean", padding_idx=19)

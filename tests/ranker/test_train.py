@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ranker.train import RequestBatches, TrainConfig
+from coldstart.ranker.train import RequestBatches, TrainConfig
 
 
 @pytest.mark.parametrize("requests", ["pages", "sessions"])

@@ -1,0 +1,1 @@
+"""The YAML configs shipped with coldstart (`coldstart.configs`): read through importlib.resources."""
