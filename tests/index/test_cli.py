@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
@@ -130,20 +129,6 @@ def test_encode_fn_fuses_modalities():
     text_only.modalities = ("text",)
     with pytest.raises(InvalidInput):
         encode_fn_from_encoder(text_only)([object()], [])
-
-
-def test_index_never_imports_encoders_or_ranker_or_coldstart():
-    for path in (REPO_ROOT / "index").rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                top = name.split(".")[0]
-                assert top not in {"encoders", "ranker", "coldstart"}, f"{path}: imports {name}"
 
 
 @pytest.mark.slow
