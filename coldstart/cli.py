@@ -9,7 +9,9 @@ hand their argv straight to LightningCLI.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from typing import TextIO
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("coldstart.commands.data:main", "datasets: split, pack shards, inspect"),
@@ -18,8 +20,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "contrastive fine-tuning (LightningCLI: fit/validate/test)",
     ),
     "embed": ("coldstart.commands.embed:main", "batch-embed media shards and/or a catalogue"),
-    "index": ("coldstart.commands.index:main", "build, inspect and repair FAISS indexes"),
-    "serve": ("coldstart.commands.serve:main", "serve an index over HTTP"),
+    "index": (
+        "coldstart.commands.index:main",
+        "build and inspect FAISS indexes and Milvus collections; repair a FAISS log",
+    ),
+    "serve": (
+        "coldstart.commands.serve:main",
+        "serve a FAISS index or a Milvus collection over HTTP",
+    ),
     "ranker": (
         "coldstart.commands.ranker:main",
         "ranker training (LightningCLI: fit/validate/test/predict)",
@@ -41,7 +49,7 @@ def usage() -> str:
     lines = [
         "usage: coldstart <command> [args...]",
         "",
-        "Multimodal cold-start representations: encoders, warm-started ranker, FAISS index.",
+        "Multimodal cold-start representations: encoders, warm-started ranker, FAISS or Milvus index.",
         "",
         "commands:",
     ]
@@ -50,18 +58,46 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def _print(text: str, file: TextIO | None = None) -> bool:
+    """Print `text`; False when the reader has gone (`coldstart --help | head -1`)."""
+    stream = sys.stdout if file is None else file
+    try:
+        print(text, file=stream)
+        stream.flush()
+    except BrokenPipeError:
+        _quiet(stream)
+        return False
+    return True
+
+
+def _quiet(stream: TextIO) -> None:
+    """Point a stream whose reader has gone at devnull, so that the interpreter's exit-time
+    flush cannot raise BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError):  # not a real file descriptor (captured in tests)
+        pass
+    finally:
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
+        _print(usage())
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"coldstart: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        _print(f"coldstart: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    code = func(rest)
+    try:
+        code = func(rest)
+    except BrokenPipeError:  # the reader went away (`coldstart index info ... | head -1`)
+        _quiet(sys.stdout)
+        return 1
     return int(code or 0)
 
 
