@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from coldstart.data import images
 from coldstart.data.embeddings import temp_sibling
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -96,7 +97,7 @@ class DecodeConfig:
     decode_images: bool = True  # False: image stays None, raw bytes kept in sample["image_bytes"]
     require_image: bool = True  # skip samples without a (valid) image
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
-    max_image_pixels: int | None = None  # None: PIL's Image.MAX_IMAGE_PIXELS at read time
+    max_image_pixels: int | None = None  # on top of PIL's Image.MAX_IMAGE_PIXELS (None: PIL's)
     mode: str = "RGB"
 
 
@@ -111,33 +112,19 @@ class SkipSample(Exception):
 def decode_image(payload: bytes, config: DecodeConfig | None = None) -> Image.Image:
     """Encoded bytes -> fully loaded PIL image in `config.mode`. Raises SkipSample on bad input.
 
-    The pixel count is checked from the header before any pixel is decoded, so a decompression
-    bomb costs a few bytes of parsing, not gigabytes of memory.
+    The one bomb-safe decoder (data.images.decode_image): byte and pixel limits are checked
+    before any pixel is decoded, so a decompression bomb costs a few bytes of parsing.
     """
     config = config or DecodeConfig()
-    if len(payload) > config.max_image_bytes:
-        raise SkipSample("oversized_image", f"{len(payload)} bytes > {config.max_image_bytes}")
-    limit = (
-        config.max_image_pixels if config.max_image_pixels is not None else Image.MAX_IMAGE_PIXELS
-    )
     try:
-        with warnings.catch_warnings():
-            # PIL warns above MAX_IMAGE_PIXELS and raises above twice that; we decide ourselves.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(payload))
-            width, height = image.size
-            if limit is not None and width * height > limit:
-                raise SkipSample("decompression_bomb", f"{width}x{height} > {limit} pixels")
-            image.load()
-            if image.mode != config.mode:
-                image = image.convert(config.mode)
-            return image
-    except SkipSample:
-        raise
-    except Image.DecompressionBombError as error:
-        raise SkipSample("decompression_bomb", str(error)) from error
-    except Exception as error:  # noqa: BLE001 - PIL raises many types for bad bytes
-        raise SkipSample("corrupt_image", f"{type(error).__name__}: {error}") from error
+        return images.decode_image(
+            payload,
+            max_pixels=config.max_image_pixels,
+            max_bytes=config.max_image_bytes,
+            mode=config.mode,
+        )
+    except images.ImageRejected as err:
+        raise SkipSample(err.reason, str(err)) from err
 
 
 def _item_id(key: str, meta: dict | None) -> int | str:

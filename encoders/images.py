@@ -14,13 +14,13 @@ own Resize / CenterCrop. Whatever the device cannot decode falls back to the CPU
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from coldstart.data.images import ImageRejected, open_header
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_EOI = b"\xff\xd9"
@@ -96,18 +96,11 @@ def device_decodable(payload: bytes, max_pixels: int | None = None) -> bool:
     """
     if not payload.startswith(JPEG_MAGIC) or not payload.rstrip(b"\x00").endswith(JPEG_EOI):
         return False
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            header = Image.open(io.BytesIO(payload))
-            width, height = header.size
-            ok = header.format == "JPEG" and header.mode in DEVICE_DECODE_MODES
-    except Exception:  # noqa: BLE001 - any header error: let the CPU path judge and count it
+    try:  # the CPU decoder's own header guards (data.images): a bomb is never device-decoded
+        header = open_header(payload, max_pixels)
+    except ImageRejected:  # let the CPU path judge and count it
         return False
-    limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
-    return ok and (limit is None or width * height <= limit)
+    return header.format == "JPEG" and header.mode in DEVICE_DECODE_MODES
 
 
 def pack_bytes(payloads: Sequence[bytes]) -> tuple[torch.Tensor, torch.Tensor]:

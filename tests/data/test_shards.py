@@ -21,6 +21,7 @@ from coldstart.commands.data import main as data_main
 from coldstart.data.shards import (
     DecodeConfig,
     ShardReader,
+    SkipSample,
     decode_image,
     expand_urls,
     iter_shard,
@@ -157,6 +158,24 @@ def test_decode_image_limits():
         decode_image(png_bytes(10, 10), DecodeConfig(max_image_bytes=10))
     assert info.value.reason == "oversized_image"
     assert decode_image(png_bytes(10, 10)).size == (10, 10)
+
+
+def test_decode_image_goes_through_the_one_decoder(monkeypatch):
+    """Shards use data.images: its refusals become skip reasons, with its clear message."""
+    with pytest.raises(SkipSample, match="decompression bomb") as info:
+        decode_image(bomb_png(100_000, 100_000))
+    assert info.value.reason == "decompression_bomb"
+    with pytest.raises(SkipSample, match="corrupt or truncated") as info:
+        decode_image(_truncated_jpeg())
+    assert info.value.reason == "corrupt_image"
+    with pytest.raises(SkipSample) as info:
+        decode_image(b"not an image")
+    assert info.value.reason == "corrupt_image"
+    # The stricter guard: PIL's own limit holds even above a looser configured one.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
+    with pytest.raises(SkipSample) as info:
+        decode_image(png_bytes(10, 10), DecodeConfig(max_image_pixels=10**6))
+    assert info.value.reason == "decompression_bomb"
 
 
 def test_split_by_node_and_worker_partitions(shard_dir):
