@@ -1,11 +1,13 @@
-"""The vector-store protocol every index backend implements, and the validation they share.
+"""The vector-store protocol every index backend implements, the validation they share, and
+the `Backend` declaration through which a store registers (index.registry finds them).
 
-Backends:
+Built-in backends, each declared by a module-level `BACKEND` next to its implementation:
 - "faiss" (index.store.FaissStore): FAISS in this process, with a write-ahead log and
   snapshots in an index directory (index.vector_index, index.wal). The embedded default.
 - "milvus" (index.milvus_store.MilvusStore): a Milvus collection, in a Milvus Lite file
   (`runs/idx/items.db`) or on a Milvus server/cluster (`http://host:19530`), same code.
 
+This module imports no backend: implementations import it, never the other way round.
 Callers (the HTTP server, `coldstart index`, the experiment) hold a `VectorStore` and never
 reach into a backend. Every backend validates input with the same `StoreSchema`, so bad input
 (wrong dimension, NaN, an id of the wrong type) fails the same way (`InvalidInput`) whichever
@@ -17,16 +19,14 @@ Scores: similarity for metric "ip" (higher is better), squared L2 distance for "
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 ItemId = int | str
-BACKENDS = ("faiss", "milvus")
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 MAX_ID_CHARS = 512
 MAX_FILTER_IDS = 16_384  # ids in one search filter (Milvus caps a query window at 16384 too)
@@ -62,6 +62,11 @@ class WriteFailed(OSError):
 
 class BackendUnavailable(RuntimeError):
     """A backend's packages are not installed, or its server cannot be reached (503)."""
+
+
+class StoreCorrupt(RuntimeError):
+    """The store's files are damaged in a way that could lose acknowledged writes: it refuses
+    to open until repaired (e.g. index.store.IndexCorrupt, `coldstart index repair`)."""
 
 
 @dataclass
@@ -331,25 +336,117 @@ class StoreBase:
         self.close()
 
 
-def open_store(backend: str, location: str | os.PathLike, **options: Any) -> VectorStore:
-    """Open an existing store.
+# --------------------------------------------------------------------------- registration
+# A store's settings, in the shape of its YAML file: section -> keys (configs/index/*.yaml),
+# e.g. {"index": {"factory": "HNSW32"}, "store": {"fsync": True}} or {"milvus": {...}}.
+Settings = Mapping[str, Mapping[str, Any]]
+COMMANDS = ("build", "info", "serve")  # the commands that choose a store
 
-    faiss: `location` is an index directory; options `store` (index.config.StoreConfig) and
-    `overrides` (search-time IndexConfig fields). milvus: `location` is the URI (a `.db` file
-    or `http://host:19530`); option `config` (index.milvus_store.MilvusConfig or a dict of
-    its fields: collection, nprobe, ef_search...).
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line option of a backend; `coldstart index build|info` and `coldstart serve`
+    add the options of every registered backend and refuse those of another backend.
+
+    key: the settings key the value goes to, in `section` (default: the backend's first
+    section); None when the option names the store's location (faiss --index, milvus --uri).
+    const: a flag that takes no value and sets `key` to `const` (--no-normalize: False).
+    Two backends may declare the same flag (--nprobe) if they declare it alike.
     """
-    if backend == "faiss":
-        from coldstart.index.store import FaissStore
 
-        return FaissStore.open(location, options.get("store"), options.get("overrides"))
-    if backend == "milvus":
-        from coldstart.index.milvus_store import MilvusConfig, MilvusStore
+    flag: str
+    help: str
+    key: str | None = None
+    commands: tuple[str, ...] = COMMANDS
+    section: str | None = None
+    type: Callable[[str], Any] = str
+    choices: tuple[str, ...] | None = None
+    const: Any = None
+    metavar: str | None = None
 
-        config = options.get("config") or {}
-        raw = config.to_dict() if isinstance(config, MilvusConfig) else dict(config)
-        return MilvusStore.open(MilvusConfig.from_dict({**raw, "uri": str(location)}))
-    raise ValueError(f"unknown backend {backend!r}: one of {BACKENDS}")
+    @property
+    def dest(self) -> str:
+        """The argparse attribute: "--ef-search" -> "ef_search"."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+# Options whose keys every built-in config shares; a backend lists those it honours.
+METRIC = Option(
+    "--metric", "inner product (default) or L2", "metric", ("build",), choices=("ip", "l2")
+)
+NPROBE = Option("--nprobe", "IVF cells visited per query", "nprobe", ("build", "serve"), type=int)
+EF_SEARCH = Option(
+    "--ef-search", "HNSW search beam width", "ef_search", ("build", "serve"), type=int
+)
+NO_NORMALIZE = Option(
+    "--no-normalize",
+    "keep vectors as they are (no L2 normalization)",
+    "normalize",
+    ("build",),
+    const=False,
+)
+
+BuildFn = Callable[
+    [list[ItemId], np.ndarray, str, Settings, dict[str, Any]], tuple[VectorStore, dict[str, Any]]
+]
+OpenFn = Callable[[str, Settings], VectorStore]
+InspectFn = Callable[[str, Settings], dict[str, Any]]
+ServeFn = Callable[[str, Settings], tuple["VectorStore | Callable[[], VectorStore]", StoreSchema]]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One vector store, declared once next to its implementation (a module-level `BACKEND`):
+    its name, settings, how to build and open it and its command-line options. Everything
+    that chooses a store (`coldstart index`, `coldstart serve`, the experiment) goes through
+    index.registry, which imports a backend's module only when that backend is used; heavy
+    packages (faiss, pymilvus) are imported inside the functions below, never at import time.
+
+    location: where a store lives, one string (faiss: an index directory; milvus: a URI).
+    build(ids (N,), vectors (N, D), location, settings, source) -> (the new store, the keys
+        `coldstart index build` reports about where it is: "factory" and its location).
+        settings[sections[0]] holds "dim" and "id_type" (from the data) besides the user's keys.
+    open(location, settings) -> the existing store, for reading and writing.
+    inspect(location, settings) -> what `coldstart index info` prints; default: open, info(),
+        close. A backend whose close writes (a FAISS snapshot) supplies a read-only variant.
+    prepare_serving(location, settings) -> (the store, or a function opening it in the
+        server's loader thread; its schema). Default: open now, so a bad location stops the
+        start before the port is bound.
+    """
+
+    name: str
+    summary: str  # one line for --help
+    config: Any  # the config dataclass of sections[0] (has from_dict): checked before use
+    sections: tuple[str, ...]  # settings sections it reads; the first holds the index keys
+    options: tuple[Option, ...]
+    build: BuildFn
+    open: OpenFn
+    inspect: InspectFn | None = None
+    prepare_serving: ServeFn | None = None
+    location_key: str | None = None  # a key of sections[0] that may hold the location (YAML)
+    factory_key: str = "factory"  # the key of sections[0] naming the index structure
+    local_name: str = "index"  # the store's name inside a directory holding it (experiment)
+
+    def check(self, settings: Settings) -> None:
+        """Refuse unknown or invalid keys of the index section before anything is touched."""
+        self.config.from_dict(dict(settings.get(self.sections[0], {})))
+
+    def info(self, location: str, settings: Settings) -> dict[str, Any]:
+        if self.inspect is not None:
+            return self.inspect(location, settings)
+        store = self.open(location, settings)
+        try:
+            return store.info()
+        finally:
+            store.close()
+
+    def serving(
+        self, location: str, settings: Settings
+    ) -> tuple[VectorStore | Callable[[], VectorStore], StoreSchema]:
+        if self.prepare_serving is not None:
+            return self.prepare_serving(location, settings)
+        store = self.open(location, settings)
+        return store, store.schema
 
 
 def empty_result(n_queries: int) -> SearchResult:
@@ -387,22 +484,29 @@ def exact_search(
 
 
 __all__ = [
-    "BACKENDS",
+    "COMMANDS",
+    "EF_SEARCH",
+    "METRIC",
+    "NO_NORMALIZE",
+    "NPROBE",
     "ID_RULES",
     "MAX_ABS_UNNORMALIZED",
     "MAX_ID_CHARS",
+    "Backend",
     "BackendUnavailable",
     "InvalidInput",
     "ItemId",
     "NotTrained",
+    "Option",
     "SearchResult",
+    "Settings",
     "StoreBase",
+    "StoreCorrupt",
     "StoreSchema",
     "UnknownItem",
     "VectorStore",
     "WriteFailed",
     "empty_result",
     "exact_search",
-    "open_store",
     "string_id_problem",
 ]

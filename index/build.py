@@ -1,5 +1,5 @@
-"""Offline job: build a store (FAISS index directory or Milvus collection) from an embedding
-export, and measure its recall against exact search."""
+"""Offline job: build a store of any registered backend (a FAISS index directory, a Milvus
+collection...) from an embedding export, and measure its recall against exact search."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from coldstart.data.embeddings import EmbeddingManifest, read_embeddings
-from coldstart.index.backend import InvalidInput, VectorStore, exact_search
-from coldstart.index.config import IndexConfig, StoreConfig
+from coldstart.index.backend import InvalidInput, Settings, exact_search
+from coldstart.index.registry import DEFAULT, get_backend
 
 
 def exact_neighbours(
@@ -59,16 +59,24 @@ def measure_recall(
 def build_index(
     embeddings: str | os.PathLike,
     out: str | os.PathLike,
-    config: Any,
+    settings: Settings | Any | None = None,
     modality: str | None = None,
-    store: StoreConfig | None = None,
     recall_queries: int = 1000,
+    backend: str = DEFAULT,
 ) -> dict[str, Any]:
-    """Build a store from the export at `embeddings`. Returns a report (n, dim, build_s, recall).
+    """Build a store of backend `backend` (index.registry) at `out` from the export at
+    `embeddings`. Returns a report (backend, where it is, n, dim, build_s, recall_at_10...).
 
-    config: IndexConfig (FAISS: `out` is the new index directory) or
-    index.milvus_store.MilvusConfig (Milvus: `out` is the URI, a `.db` file or a server).
+    out: the new store's location (faiss: an index directory; milvus: a `.db` file or a URI).
+    settings: the backend's YAML sections ({"index": {"factory": "HNSW32"}} for faiss,
+    {"milvus": {"index_type": "HNSW"}} for milvus), or its config object (IndexConfig,
+    MilvusConfig). dim and id type come from the export.
     """
+    chosen = get_backend(backend)
+    main = chosen.sections[0]
+    if settings is not None and hasattr(settings, "to_dict"):  # a config object
+        settings = {main: settings.to_dict()}
+    sections = {name: dict(value) for name, value in (settings or {}).items()}
     manifest = EmbeddingManifest.load(embeddings)
     if modality is None and len(manifest.modalities) > 1:
         raise InvalidInput(
@@ -88,22 +96,10 @@ def build_index(
         "count": int(len(ids)),
         "created_at": manifest.created_at,
     }
-    fixed = {"dim": manifest.dim, "id_type": id_type}
+    sections[main] = {**sections.get(main, {}), "dim": manifest.dim, "id_type": id_type}
+    chosen.check(sections)
     start = time.perf_counter()
-    built: VectorStore
-    if isinstance(config, IndexConfig):
-        config = IndexConfig.from_dict({**config.to_dict(), **fixed})
-        from coldstart.index.store import FaissStore
-
-        built = FaissStore.build(ids.tolist(), vectors, out, config, store, source=source)
-        where = {"index": str(out), "factory": config.factory}
-    else:
-        from coldstart.index.milvus_store import MilvusConfig, MilvusStore
-
-        config = MilvusConfig.from_dict({**config.to_dict(), **fixed, "uri": str(out)})
-        built = MilvusStore.build(ids.tolist(), vectors, config, source=source, progress=True)
-        where = {"uri": config.uri, "collection": config.collection}
-        where["factory"] = config.index_type
+    built, where = chosen.build(ids.tolist(), vectors, str(out), sections, source)
     build_s = time.perf_counter() - start
     try:
         recall = measure_recall(built, ids, vectors, n_queries=recall_queries)
@@ -112,7 +108,7 @@ def build_index(
     return {
         "backend": built.backend,
         **where,
-        "metric": config.metric,
+        "metric": built.schema.metric,
         "n": int(len(ids)),
         "dim": int(manifest.dim),
         "build_s": round(build_s, 3),

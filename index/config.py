@@ -55,7 +55,7 @@ class IndexConfig:
 
 @dataclass
 class StoreConfig:
-    """Durability of a DurableIndex (snapshot + write-ahead log in one directory)."""
+    """Durability of a FaissStore (snapshot + write-ahead log in one directory)."""
 
     fsync: bool = True  # fsync the WAL before acknowledging a write (off only for benchmarks)
     snapshot_every_ops: int = 50_000  # items written to the WAL before an automatic snapshot

@@ -31,10 +31,17 @@ from typing import Any
 import numpy as np
 
 from coldstart.index.backend import (
+    EF_SEARCH,
+    METRIC,
+    NO_NORMALIZE,
+    NPROBE,
+    Backend,
     BackendUnavailable,
     InvalidInput,
     ItemId,
+    Option,
     SearchResult,
+    Settings,
     StoreBase,
     StoreSchema,
     UnknownItem,
@@ -593,4 +600,48 @@ def _lite_locked(uri: str) -> bool:
         os.close(fd)
 
 
-__all__ = ["MilvusConfig", "MilvusStore", "id_filter", "literal"]
+# --------------------------------------------------------------------------- registration
+def _config(location: str, settings: Settings) -> MilvusConfig:
+    return MilvusConfig.from_dict({**settings.get("milvus", {}), "uri": str(location)})
+
+
+def _build(
+    ids: list[ItemId],
+    vectors: np.ndarray,
+    location: str,
+    settings: Settings,
+    source: dict[str, Any],
+) -> tuple[MilvusStore, dict[str, Any]]:
+    config = _config(location, settings)
+    built = MilvusStore.build(ids, vectors, config, source=source, progress=True)
+    return built, {"uri": config.uri, "collection": config.collection, "factory": config.index_type}
+
+
+def _open(location: str, settings: Settings) -> MilvusStore:
+    return MilvusStore.open(_config(location, settings))
+
+
+BACKEND = Backend(
+    name="milvus",
+    summary="a Milvus collection in a Milvus Lite file (--uri runs/idx/items.db) or on a Milvus "
+    "server or cluster (--uri http://host:19530, token in $MILVUS_TOKEN); needs "
+    "`pip install 'coldstart[milvus]'`",
+    config=MilvusConfig,
+    sections=("milvus",),
+    options=(
+        Option("--uri", "a Lite file (*.db) or http://host:19530", metavar="URI"),
+        Option("--collection", "collection name (default: items)", "collection"),
+        Option("--index-type", "the vector index", "index_type", ("build",), choices=INDEX_TYPES),
+        METRIC,
+        NPROBE,
+        EF_SEARCH,
+        NO_NORMALIZE,
+    ),
+    build=_build,
+    open=_open,
+    location_key="uri",
+    factory_key="index_type",
+    local_name="index.db",  # Milvus Lite wants a .db name
+)
+
+__all__ = ["BACKEND", "MilvusConfig", "MilvusStore", "id_filter", "literal"]

@@ -1,6 +1,6 @@
 """The FAISS backend of the vector-store protocol (index.backend.VectorStore): a VectorIndex
-in a directory, with snapshot + write-ahead log. `FaissStore` (also known as DurableIndex, its
-older name) is the one class callers see; index.vector_index and index.wal are its parts, and
+in a directory, with snapshot + write-ahead log. `FaissStore` (DurableIndex, its older name,
+stays as an alias) is the one class callers see; index.vector_index and index.wal are its parts, and
 nothing outside them imports faiss for the store.
 
 Directory layout:
@@ -33,9 +33,18 @@ from coldstart.data.embeddings import (
     utc_now,
 )
 from coldstart.index.backend import (
+    EF_SEARCH,
+    METRIC,
+    NO_NORMALIZE,
+    NPROBE,
+    Backend,
     InvalidInput,
+    ItemId,
+    Option,
     SearchResult,
+    Settings,
     StoreBase,
+    StoreCorrupt,
     StoreSchema,
     empty_result,
     exact_search,
@@ -51,7 +60,7 @@ WAL = "wal.log"
 FORMAT = "coldstart-index/1"
 
 
-class IndexCorrupt(RuntimeError):
+class IndexCorrupt(StoreCorrupt):
     """The index directory's write-ahead log is corrupt (not a torn tail): refuse to open."""
 
     def __init__(self, directory: str | os.PathLike, err: WalCorrupt) -> None:
@@ -95,7 +104,7 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     return raw
 
 
-class DurableIndex(StoreBase):
+class FaissStore(StoreBase):
     """The FAISS store: upsert/delete are logged (fsync) before they are applied and
     acknowledged, searches go to the VectorIndex. Thread-safe."""
 
@@ -136,7 +145,7 @@ class DurableIndex(StoreBase):
         index: VectorIndex,
         store: StoreConfig | None = None,
         source: dict[str, Any] | None = None,
-    ) -> DurableIndex:
+    ) -> FaissStore:
         """Persist a (built) VectorIndex as a new index directory; refuses to overwrite one."""
         directory = Path(directory)
         if (directory / MANIFEST).exists():
@@ -170,7 +179,7 @@ class DurableIndex(StoreBase):
         config: IndexConfig,
         store: StoreConfig | None = None,
         source: dict[str, Any] | None = None,
-    ) -> DurableIndex:
+    ) -> FaissStore:
         """A new index directory over (ids (N,), vectors (N, D)); refuses an existing one."""
         if (Path(directory) / MANIFEST).exists():
             raise FileExistsError(f"{directory} already holds an index")
@@ -183,7 +192,7 @@ class DurableIndex(StoreBase):
         directory: str | os.PathLike,
         store: StoreConfig | None = None,
         overrides: dict[str, Any] | None = None,
-    ) -> DurableIndex:
+    ) -> FaissStore:
         """Load the latest snapshot and replay the WAL.
 
         overrides: search-time IndexConfig fields (nprobe, ef_search, replica...); the stored
@@ -455,4 +464,118 @@ def _clean_orphans(directory: Path, keep: str) -> None:
             shutil.rmtree(child, ignore_errors=True)
 
 
-FaissStore = DurableIndex  # the FAISS backend's name next to index.milvus_store.MilvusStore
+DurableIndex = FaissStore  # the class's older name, kept for existing code
+
+
+# --------------------------------------------------------------------------- registration
+# Fixed by the stored index; a YAML's `index:` section may name them (flat.yaml), they are not
+# search-time overrides when the index is opened.
+_STORED = ("factory", "metric", "dim", "id_type", "normalize")
+
+
+def _store_config(settings: Settings) -> StoreConfig:
+    return StoreConfig.from_dict(dict(settings.get("store", {})))
+
+
+def _overrides(settings: Settings) -> dict[str, Any]:
+    return {k: v for k, v in settings.get("index", {}).items() if k not in _STORED}
+
+
+def _build(
+    ids: list[ItemId],
+    vectors: np.ndarray,
+    location: str,
+    settings: Settings,
+    source: dict[str, Any],
+) -> tuple[FaissStore, dict[str, Any]]:
+    config = IndexConfig.from_dict(dict(settings.get("index", {})))
+    built = FaissStore.build(ids, vectors, location, config, _store_config(settings), source)
+    return built, {"index": location, "factory": config.factory}
+
+
+def _open(location: str, settings: Settings) -> FaissStore:
+    return FaissStore.open(location, _store_config(settings), _overrides(settings))
+
+
+def _inspect(location: str, settings: Settings) -> dict[str, Any]:
+    store = _open(location, settings)
+    try:
+        return store.info()
+    finally:
+        store.close(snapshot=False)  # info only looks: the log stays as it was
+
+
+def _prepare_serving(location: str, settings: Settings) -> tuple[Any, StoreSchema]:
+    """(a function opening the store in the server's loader thread, its schema): the manifest
+    and the log are checked now, so a missing or corrupt index stops the start before the port
+    is bound, while loading a large snapshot does not delay it."""
+    manifest = read_manifest(location)
+    check_wal(location)
+    store, overrides = _store_config(settings), _overrides(settings)
+    schema = StoreSchema(
+        int(manifest["dim"]),
+        manifest.get("metric", "ip"),
+        manifest.get("id_type", "int"),
+        bool(manifest.get("normalize", True)),
+    )
+
+    def load() -> FaissStore:
+        opened = FaissStore.open(location, store, overrides)
+        opened.index.start_replicas()  # GPU replicas (or a CPU clone) when configured
+        return opened
+
+    return load, schema
+
+
+FACTORY_HELP = (
+    'FAISS index_factory string, e.g. "Flat" (exact), "IVF1024,Flat", "HNSW32", "IVF256,PQ16"'
+)
+BACKEND = Backend(
+    name="faiss",
+    summary="FAISS in this process: an index directory (snapshot + write-ahead log; CPU, or "
+    "GPU replicas); the default",
+    config=IndexConfig,
+    sections=("index", "store"),
+    options=(
+        Option("--out", "new index directory (must not hold one)", None, ("build",), metavar="DIR"),
+        Option(
+            "--index",
+            "index directory (coldstart index build)",
+            None,
+            ("info", "serve"),
+            metavar="DIR",
+        ),
+        Option("--factory", FACTORY_HELP + " (overrides --config)", "factory", ("build",)),
+        METRIC,
+        NPROBE,
+        EF_SEARCH,
+        NO_NORMALIZE,
+        Option(
+            "--replica",
+            "GPU replicas",
+            "replica",
+            ("serve",),
+            choices=("auto", "gpu", "clone", "none"),
+        ),
+        Option(
+            "--no-fsync",
+            "skip fsync on writes (unsafe)",
+            "fsync",
+            ("serve",),
+            section="store",
+            const=False,
+        ),
+        Option(
+            "--snapshot-every",
+            "items written between snapshots",
+            "snapshot_every_ops",
+            ("serve",),
+            section="store",
+            type=int,
+        ),
+    ),
+    build=_build,
+    open=_open,
+    inspect=_inspect,
+    prepare_serving=_prepare_serving,
+)

@@ -1,86 +1,150 @@
 """`coldstart index`: build a store from an embedding export (a FAISS index directory, or a
-Milvus collection with --backend milvus), inspect one, repair a FAISS write-ahead log."""
+Milvus collection with --backend milvus), inspect one, repair a FAISS write-ahead log.
+
+The backends and their options come from index.registry (each store declares them once);
+`coldstart serve` shares `add_store_arguments` and `store_choice`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import textwrap
+from typing import TYPE_CHECKING
 
-FACTORY_HELP = (
-    'FAISS index_factory string, e.g. "Flat" (exact), "IVF1024,Flat", "HNSW32", "IVF256,PQ16"'
-)
-MILVUS_EPILOG = (
-    "Milvus (needs `pip install 'coldstart[milvus]'`): --backend milvus --uri runs/idx/items.db "
-    "is a Milvus Lite file, --uri http://host:19530 a Milvus server or cluster (token in "
-    "$MILVUS_TOKEN); --config configs/index/milvus.yaml holds the rest (`backend: milvus` and a "
-    "`milvus:` section)."
+from coldstart.index.backend import (
+    BackendUnavailable,
+    InvalidInput,
+    StoreCorrupt,
 )
 
+if TYPE_CHECKING:
+    from coldstart.index.backend import Option
+    from coldstart.index.registry import Choice
 
-def add_store_arguments(p: argparse.ArgumentParser) -> None:
-    """--backend / --uri / --collection: which store (shared by `index` and `serve`)."""
+# What a command reports as a one-line error with exit code 2 (bad input, a missing or
+# damaged store, a backend that is not installed or not reachable).
+STORE_ERRORS = (
+    InvalidInput,
+    BackendUnavailable,
+    StoreCorrupt,
+    FileNotFoundError,
+    FileExistsError,
+    ValueError,
+)
+
+
+def backends_epilog() -> str:
+    """The registered backends, a paragraph each, for the commands' --help (the parsers use
+    RawDescriptionHelpFormatter: the text is wrapped here)."""
+    from coldstart.index.registry import DEFAULT, backends
+
+    paragraphs = [
+        f"Backends (--backend NAME, or `backend: NAME` in the --config YAML; default {DEFAULT}). "
+        "An option marked with a backend's name is for that backend only; its YAML sections "
+        "(configs/index/) hold the rest.",
+        *(f"{b.name}: {b.summary}" for b in backends()),
+    ]
+    return "\n".join(
+        textwrap.fill(text, 79, initial_indent="  " * bool(i), subsequent_indent="    " * bool(i))
+        for i, text in enumerate(paragraphs)
+    )
+
+
+def wrap(text: str) -> str:
+    """A description wrapped for RawDescriptionHelpFormatter."""
+    return textwrap.fill(text, 79)
+
+
+def add_store_arguments(p: argparse.ArgumentParser, command: str) -> None:
+    """--backend and the options of every registered backend that `command` ("build", "info",
+    "serve") takes; a flag two backends share is added once."""
+    from coldstart.index.registry import backend_names, backends
+
+    names = backend_names()
     p.add_argument(
         "--backend",
-        choices=["faiss", "milvus"],
-        help="faiss (an index directory, the default) or milvus (a collection at --uri); "
-        "default: the --config file's `backend:`",
+        choices=names,
+        help="the store: " + ", ".join(names) + " (see below); default: the --config file's "
+        "`backend:`, else faiss",
     )
-    p.add_argument("--uri", help="milvus: a Lite file (*.db) or http://host:19530")
-    p.add_argument("--collection", help="milvus: collection name (default: items)")
+    declared = [b for b in backends()]
+    owners: dict[str, list[str]] = {}
+    first: dict[str, Option] = {}
+    for backend in declared:
+        for opt in backend.options:
+            if command not in opt.commands:
+                continue
+            seen = first.setdefault(opt.flag, opt)
+            if (seen.key is None, seen.type, seen.choices, seen.const) != (
+                opt.key is None,
+                opt.type,
+                opt.choices,
+                opt.const,
+            ):
+                raise TypeError(f"backends declare {opt.flag} differently: {seen} vs {opt}")
+            owners.setdefault(opt.flag, []).append(backend.name)
+    for flag, opt in first.items():
+        who = owners[flag]
+        help_ = opt.help if len(who) == len(declared) else f"{', '.join(who)}: {opt.help}"
+        if opt.const is not None:
+            p.add_argument(flag, dest=opt.dest, action="store_const", const=opt.const, help=help_)
+        else:
+            p.add_argument(
+                flag,
+                dest=opt.dest,
+                type=opt.type,
+                choices=opt.choices,
+                metavar=opt.metavar,
+                help=help_,
+            )
 
 
-def store_choice(args: argparse.Namespace, raw: dict) -> tuple[str, dict]:
-    """(backend, the `milvus:` section with --uri/--collection applied) from args + YAML."""
-    backend = args.backend or raw.get("backend", "faiss")
-    if backend not in ("faiss", "milvus"):
-        raise ValueError(f"backend must be faiss or milvus, got {backend!r}")
-    milvus = dict(raw.get("milvus", {}))
-    for key, value in (("uri", args.uri), ("collection", args.collection)):
-        if value is not None:
-            milvus[key] = value
-    if backend == "milvus" and not milvus.get("uri"):
-        raise ValueError("--backend milvus needs --uri (a *.db file or http://host:19530)")
-    if backend == "faiss" and (args.uri or args.collection):
-        raise ValueError("--uri and --collection are for --backend milvus")
-    return backend, milvus
+def store_choice(args: argparse.Namespace, raw: dict, command: str) -> Choice:
+    """The store `command` works on, from --backend, the store options and the --config YAML."""
+    from coldstart.index.registry import backends, choose
+
+    flags = {opt.flag: opt.dest for b in backends() for opt in b.options if command in opt.commands}
+    given = {flag: getattr(args, dest, None) for flag, dest in flags.items()}
+    return choose(raw, given, command, backend=args.backend)
 
 
 def _parser() -> argparse.ArgumentParser:
+    epilog = backends_epilog()
+    formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="coldstart index",
-        description="Build and inspect stores: FAISS index directories (the default) or Milvus "
-        "collections.",
-        epilog=MILVUS_EPILOG,
+        description=wrap(
+            "Build and inspect stores of any registered backend: FAISS index directories "
+            "(the default) or Milvus collections."
+        ),
+        epilog=epilog,
+        formatter_class=formatter,
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     build = sub.add_parser(
         "build",
         help="build a store from an embedding export; prints recall@10 vs exact search (JSON)",
-        epilog=MILVUS_EPILOG,
+        epilog=epilog,
+        formatter_class=formatter,
     )
     build.add_argument("--embeddings", required=True, help="embedding export directory")
-    build.add_argument("--out", help="faiss: new index directory (must not hold one)")
     build.add_argument(
-        "--config", help="YAML with an `index:` (faiss) or `milvus:` section (configs/index/)"
+        "--config",
+        help="YAML with `backend:` and the backend's sections: `index:` (faiss) or `milvus:` "
+        "(configs/index/)",
     )
-    add_store_arguments(build)
-    build.add_argument("--factory", help=FACTORY_HELP + " (overrides --config)")
-    build.add_argument(
-        "--index-type", choices=["FLAT", "IVF_FLAT", "HNSW"], help="milvus: the vector index"
-    )
-    build.add_argument("--metric", choices=["ip", "l2"], help="inner product (default) or L2")
+    add_store_arguments(build, "build")
     build.add_argument("--modality", help="rows of this modality only (fused, image, text...)")
-    build.add_argument("--nprobe", type=int, help="IVF cells visited per query")
-    build.add_argument("--ef-search", type=int, help="HNSW search beam width")
-    build.add_argument("--no-normalize", action="store_true", help="keep vectors as they are")
     build.add_argument("--recall-queries", type=int, default=1000, help="queries for recall@10")
     info = sub.add_parser(
-        "info", help="print a store's manifest, schema and live item count (JSON)"
+        "info",
+        help="print a store's manifest, schema and live item count (JSON)",
+        epilog=epilog,
+        formatter_class=formatter,
     )
-    info.add_argument("--index", help="faiss: index directory")
-    info.add_argument("--config", help="YAML with `backend:` and a `milvus:` section")
-    add_store_arguments(info)
+    info.add_argument("--config", help="YAML with `backend:` and the backend's sections")
+    add_store_arguments(info, "info")
     repair = sub.add_parser(
         "repair",
         help="cut a corrupt write-ahead log at its first bad record; reports what it drops",
@@ -91,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         "writes. This command cuts the log at the first bad byte, saves the cut bytes beside "
         "the log (wal.log.cut-<offset>-<time>) and prints a JSON report: "
         "dropped_acknowledged_records, dropped_items, dropped_lsns. Exit code 0 when the log "
-        "was clean or repaired.",
+        "was clean or repaired. FAISS index directories only.",
     )
     repair.add_argument("--index", required=True)
     repair.add_argument(
@@ -110,58 +174,20 @@ def main(argv: list[str]) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from coldstart.index.backend import BackendUnavailable, InvalidInput
     from coldstart.index.build import build_index
-    from coldstart.index.config import IndexConfig, load_yaml
+    from coldstart.index.config import load_yaml
 
     try:
-        raw_all = load_yaml(args.config) if args.config else {}
-        backend, milvus = store_choice(args, raw_all)
-        if backend == "faiss":
-            if not args.out:
-                raise ValueError("--out DIR is needed for the faiss backend")
-            if args.index_type:
-                raise ValueError("--index-type is for --backend milvus (faiss: --factory)")
-            raw = dict(raw_all.get("index", {}))
-            keys = (("factory", args.factory),)
-        else:
-            if args.factory or args.out:
-                raise ValueError(
-                    "--factory and --out are for the faiss backend (milvus: --index-type, --uri)"
-                )
-            raw, keys = milvus, (("index_type", args.index_type),)
-        for key, value in (
-            *keys,
-            ("metric", args.metric),
-            ("nprobe", args.nprobe),
-            ("ef_search", args.ef_search),
-        ):
-            if value is not None:
-                raw[key] = value
-        if args.no_normalize:
-            raw["normalize"] = False
-        if backend == "faiss":
-            config: object = IndexConfig.from_dict(raw)
-            out = args.out
-        else:
-            from coldstart.index.milvus_store import MilvusConfig
-
-            config = MilvusConfig.from_dict(raw)
-            out = config.uri
+        choice = store_choice(args, load_yaml(args.config) if args.config else {}, "build")
         report = build_index(
             args.embeddings,
-            out,
-            config,
+            choice.location,
+            choice.settings,
             modality=args.modality,
             recall_queries=args.recall_queries,
+            backend=choice.backend.name,
         )
-    except (
-        InvalidInput,
-        BackendUnavailable,
-        FileNotFoundError,
-        FileExistsError,
-        ValueError,
-    ) as err:
+    except STORE_ERRORS as err:
         print(f"coldstart index build: {err}", file=sys.stderr)
         return 2
     print(json.dumps(report))
@@ -188,31 +214,13 @@ def _repair(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from coldstart.index.backend import BackendUnavailable, InvalidInput, open_store
     from coldstart.index.config import load_yaml
-    from coldstart.index.store import IndexCorrupt
 
     try:
-        backend, milvus = store_choice(args, load_yaml(args.config) if args.config else {})
-        if backend == "faiss":
-            if not args.index:
-                raise ValueError("--index DIR is needed for the faiss backend")
-            store = open_store("faiss", args.index)
-        else:
-            store = open_store("milvus", milvus["uri"], config=milvus)
-    except (
-        FileNotFoundError,
-        ValueError,
-        IndexCorrupt,
-        BackendUnavailable,
-        InvalidInput,
-    ) as err:
+        choice = store_choice(args, load_yaml(args.config) if args.config else {}, "info")
+        info = choice.backend.info(choice.location, choice.settings)
+    except STORE_ERRORS as err:
         print(f"coldstart index info: {err}", file=sys.stderr)
         return 2
-    try:
-        info = store.info()
-    finally:
-        # info only looks: a FAISS store keeps its log as it was (no snapshot on close)
-        store.close(snapshot=False) if backend == "faiss" else store.close()  # type: ignore[call-arg]
     print(json.dumps(info, indent=2, default=str))
     return 0

@@ -1,5 +1,6 @@
-"""`coldstart serve`: the index HTTP API (FastAPI + uvicorn) over a FAISS index directory or
-a Milvus collection (--backend milvus --uri ...): the same routes, errors and auth."""
+"""`coldstart serve`: the index HTTP API (FastAPI + uvicorn) over a store of any registered
+backend (index.registry): a FAISS index directory or a Milvus collection (--backend milvus
+--uri ...): the same routes, errors and auth."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import sys
 import time
 from typing import Any
 
-from coldstart.commands.index import add_store_arguments, store_choice
+from coldstart.commands.index import (
+    STORE_ERRORS,
+    add_store_arguments,
+    backends_epilog,
+    store_choice,
+    wrap,
+)
 
 log = logging.getLogger("coldstart.serve")
 
@@ -18,13 +25,17 @@ log = logging.getLogger("coldstart.serve")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="coldstart serve",
-        description="Serve a store over HTTP (a FAISS index directory, or a Milvus collection "
-        "with --backend milvus --uri ...): search by vector, id or media; "
-        "live upsert/delete (bearer token); /health, /ready, /metrics, OpenAPI docs at /docs; "
-        "a browsing page at / (titles from --catalogue, thumbnails from --media shards).",
+        description=wrap(
+            "Serve a store of any registered backend over HTTP (a FAISS index "
+            "directory with --index DIR, or a Milvus collection with --backend milvus --uri ...): "
+            "search by vector, id or media; live upsert/delete (bearer token); /health, /ready, "
+            "/metrics, OpenAPI docs at /docs; a browsing page at / (titles from --catalogue, "
+            "thumbnails from --media shards). The same routes, errors and auth on every backend."
+        ),
+        epilog=backends_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--index", help="faiss: index directory (coldstart index build)")
-    add_store_arguments(p)
+    add_store_arguments(p, "serve")
     p.add_argument("--encoder", help="encoder name for media queries (encoders registry)")
     p.add_argument("--pretrained", help="encoder weights: open_clip tag, file or .ckpt")
     p.add_argument("--host", default="127.0.0.1")
@@ -42,11 +53,6 @@ def _parser() -> argparse.ArgumentParser:
         "--faiss-threads",
         type=int,
         help="OpenMP threads per search, set in the search threads (0: FAISS default)",
-    )
-    p.add_argument("--nprobe", type=int, help="IVF cells visited per query")
-    p.add_argument("--ef-search", type=int, help="HNSW search beam width")
-    p.add_argument(
-        "--replica", choices=["auto", "gpu", "clone", "none"], help="faiss: GPU replicas"
     )
     p.add_argument("--token-file", help="file holding the bearer token for writes")
     p.add_argument(
@@ -71,8 +77,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--id-rows", help="embedding export of ID-embedding rows (cold-start estimates)")
     p.add_argument("--id-rows-modality", help="modality of the --id-rows export to read")
-    p.add_argument("--no-fsync", action="store_true", help="faiss: skip fsync on writes (unsafe)")
-    p.add_argument("--snapshot-every", type=int, help="faiss: items written between snapshots")
     p.add_argument("--log-level", default="info")
     return p
 
@@ -80,23 +84,20 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    from coldstart.index.backend import BackendUnavailable, InvalidInput
     from coldstart.index.browse import BrowseConfig
     from coldstart.index.config import ServerConfig, load_yaml
     from coldstart.index.server import create_app, run_server
 
     try:
         raw = load_yaml(args.config) if args.config else {}
-        backend, milvus = store_choice(args, raw)
+        choice = store_choice(args, raw, "serve")
         server = _server_config(args, ServerConfig.from_dict(raw.get("server", {})))
-        if backend == "faiss":
-            load, schema = _faiss_loader(args, raw)
-        else:
-            load, schema = _milvus_store(args, milvus)
-    except (FileNotFoundError, ValueError, InvalidInput, BackendUnavailable) as err:
+        # An open store, or (faiss) a function that opens it in the server's loader thread.
+        load, schema = choice.backend.serving(choice.location, choice.settings)
+    except STORE_ERRORS as err:
         print(f"coldstart serve: {err}", file=sys.stderr)
         return 2
-    opened = None if callable(load) else load  # a Milvus store, opened before binding the port
+    opened = None if callable(load) else load  # opened before binding the port: close on error
 
     try:
         encode = None
@@ -153,77 +154,6 @@ def _server_config(args: argparse.Namespace, server: Any) -> Any:
     server.auth_reads = server.auth_reads or args.auth_reads
     server.insecure_writes = server.insecure_writes or args.insecure_writes
     return server
-
-
-def _faiss_loader(args: argparse.Namespace, raw: dict) -> tuple[Any, Any]:
-    """(a function opening the FAISS store in the server's loader thread, its schema)."""
-    from coldstart.index.backend import StoreSchema
-    from coldstart.index.config import IndexConfig, StoreConfig
-    from coldstart.index.store import FaissStore, IndexCorrupt, check_wal, read_manifest
-
-    if not args.index:
-        raise ValueError("--index DIR is needed for the faiss backend (or --backend milvus)")
-    try:
-        manifest = read_manifest(args.index)
-        check_wal(args.index)  # a corrupt log: refuse to start, before binding the port
-    except IndexCorrupt as err:
-        raise ValueError(str(err)) from err
-    unknown = sorted(set(raw.get("index", {})) - set(IndexConfig.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"unknown index keys {unknown}")
-    overrides = {
-        k: v
-        for k, v in raw.get("index", {}).items()
-        if k not in ("factory", "metric", "dim", "id_type", "normalize")
-    }
-    for key, value in (
-        ("nprobe", args.nprobe),
-        ("ef_search", args.ef_search),
-        ("replica", args.replica),
-    ):
-        if value is not None:
-            overrides[key] = value
-    store = StoreConfig.from_dict(raw.get("store", {}))
-    if args.no_fsync:
-        store.fsync = False
-    if args.snapshot_every is not None:
-        store.snapshot_every_ops = args.snapshot_every
-    schema = StoreSchema(
-        int(manifest["dim"]),
-        manifest.get("metric", "ip"),
-        manifest.get("id_type", "int"),
-        bool(manifest.get("normalize", True)),
-    )
-
-    def load() -> FaissStore:
-        opened = FaissStore.open(args.index, store, overrides)
-        opened.index.start_replicas()  # GPU replicas (or a CPU clone) when configured
-        return opened
-
-    return load, schema
-
-
-def _milvus_store(args: argparse.Namespace, milvus: dict) -> tuple[Any, Any]:
-    """(the Milvus store, opened now so a bad URI stops the start, its schema)."""
-    from coldstart.index.backend import open_store
-
-    faiss_only = [
-        flag
-        for flag, value in (
-            ("--index", args.index),
-            ("--replica", args.replica),
-            ("--no-fsync", args.no_fsync),
-            ("--snapshot-every", args.snapshot_every),
-        )
-        if value not in (None, False)
-    ]
-    if faiss_only:
-        raise ValueError(f"{', '.join(faiss_only)}: for the faiss backend only")
-    for key, value in (("nprobe", args.nprobe), ("ef_search", args.ef_search)):
-        if value is not None:
-            milvus[key] = value
-    store = open_store("milvus", milvus["uri"], config=milvus)
-    return store, store.schema
 
 
 def _load_browse(args: argparse.Namespace, id_type: str) -> tuple[Any, Any]:

@@ -248,9 +248,13 @@ def test_serve_refuses_to_start_with_a_clear_error(tmp_path: Path, capsys, monke
     cases = [
         (["--backend", "milvus", "--uri", uri], "no collection 'items'"),
         (["--backend", "milvus"], "needs --uri"),
-        (["--backend", "milvus", "--uri", uri, "--replica", "gpu"], "--replica: for the faiss"),
-        (["--index", str(tmp_path), "--uri", uri], "--uri and --collection are for"),
-        ([], "--index DIR is needed"),
+        (
+            ["--backend", "milvus", "--uri", uri, "--replica", "gpu"],
+            "--replica is for --backend faiss",
+        ),
+        (["--index", str(tmp_path), "--uri", uri], "--uri is for --backend milvus, not faiss"),
+        ([], "--backend faiss needs --index DIR"),
+        (["--backend", "milvus", "--uri", uri, "--no-fsync"], "--no-fsync is for --backend faiss"),
     ]
     for argv, message in cases:
         assert _serve_main(*argv) == 2, argv
@@ -278,7 +282,7 @@ def test_index_build_and_info_with_milvus(tmp_path: Path, capsys) -> None:
     assert index_cmd.main([*base, *milvus]) == 2  # refuses to touch an existing collection
     assert "already holds a collection" in capsys.readouterr().err
     assert index_cmd.main([*base, *milvus, "--factory", "Flat"]) == 2
-    assert "--factory and --out are for the faiss backend" in capsys.readouterr().err
+    assert "--factory is for --backend faiss, not milvus" in capsys.readouterr().err
     config = Path(__file__).resolve().parents[2] / "configs" / "index" / "milvus.yaml"
     other = str(tmp_path / "other" / "items.db")
     assert index_cmd.main([*base, "--config", str(config), "--uri", other]) == 0
