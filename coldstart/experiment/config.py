@@ -70,6 +70,7 @@ class IndexConfig:
     factory: str = "Flat"
     metric: str = "ip"
     eval_queries: int = 200  # recall@10 against exact search on this many queries
+    backend: str = "faiss"  # the vector store, by its name in index.registry (faiss, milvus)
 
 
 def _default_methods() -> list[str]:

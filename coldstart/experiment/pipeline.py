@@ -50,6 +50,15 @@ def _section(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
+def index_section(cfg: Any) -> dict[str, Any]:
+    """What the index stage's key hashes: the section, with `backend` left out for FAISS, so
+    that FAISS runs keep the keys (and cached artifacts) they had before the key existed."""
+    section = _section(cfg)
+    if section["backend"] == "faiss":
+        del section["backend"]
+    return section
+
+
 def run_experiment(
     config: ExperimentConfig,
     log: Callable[[str], None] = print,
@@ -62,7 +71,9 @@ def run_experiment(
     stages (stability, dims) not named here are skipped (the core stages always run).
     """
     from coldstart import report as report_mod
+    from coldstart.index.registry import get_backend
 
+    get_backend(config.index.backend)  # an unknown store fails now, not after the embed stage
     root = Path(config.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     store = ArtifactStore(root, log=log, force=set(force or ()))
@@ -123,7 +134,7 @@ def run_experiment(
     )
     artifacts["index"] = store.run(
         "index",
-        _section(config.index),
+        index_section(config.index),
         [artifacts["split"], artifacts["embed"]],
         lambda out: stages.build_index(
             artifacts["split"].path, artifacts["embed"].path, config.index, out

@@ -186,24 +186,26 @@ def content_vectors(embed_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_index(split_dir: Path, embed_dir: Path, cfg: IndexConfig, out: Path) -> dict[str, Any]:
-    """index.build.build_index over the content vectors (a FAISS store), plus cold items'
-    nearest warm items, read back through the vector-store protocol."""
-    import coldstart.index.build as build_mod
-    from coldstart import index as index_mod
+    """index.build.build_index over the content vectors (a store of `cfg.backend`, chosen
+    through index.registry), plus cold items' nearest warm items, read back through the
+    vector-store protocol."""
     from coldstart.data.embeddings import EmbeddingManifest
     from coldstart.data.io import read_table
     from coldstart.data.schema import ITEM_ID, TITLE
+    from coldstart.index.build import build_index as build_store
+    from coldstart.index.registry import get_backend, open_store
 
+    backend = get_backend(cfg.backend)
+    location = out / backend.local_name  # inside the artifact directory (renamed into place)
     modality = "fused" if "fused" in EmbeddingManifest.load(embed_dir).modalities else "text"
-    report = build_mod.build_index(
+    report = build_store(
         embed_dir,
-        out / "index",
-        index_mod.IndexConfig(factory=cfg.factory, metric=cfg.metric),
+        location,
+        {backend.sections[0]: {backend.factory_key: cfg.factory, "metric": cfg.metric}},
         modality=modality,
         recall_queries=cfg.eval_queries,
+        backend=backend.name,
     )
-    report["index"] = "index"  # relative: the artifact directory is renamed into place
-    report["modality"] = modality
 
     # A few cold items and their nearest warm items: what a brand-new item is served with.
     items = read_table(split_dir / "items.parquet")
@@ -218,7 +220,7 @@ def build_index(split_dir: Path, embed_dir: Path, cfg: IndexConfig, out: Path) -
         pick = np.random.default_rng(0).choice(
             cold_rows, size=min(5, len(cold_rows)), replace=False
         )
-        store = index_mod.open_store("faiss", out / "index")  # the protocol, any backend
+        store = open_store(backend.name, location)  # the protocol, any backend
         try:
             found = store.search(vectors[np.sort(pick)], 50)
         finally:
@@ -232,6 +234,7 @@ def build_index(split_dir: Path, embed_dir: Path, cfg: IndexConfig, out: Path) -
                 }
             )
     return {
+        "backend": backend.name,
         "factory": report["factory"],
         "metric": report["metric"],
         "ntotal": report["n"],
