@@ -14,6 +14,8 @@
   document calls valid is accepted and one it calls invalid is refused.
 - **Bodies off the event loop.** `json_body(model)` and `form_body(model)` are dependencies
   that parse and validate a request body, in a worker thread when it is large.
+- **Uploaded images.** `decode_upload` decodes through the one bomb-safe decoder
+  (data.images) and answers its refusals in the error model (413 / 415 / 422).
 - **The document.** `install_openapi(app, docs, contract)` adds the bearer security scheme, the request
   body schemas and the id schema of every `{item_id}` path parameter.
 """
@@ -21,7 +23,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -31,6 +33,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from PIL import Image
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -44,6 +47,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from coldstart.data.images import CorruptImage, ImageRejected, NotAnImage, decode_image
 from coldstart.index.backend import (
     MAX_ABS_UNNORMALIZED,
     MAX_ID_CHARS,
@@ -154,13 +158,24 @@ def install_errors(app: FastAPI) -> None:
         if err.status_code == 405:  # Allow: every method of every route of this path
             path = request.scope.get("path", "")
             methods: set[str] = set()
-            for route in app.router.routes:
+            for route in _flat_routes(app.router.routes):
                 regex = getattr(route, "path_regex", None)
                 if regex is not None and regex.match(path):
                     methods |= set(getattr(route, "methods", None) or ())
             if methods:
                 headers["Allow"] = ", ".join(sorted(methods))
         return error_json(err.status_code, str(err.detail), headers or None)
+
+
+def _flat_routes(routes: list[Any]) -> Iterator[Any]:
+    """Every route, those of included routers too (recent FastAPI keeps an included router
+    whole, as one entry that holds it as `original_router`; older ones copy its routes)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _flat_routes(inner.routes)
+        else:
+            yield route
 
 
 # ------------------------------------------------------------------------- the contract
@@ -515,8 +530,26 @@ class _Invalid(RequestValidationError):
         )
 
 
-# What an image upload may be: the decoders the server has (index.server.decode_image).
+# What an image upload may be: the formats the one decoder reads (data.images).
 IMAGE_UPLOAD = {"image": {"contentType": "image/png, image/jpeg, image/webp, image/gif"}}
+# Uploads may decode JPEGs at a reduced scale down to this side (PIL draft): encoders resize
+# to a few hundred pixels anyway.
+DRAFT_SIDE = 4096
+
+
+def decode_upload(data: bytes, max_pixels: int) -> Image.Image:
+    """A PIL RGB image from uploaded (or stored) bytes, through the one bomb-safe decoder
+    (data.images.decode_image), whose refusals become errors of the error model: 413 over the
+    pixel limit or a decompression bomb, 415 not an image, 422 empty, corrupt or truncated."""
+    try:
+        return decode_image(data, max_pixels=max_pixels, draft_side=DRAFT_SIDE)
+    except NotAnImage as err:
+        raise HTTPError(415, f"upload is {err}") from err
+    except CorruptImage as err:
+        raise HTTPError(422, str(err)) from err
+    except ImageRejected as err:  # DecompressionBomb, OversizedImage
+        raise HTTPError(413, str(err)) from err
+
 
 # ------------------------------------------------------------------------- route docs
 Auth = Literal["none", "read", "write", "optional"]
@@ -641,6 +674,7 @@ __all__ = [
     "Models",
     "RouteDocs",
     "build_models",
+    "decode_upload",
     "error_responses",
     "form_body",
     "id_schema",

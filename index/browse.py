@@ -1,6 +1,8 @@
-"""The browsing page and the item routes it needs: catalogue fields and thumbnails.
+"""The browsing page's parts: thumbnail settings (`BrowseConfig`), cached thumbnails of the
+media store's images, and the page itself (static HTML + plain JavaScript from
+`index/static/`, no build step, no CDN, served under a strict Content-Security-Policy).
 
-Routes (added to the app by `install_browse`):
+The routes that serve them live in index.routes.browse:
 
 - `GET /v1/items/{id}/meta`: the item's catalogue row, `{"id", "title", "fields", "has_image"}`;
   404 when the catalogue does not know the id.
@@ -8,10 +10,9 @@ Routes (added to the app by `install_browse`):
   shards, cached in memory; 404 when the item has no image. Stored images go through the upload
   guards: more bytes than the body limit or more pixels than `max_image_pixels` -> 413, not an
   image -> 415, corrupt -> 422.
-- `GET /`: the page (static HTML + plain JavaScript from `index/static/`, no build step, no CDN),
-  served with a strict Content-Security-Policy; `/static/*` its assets.
+- `GET /`: the page; `/static/*` its assets.
 
-Reads here follow the server's read rule (open unless `--auth-reads`); the page itself holds no
+Reads there follow the server's read rule (open unless `--auth-reads`); the page itself holds no
 data and is always open.
 """
 
@@ -21,21 +22,15 @@ import html
 import io
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from coldstart.data.resources import package_path
-from coldstart.index.api import HTTPError, RouteDocs
+from coldstart.index.api import HTTPError, decode_upload
 from coldstart.index.catalogue import ByteLRU, Catalogue, ItemId, MediaStore
 from coldstart.index.config import ServerConfig, _from_dict
-from coldstart.index.server import decode_image
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +76,12 @@ class ItemMeta(BaseModel):
 def make_thumbnail(data: bytes, size: int, max_pixels: int, quality: int) -> bytes:
     """JPEG bytes of an encoded image scaled so its longest side is at most `size`.
 
-    Decoding goes through the upload decoder (`index.server.decode_image`): decompression bombs
+    Decoding goes through the upload decoder (`index.api.decode_upload`): decompression bombs
     -> HTTPError 413, non-images -> 415, corrupt bytes -> 422.
     """
     from PIL import Image
 
-    image = decode_image(data, max_pixels)
+    image = decode_upload(data, max_pixels)
     image.thumbnail((size, size), Image.Resampling.LANCZOS)  # keeps aspect, never upscales
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=quality, optimize=True)
@@ -130,121 +125,30 @@ class Thumbnails:
         return thumb
 
 
-def _page_settings(
+def page_html(
     server: ServerConfig,
     config: BrowseConfig,
     catalogue: Catalogue | None,
     media: MediaStore | None,
-) -> dict[str, Any]:
-    return {
+) -> str:
+    """The page, with what its script needs to know of this server filled in."""
+    settings = {
         "auth_reads": bool(server.auth_reads),
         "max_k": server.max_k,
         "thumb_size": config.thumb_size,
         "catalogue_items": len(catalogue) if catalogue is not None else 0,
         "media_items": len(media) if media is not None else 0,
     }
-
-
-def install_browse(
-    app: FastAPI,
-    *,
-    normalize_id: Callable[[str], ItemId],
-    require_read: Callable[..., None],
-    server: ServerConfig,
-    catalogue: Catalogue | None = None,
-    media: MediaStore | None = None,
-    config: BrowseConfig | None = None,
-    docs: RouteDocs | None = None,
-) -> None:
-    """Add the item meta and image routes, the page at `/` and its `/static` assets to `app`.
-
-    normalize_id: the index's id rule (raises for a malformed id, 503 while loading), so a
-    route's id finds the row the catalogue and media store keyed in the index's id type.
-    docs: the server's route documentation (index.api): statuses, auth, error model.
-    """
-    docs = docs or RouteDocs(token=server.token() is not None, auth_reads=server.auth_reads)
-    config = config or BrowseConfig()
-    thumbs = Thumbnails(media, server, config) if media is not None else None
-    app.state.thumbnails = thumbs
-    visibility = "private" if server.auth_reads else "public"
-    cache_control = f"{visibility}, max-age={config.max_age_s}"
-    # 422: a malformed id or size; 503: the index is loading (normalize_id needs it).
-    statuses = (404, 422, 503)
-    router = APIRouter(tags=["items"], dependencies=[Depends(require_read)])
-
-    @router.get(
-        "/v1/items/{item_id}/meta",
-        **docs(ItemMeta, *statuses, auth="read", s404="not in the catalogue"),
-    )
-    async def item_meta(item_id: str) -> JSONResponse:
-        """Catalogue fields of an item (title first), and whether it has an image."""
-        norm = normalize_id(item_id)
-        row = catalogue.get(norm) if catalogue is not None else None
-        if row is None:
-            why = "" if catalogue is not None else " (the server was started without --catalogue)"
-            raise HTTPError(404, f"item {norm!r} is not in the catalogue{why}")
-        row["has_image"] = media is not None and norm in media
-        return JSONResponse(row, headers={"Cache-Control": cache_control})
-
-    @router.get(
-        "/v1/items/{item_id}/image",
-        response_class=Response,
-        **docs(
-            {
-                "description": "JPEG thumbnail",
-                "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
-            },
-            *statuses,
-            413,
-            415,
-            auth="read",
-            s404="no image for this item",
-            s413="stored image over the upload limits",
-            s415="stored media is not an image",
-        ),
-    )
-    async def item_image(
-        item_id: str,
-        size: int = Query(
-            config.thumb_size,
-            ge=config.min_thumb_size,
-            le=config.max_thumb_size,
-            description="longest side in pixels",
-        ),
-    ) -> Response:
-        """A thumbnail of the item's image, longest side at most `size` pixels (cached)."""
-        norm = normalize_id(item_id)
-        if thumbs is None or norm not in thumbs.media:
-            why = "" if thumbs is not None else " (the server was started without --media)"
-            raise HTTPError(404, f"item {norm!r} has no image{why}")
-        thumb = await run_in_threadpool(thumbs.get, norm, size)
-        return Response(thumb, media_type="image/jpeg", headers={"Cache-Control": cache_control})
-
-    app.include_router(router)
-
-    settings = _page_settings(server, config, catalogue, media)
     template = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
-    page = template.replace("{{settings}}", html.escape(json.dumps(settings), quote=True))
-
-    @app.get("/", include_in_schema=False)
-    async def browse_page() -> HTMLResponse:
-        return HTMLResponse(
-            page,
-            headers={
-                "Content-Security-Policy": PAGE_CSP,
-                "X-Content-Type-Options": "nosniff",
-                "Referrer-Policy": "no-referrer",
-                "Cache-Control": "no-cache",
-            },
-        )
-
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return template.replace("{{settings}}", html.escape(json.dumps(settings), quote=True))
 
 
 __all__ = [
+    "PAGE_CSP",
+    "STATIC_DIR",
     "BrowseConfig",
     "ItemMeta",
     "Thumbnails",
-    "install_browse",
     "make_thumbnail",
+    "page_html",
 ]

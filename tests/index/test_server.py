@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+import zlib
 
 import httpx
 import numpy as np
@@ -382,10 +383,10 @@ def test_faiss_threads_apply_where_searches_run(durable, vectors, batching):
 
 
 def test_images_are_decoded_off_the_event_loop(server, monkeypatch):
-    import coldstart.index.server as server_module
+    import coldstart.index.routes.state as state_module
 
     seen = []
-    real = server_module.decode_image
+    real = state_module.decode_upload
 
     def spy(data, max_pixels):
         try:
@@ -395,7 +396,51 @@ def test_images_are_decoded_off_the_event_loop(server, monkeypatch):
             seen.append("worker thread")
         return real(data, max_pixels)
 
-    monkeypatch.setattr(server_module, "decode_image", spy)
+    monkeypatch.setattr(state_module, "decode_upload", spy)
     client, _ = server
     r = client.post("/v1/search/media", files={"image": ("a.png", png(value=3), "image/png")})
     assert r.status_code == 200 and seen == ["worker thread"]
+
+
+def test_upload_decoder_answers_in_the_error_model(monkeypatch):
+    """The server decodes through data.images (one bomb-safe decoder for shards and server);
+    each refusal is its own status with a clear detail."""
+    from coldstart.index.api import HTTPError, decode_upload
+
+    claimed = bytearray(png(8, 8))  # a tiny PNG whose header claims 100000 x 100000 pixels
+    claimed[16:24] = (100_000).to_bytes(4, "big") * 2
+    claimed[29:33] = zlib.crc32(bytes(claimed[12:29])).to_bytes(4, "big")
+    noisy = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        noisy, format="PNG"
+    )
+    cases = {
+        bytes(claimed): (413, "decompression bomb"),
+        png(200, 200): (413, "exceeds the 10000-pixel limit"),
+        noisy.getvalue()[:400]: (422, "corrupt or truncated image"),
+        b"": (422, "empty image"),
+        b"hello": (415, "upload is not a supported image"),
+    }
+    for data, (status, detail) in cases.items():
+        with pytest.raises(HTTPError) as info:
+            decode_upload(data, 10_000)
+        assert (info.value.status, detail in info.value.detail) == (status, True), data[:20]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL's limit holds above ours
+    with pytest.raises(HTTPError) as info:
+        decode_upload(png(40, 40), 10_000)
+    assert info.value.status == 413
+    assert decode_upload(png(8, 8, value=9), 10_000).getpixel((0, 0)) == (9, 9, 9)
+
+
+def test_no_import_circle_between_the_app_and_its_routes():
+    """index.browse and the routers never import the app factory (index.server)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, coldstart.index.browse, coldstart.index.routes.browse, "
+        "coldstart.index.routes.ops, coldstart.index.routes.search, coldstart.index.routes.items,"
+        " coldstart.index.routes.coldstart; print('coldstart.index.server' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,89 @@
+"""Search routes: by vectors, by a stored item, by raw media (through the injected encoder)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, StrictInt, StrictStr
+
+from coldstart.index.api import IMAGE_UPLOAD, form_body, json_body
+from coldstart.index.routes.state import AppState, hits
+
+ItemIdT = StrictInt | StrictStr
+
+
+class Hits(BaseModel):
+    ids: list[ItemIdT] = Field(description="best first; fewer than k when the index is small")
+    scores: list[float] = Field(description="similarity (ip) or squared distance (l2)")
+
+
+class SearchResponse(BaseModel):
+    results: list[Hits] = Field(description="one per query vector, in order")
+
+
+class Neighbors(Hits):
+    id: ItemIdT = Field(description="the item whose neighbours these are (excluded from them)")
+
+
+def router(state: AppState) -> APIRouter:
+    """POST /v1/search, GET /v1/items/{id}/neighbors, POST /v1/search/media (reads)."""
+    api = APIRouter()
+    docs, models = state.docs, state.models
+    # Bodies are dependencies (index.api): parsed off the loop when large, documented exactly.
+    search_body = Depends(json_body(models.search))
+    search_media_form = Depends(form_body(models.search_media))
+
+    @api.post(
+        "/v1/search",
+        tags=["search"],
+        dependencies=state.read,
+        **docs(SearchResponse, 503, auth="read", json=models.search),
+    )
+    async def search(body: Any = search_body) -> Response:
+        """Batch search: k nearest items for each query vector."""
+        store = state.require_store()
+        queries = await state.prepare(store, body.vectors)
+        ids, scores = await state.search(queries, body.k)
+        results = [hits(i, s) for i, s in zip(ids, scores, strict=True)]
+        return await state.reply({"results": results}, len(queries) * body.k)
+
+    @api.get(
+        "/v1/items/{item_id}/neighbors",
+        tags=["search"],
+        dependencies=state.read,
+        **docs(Neighbors, 404, 422, 503, auth="read"),
+    )
+    async def neighbors(
+        item_id: str,
+        k: int = Query(10, ge=1, le=state.config.max_k, description="neighbours to return"),
+    ) -> JSONResponse:
+        """Nearest items to a stored item (the item itself excluded)."""
+        store = state.require_store()
+        norm = store.schema.normalize_id(item_id)
+        vector = await run_in_threadpool(store.get, [norm])
+        ids, scores = await state.search(vector, k + 1)
+        pairs = [(i, s) for i, s in zip(ids[0], scores[0], strict=True) if i != norm][:k]
+        found = hits([i for i, _ in pairs], np.asarray([s for _, s in pairs]))
+        return JSONResponse({"id": norm, **found})
+
+    # Without an encoder the media routes answer 501 and stay out of the document.
+    @api.post(
+        "/v1/search/media",
+        tags=["search"],
+        dependencies=state.read,
+        include_in_schema=state.encode is not None,
+        **docs(Hits, 501, 503, auth="read", form=models.search_media, encoding=IMAGE_UPLOAD),
+    )
+    async def search_media(form: Any = search_media_form) -> JSONResponse:
+        """Search by raw media: the image and/or text go through the encoder, then the index."""
+        store = state.require_store()
+        images = await state.images(form.image)
+        vector = await state.embed(images, [form.text] if form.text else [], store)
+        ids, scores = await state.search(store.schema.prepare(vector), form.k)
+        return JSONResponse(hits(ids[0], scores[0]))
+
+    return api
