@@ -2,7 +2,7 @@
 media store's images, and the page itself (static HTML + plain JavaScript from
 `index/static/`, no build step, no CDN, served under a strict Content-Security-Policy).
 
-The routes that serve them live in index.routes.browse:
+The routes that serve them live in index.routes_browse:
 
 - `GET /v1/items/{id}/meta`: the item's catalogue row, `{"id", "title", "fields", "has_image"}`;
   404 when the catalogue does not know the id.

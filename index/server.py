@@ -11,9 +11,9 @@ POST /v1/items, DELETE /v1/items/{id}, POST /v1/snapshot, cold-start with insert
 Ops: GET /health, GET /ready (503 until the index is loaded), GET /metrics (Prometheus).
 Browsing (index.browse): GET /v1/items/{id}/meta, GET /v1/items/{id}/image, the page at GET /.
 
-Layout: `create_app` is a small factory. It builds one `AppState` (index.routes.state: store
+Layout: `create_app` is a small factory. It builds one `AppState` (index.app_state: store
 handle, config, token checks, search executor, metrics) and includes one router per area
-(index.routes: ops, search, items, coldstart, browse). The contract (error model, statuses per
+(index.routes_ops, _search, _items, _coldstart, _browse). The contract (error model, statuses per
 route, request models, OpenAPI document, upload decoding) lives in index.api; every route
 declares its statuses through `docs(...)`. Middleware and metrics: index.middleware.
 
@@ -37,6 +37,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from coldstart.index import (
+    routes_browse,
+    routes_coldstart,
+    routes_items,
+    routes_ops,
+    routes_search,
+)
 from coldstart.index.api import (
     Contract,
     RouteDocs,
@@ -45,6 +52,7 @@ from coldstart.index.api import (
     install_errors,
     install_openapi,
 )
+from coldstart.index.app_state import AppState, EncodeFn
 from coldstart.index.backend import (
     BackendUnavailable,
     InvalidInput,
@@ -58,9 +66,6 @@ from coldstart.index.catalogue import Catalogue, MediaStore
 from coldstart.index.coldstart import IdRows
 from coldstart.index.config import ServerConfig
 from coldstart.index.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware
-from coldstart.index.routes import browse as browse_routes
-from coldstart.index.routes import coldstart, items, ops, search
-from coldstart.index.routes.state import AppState, EncodeFn
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +167,11 @@ def create_app(
     thumbnails = Thumbnails(media, config, browse) if media is not None else None
     app.state.thumbnails = thumbnails
     for router in (
-        ops.router(state),
-        search.router(state),
-        items.router(state),
-        coldstart.router(state),
-        browse_routes.router(state, browse, catalogue, thumbnails),
+        routes_ops.router(state),
+        routes_search.router(state),
+        routes_items.router(state),
+        routes_coldstart.router(state),
+        routes_browse.router(state, browse, catalogue, thumbnails),
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -383,7 +383,7 @@ def test_faiss_threads_apply_where_searches_run(durable, vectors, batching):
 
 
 def test_images_are_decoded_off_the_event_loop(server, monkeypatch):
-    import coldstart.index.routes.state as state_module
+    import coldstart.index.app_state as state_module
 
     seen = []
     real = state_module.decode_upload
@@ -438,9 +438,9 @@ def test_no_import_circle_between_the_app_and_its_routes():
     import sys
 
     code = (
-        "import sys, coldstart.index.browse, coldstart.index.routes.browse, "
-        "coldstart.index.routes.ops, coldstart.index.routes.search, coldstart.index.routes.items,"
-        " coldstart.index.routes.coldstart; print('coldstart.index.server' in sys.modules)"
+        "import sys, coldstart.index.browse, coldstart.index.routes_browse, "
+        "coldstart.index.routes_ops, coldstart.index.routes_search, coldstart.index.routes_items,"
+        " coldstart.index.routes_coldstart; print('coldstart.index.server' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

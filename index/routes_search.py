@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from coldstart.index.api import IMAGE_UPLOAD, form_body, json_body
-from coldstart.index.routes.state import AppState, hits
+from coldstart.index.app_state import AppState, hits
 
 ItemIdT = StrictInt | StrictStr
 

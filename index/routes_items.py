@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from coldstart.index.api import HTTPError, json_body
+from coldstart.index.app_state import AppState
 from coldstart.index.backend import UnknownItem
-from coldstart.index.routes.search import ItemIdT
-from coldstart.index.routes.state import AppState
+from coldstart.index.routes_search import ItemIdT
 
 
 class ItemVector(BaseModel):

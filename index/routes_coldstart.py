@@ -12,10 +12,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from coldstart.index.api import IMAGE_UPLOAD, form_body, json_body
+from coldstart.index.app_state import AppState, finite_scores, hits
 from coldstart.index.backend import VectorStore
 from coldstart.index.coldstart import estimate_row
-from coldstart.index.routes.search import Hits
-from coldstart.index.routes.state import AppState, finite_scores, hits
+from coldstart.index.routes_search import Hits
 
 
 class ColdStartResponse(BaseModel):

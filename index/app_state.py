@@ -1,8 +1,16 @@
 """What the routers of one app share: `AppState`, built once by `index.server.create_app`.
 
-Each router module (`index.routes.<area>`) is a `router(state) -> APIRouter` factory: the request
-models and limits a route declares (body models, `k <= max_k`) belong to the served index, so
-routes are made per app, and read the store, auth rule, search executor and metrics from here.
+The app's routes, one module per area, each a `router(state, ...) -> APIRouter` factory:
+
+- `index.routes_ops`: /health, /ready, /metrics, /v1/snapshot;
+- `index.routes_search`: /v1/search, /v1/items/{id}/neighbors, /v1/search/media;
+- `index.routes_items`: GET and DELETE /v1/items/{id}, POST /v1/items;
+- `index.routes_coldstart`: /v1/coldstart, /v1/coldstart/media;
+- `index.routes_browse`: /v1/items/{id}/meta, /v1/items/{id}/image and the page at `/`.
+
+The request models and limits a route declares (body models, `k <= max_k`) belong to the served
+index, so routers are made per app; they read the store, auth rule, search executor and metrics
+from the AppState they are given.
 """
 
 from __future__ import annotations

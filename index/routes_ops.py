@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from coldstart.index.api import HTTPError, error_json
+from coldstart.index.app_state import AppState
 from coldstart.index.backend import BackendUnavailable
-from coldstart.index.routes.state import AppState
 
 log = logging.getLogger("coldstart.index.server")  # the server's log, as before the split
 

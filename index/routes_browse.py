@@ -8,9 +8,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from coldstart.index.api import HTTPError
+from coldstart.index.app_state import AppState
 from coldstart.index.browse import PAGE_CSP, BrowseConfig, ItemMeta, Thumbnails, page_html
 from coldstart.index.catalogue import Catalogue, ItemId, MediaStore
-from coldstart.index.routes.state import AppState
 
 JPEG_RESPONSE = {
     "description": "JPEG thumbnail",
