@@ -629,7 +629,7 @@ BACKEND = Backend(
     config=MilvusConfig,
     sections=("milvus",),
     options=(
-        Option("--uri", "a Lite file (*.db) or http://host:19530", metavar="URI"),
+        Option("--uri", "a Milvus Lite file, *.db, or a server, http://host:19530", metavar="URI"),
         Option("--collection", "collection name (default: items)", "collection"),
         Option("--index-type", "the vector index", "index_type", ("build",), choices=INDEX_TYPES),
         METRIC,

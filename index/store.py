@@ -540,7 +540,7 @@ BACKEND = Backend(
         Option("--out", "new index directory (must not hold one)", None, ("build",), metavar="DIR"),
         Option(
             "--index",
-            "index directory (coldstart index build)",
+            "index directory, made by `coldstart index build`",
             None,
             ("info", "serve"),
             metavar="DIR",
@@ -552,7 +552,7 @@ BACKEND = Backend(
         NO_NORMALIZE,
         Option(
             "--replica",
-            "GPU replicas",
+            "GPU replicas: auto (when faiss-gpu sees a GPU), gpu, clone (a CPU copy), none",
             "replica",
             ("serve",),
             choices=("auto", "gpu", "clone", "none"),

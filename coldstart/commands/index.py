@@ -58,30 +58,24 @@ def wrap(text: str) -> str:
 
 def add_store_arguments(p: argparse.ArgumentParser, command: str) -> None:
     """--backend and the options of every registered backend that `command` ("build", "info",
-    "serve") takes; a flag two backends share is added once."""
-    from coldstart.index.registry import backend_names, backends
+    "serve") takes; a flag two backends share is added once, marked with its owners' names
+    unless every backend has it."""
+    from coldstart.index.registry import DEFAULT, backend_names, backends
 
     names = backend_names()
     p.add_argument(
         "--backend",
         choices=names,
-        help="the store: " + ", ".join(names) + " (see below); default: the --config file's "
-        "`backend:`, else faiss",
+        help=f"the store: {', '.join(names)} (see below); default: the --config file's "
+        f"`backend:`, else {DEFAULT}",
     )
-    declared = [b for b in backends()]
+    declared = backends()
     owners: dict[str, list[str]] = {}
     first: dict[str, Option] = {}
     for backend in declared:
-        for opt in backend.options:
-            if command not in opt.commands:
-                continue
+        for opt in (o for o in backend.options if command in o.commands):
             seen = first.setdefault(opt.flag, opt)
-            if (seen.key is None, seen.type, seen.choices, seen.const) != (
-                opt.key is None,
-                opt.type,
-                opt.choices,
-                opt.const,
-            ):
+            if _kind(seen) != _kind(opt):  # one argparse argument must serve both
                 raise TypeError(f"backends declare {opt.flag} differently: {seen} vs {opt}")
             owners.setdefault(opt.flag, []).append(backend.name)
     for flag, opt in first.items():
@@ -90,14 +84,12 @@ def add_store_arguments(p: argparse.ArgumentParser, command: str) -> None:
         if opt.const is not None:
             p.add_argument(flag, dest=opt.dest, action="store_const", const=opt.const, help=help_)
         else:
-            p.add_argument(
-                flag,
-                dest=opt.dest,
-                type=opt.type,
-                choices=opt.choices,
-                metavar=opt.metavar,
-                help=help_,
-            )
+            kwargs = {"type": opt.type, "choices": opt.choices, "metavar": opt.metavar}
+            p.add_argument(flag, dest=opt.dest, help=help_, **kwargs)
+
+
+def _kind(opt: Option) -> tuple:
+    return (opt.key is None, opt.type, opt.choices, opt.const)
 
 
 def store_choice(args: argparse.Namespace, raw: dict, command: str) -> Choice:
