@@ -416,9 +416,9 @@ def load_dataset(
 
         return load_movielens(root)
     if name == "synthetic":
-        from coldstart.data.synthetic import make_synthetic
+        from coldstart.data.synthetic import load_synthetic
 
-        return make_synthetic().dataset
+        return load_synthetic()  # what an experiment with `data.loader: synthetic` reads
     if Path(name).suffix in (".yaml", ".yml"):
         return load_generic(name)
     raise ValueError(f"unknown dataset {name!r}: use movielens, synthetic or a YAML config path")

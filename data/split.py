@@ -39,13 +39,18 @@ FORMAT_VERSION = 1
 
 @dataclass
 class SplitConfig:
-    """Fractions of the cold-start protocol. Defaults: 20% cold items, 80/10/10 warm, 50/50 cold."""
+    """Seed and fractions of the cold-start protocol: the one home of their defaults
+    (cold_start_split, `coldstart data split` and the experiment's split section use them)."""
 
-    seed: int = 0
-    cold_fraction: float = 0.2
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    cold_val_fraction: float = 0.5
+    seed: int = field(default=0, metadata={"help": "seed of the item shuffle and the warm cut"})
+    cold_fraction: float = field(
+        default=0.2, metadata={"help": "share of the interacted items held out as cold items"}
+    )
+    val_fraction: float = field(default=0.1, metadata={"help": "share of warm rows for val"})
+    test_fraction: float = field(default=0.1, metadata={"help": "share of warm rows for test"})
+    cold_val_fraction: float = field(
+        default=0.5, metadata={"help": "share of the cold items for cold_val (rest: cold_test)"}
+    )
 
     def validate(self) -> None:
         for name in ("cold_fraction", "val_fraction", "test_fraction", "cold_val_fraction"):
@@ -109,11 +114,12 @@ def _n(fraction: float, total: int) -> int:
 
 def cold_start_split(
     dataset: Dataset,
-    seed: int = 0,
-    cold_fraction: float = 0.2,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    cold_val_fraction: float = 0.5,
+    # Defaults are SplitConfig's (dataclass fields keep their default as a class attribute).
+    seed: int = SplitConfig.seed,
+    cold_fraction: float = SplitConfig.cold_fraction,
+    val_fraction: float = SplitConfig.val_fraction,
+    test_fraction: float = SplitConfig.test_fraction,
+    cold_val_fraction: float = SplitConfig.cold_val_fraction,
 ) -> Split:
     """Split `dataset` with the cold-start protocol (see the module docstring)."""
     config = SplitConfig(seed, cold_fraction, val_fraction, test_fraction, cold_val_fraction)

@@ -74,17 +74,41 @@ def render(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+@dataclass
+class SyntheticConfig:
+    """The synthetic data set's knobs: the one home of their defaults.
+
+    make_synthetic takes the same knobs (its defaults are these), plus the image size; the
+    experiment's `data.synthetic` section and `--dataset synthetic` (load_synthetic) write the
+    data as foreign-looking files for the generic loader. `timestamps`: False writes the events
+    without a time column (as many implicit-feedback logs come), so request grouping and time
+    hold-outs cannot work.
+    """
+
+    n_items: int = 300
+    n_classes: int = 8
+    n_users: int = 150
+    interactions_per_user: int = 25
+    classes_per_user: int = 2
+    noise: float = 0.1
+    content_noise: float = 0.0
+    popularity: float = 0.0
+    timestamps: bool = True
+    seed: int = 0
+
+
 def make_synthetic(
-    n_items: int = 400,
-    n_classes: int = 8,
-    n_users: int = 200,
-    interactions_per_user: int = 30,
-    classes_per_user: int = 2,
+    # Defaults are SyntheticConfig's (dataclass fields keep their default as a class attribute).
+    n_items: int = SyntheticConfig.n_items,
+    n_classes: int = SyntheticConfig.n_classes,
+    n_users: int = SyntheticConfig.n_users,
+    interactions_per_user: int = SyntheticConfig.interactions_per_user,
+    classes_per_user: int = SyntheticConfig.classes_per_user,
     image_size: int = 32,
-    noise: float = 0.1,
-    seed: int = 0,
-    content_noise: float = 0.0,
-    popularity: float = 0.0,
+    noise: float = SyntheticConfig.noise,
+    seed: int = SyntheticConfig.seed,
+    content_noise: float = SyntheticConfig.content_noise,
+    popularity: float = SyntheticConfig.popularity,
 ) -> SyntheticData:
     """Deterministic synthetic catalogue, images, captions and interaction log for a seed.
 
@@ -146,26 +170,6 @@ def make_synthetic(
     return SyntheticData(dataset, images, captions, item_class.astype(np.int64), user_classes)
 
 
-@dataclass
-class SyntheticConfig:
-    """A synthetic data set written as foreign-looking files for the generic loader.
-
-    The make_synthetic knobs, plus `timestamps`: False writes the events without a time column
-    (as many implicit-feedback logs come), so request grouping and time hold-outs cannot work.
-    """
-
-    n_items: int = 300
-    n_classes: int = 8
-    n_users: int = 150
-    interactions_per_user: int = 25
-    classes_per_user: int = 2
-    noise: float = 0.1
-    content_noise: float = 0.0
-    popularity: float = 0.0
-    timestamps: bool = True
-    seed: int = 0
-
-
 _MAPPING = """\
 # Generic mapping (data/generic.py) of a synthetic shop: items.csv + events.parquet.
 name: {name}
@@ -221,6 +225,19 @@ def write_generic_files(
     )
     (out / "mapping.yaml").write_text(mapping)
     return out / "mapping.yaml"
+
+
+def load_synthetic(config: SyntheticConfig | None = None, name: str = "synthetic") -> Dataset:
+    """The synthetic data set exactly as an experiment with `data.loader: synthetic` reads it:
+    written as files by write_generic_files, read back through the generic loader (string ids
+    such as "SKU-00001" and "c1"). Used by `load_dataset("synthetic")` (`--dataset synthetic`),
+    so both paths give the same tables for the same config."""
+    import tempfile
+
+    from coldstart.data.generic import load_generic
+
+    with tempfile.TemporaryDirectory(prefix="coldstart-synthetic-") as tmp:
+        return load_generic(write_generic_files(tmp, config, name=name))
 
 
 def clustered_vectors(
