@@ -63,55 +63,19 @@ from coldstart.data.shards import (
     scan_shard,
 )
 from coldstart.encoders.base import IMAGE, TEXT, Encoder, Preprocessor
-from coldstart.encoders.catalogue import (
-    DEFAULT_FIELDS,
-    CatalogueTexts,
-    is_catalogue,
-    load_catalogue_texts,
-)
-from coldstart.encoders.fusion import FusionConfig, ModalityFusion
+from coldstart.encoders.catalogue import CatalogueTexts, is_catalogue, load_catalogue_texts
+
+# EmbedConfig lives in the torch-free encoders.config (one home for its defaults).
+from coldstart.encoders.config import DECODES, PRECISIONS, EmbedConfig, FusionConfig
+from coldstart.encoders.fusion import ModalityFusion
 from coldstart.encoders.images import decode_jpegs, device_decodable, pack_bytes, unpack_bytes
 from coldstart.encoders.registry import create_encoder
 
 TAGS = "tags"
 FUSED = "fused"
 SIDECAR = ".json"
-PRECISIONS = ("32", "bf16-mixed", "16-mixed")  # Lightning's names
-DECODES = ("cpu", "device")
 CHUNKS_PER_WORKER = 4  # enough chunks that uneven shards still end together
 MAX_PENDING_PARTS = 4  # parts queued for the writer thread before the loop waits
-
-
-@dataclass
-class EmbedConfig:
-    """One embedding run. inputs: shard specs (brace pattern, glob, directory) and/or at most one
-    catalogue ('movielens', 'movielens:<root>', items .parquet/.csv).
-
-    precision: Lightning's 32 | bf16-mixed | 16-mixed for the forward pass (vectors are stored
-    float32 either way). decode: "cpu" (DataLoader workers decode with PIL) or "device" (JPEGs
-    decoded in batches on the model's device by torchvision; other formats and files the
-    device cannot decode take the CPU path).
-    """
-
-    encoder: str
-    inputs: list[str]
-    out: str
-    pretrained: str | None = None
-    batch_size: int = 64
-    num_workers: int = 2
-    devices: int = 1
-    accelerator: str = "cpu"
-    precision: str = "32"
-    decode: str = "cpu"
-    text_fields: tuple[str, ...] = DEFAULT_FIELDS
-    with_tags: bool = False
-    fusion: str = "mean"  # mean | weighted
-    fusion_weights: dict[str, float] = field(default_factory=dict)
-    text_chunk: int = 4096  # catalogue items without media per text part
-    progress: bool = True
-    # Seeds the random initialisation of towers without pretrained weights, so every process
-    # (a rerun, each --devices rank) draws the same weights and a killed job can resume.
-    init_seed: int = 0
 
 
 @dataclass

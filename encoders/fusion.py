@@ -7,21 +7,12 @@ still gets a vector (its fused vector is then its text vector, renormalized).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class FusionConfig:
-    """method: "mean" (equal weights), "weighted" (fixed `weights`), "learned" (a trained gate)."""
-
-    method: str = "mean"
-    modalities: tuple[str, ...] = ("image", "text")
-    weights: dict[str, float] = field(default_factory=dict)  # weighted: modality -> weight
-    dim: int = 0  # learned: embedding dimension (needed to build the gate)
+# The config lives in the torch-free encoders.config (one home for its defaults).
+from coldstart.encoders.config import FUSION_METHODS, FusionConfig
 
 
 class ModalityFusion(nn.Module):
@@ -36,8 +27,8 @@ class ModalityFusion(nn.Module):
         super().__init__()
         self.config = config or FusionConfig()
         method = self.config.method
-        if method not in ("mean", "weighted", "learned"):
-            raise ValueError(f"unknown fusion method {method!r} (mean, weighted, learned)")
+        if method not in FUSION_METHODS:
+            raise ValueError(f"unknown fusion method {method!r} ({', '.join(FUSION_METHODS)})")
         mods = tuple(self.config.modalities)
         if method == "weighted":
             missing = [m for m in mods if m not in self.config.weights]
@@ -100,6 +91,6 @@ class ModalityFusion(nn.Module):
         return F.normalize(fused, dim=-1)  # zero rows stay zero
 
 
-def create_fusion(method: str = "mean", **kwargs: object) -> ModalityFusion:
+def create_fusion(method: str = FusionConfig.method, **kwargs: object) -> ModalityFusion:
     """Factory: `create_fusion("weighted", modalities=("image", "text"), weights={...})`."""
     return ModalityFusion(FusionConfig(method=method, **kwargs))  # type: ignore[arg-type]
