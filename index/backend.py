@@ -238,7 +238,7 @@ class VectorStore(Protocol):
     is the backend's durability contract (README: "Index backends").
     """
 
-    backend: str  # "faiss" or "milvus"
+    backend: str  # its name in index.registry: "faiss", "milvus"...
     schema: StoreSchema  # dim, metric, id type, normalization: fixed at creation
 
     @property
