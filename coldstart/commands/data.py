@@ -32,17 +32,11 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - data.schema.Dataset
 
 
 def _split(args: argparse.Namespace) -> int:
-    from coldstart.data.split import cold_start_split, write_split
+    from coldstart.commands.options import config_kwargs
+    from coldstart.data.split import SplitConfig, cold_start_split, write_split
 
     dataset = _load(args)
-    split = cold_start_split(
-        dataset,
-        seed=args.seed,
-        cold_fraction=args.cold_fraction,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        cold_val_fraction=args.cold_val_fraction,
-    )
+    split = cold_start_split(dataset, **config_kwargs(SplitConfig, args))
     manifest = write_split(split, args.out)
     manifest = dict(manifest, load_reports={k: r.as_dict() for k, r in dataset.reports.items()})
     print(json.dumps(manifest, indent=2, sort_keys=False))
@@ -130,6 +124,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from coldstart.commands.options import add_config_options
+    from coldstart.data.split import SplitConfig
+
     parser = argparse.ArgumentParser(
         prog="coldstart data", description="Datasets: cold-start split, media shards, inspection."
     )
@@ -137,18 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     split = sub.add_parser(
         "split",
-        help="cold-start split (20%% cold items; warm 80/10/10; cold 50/50) to Parquet + manifest",
+        help="seeded cold-start split (cold items, warm train/val/test, cold val/test) to "
+        "Parquet + manifest",
         description="Seeded cold-start split (ColdRec/ALDI protocol). Writes train/val/test/"
         "cold_val/cold_test.parquet, items.parquet and manifest.json to --out and prints the "
         "manifest as JSON.",
     )
     _add_dataset_args(split)
     split.add_argument("--out", required=True, help="output directory")
-    split.add_argument("--seed", type=int, default=0)
-    split.add_argument("--cold-fraction", type=float, default=0.2)
-    split.add_argument("--val-fraction", type=float, default=0.1)
-    split.add_argument("--test-fraction", type=float, default=0.1)
-    split.add_argument("--cold-val-fraction", type=float, default=0.5)
+    add_config_options(split, SplitConfig)
     split.set_defaults(func=_split)
 
     pack = sub.add_parser(

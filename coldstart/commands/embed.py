@@ -24,7 +24,31 @@ than workers; its part is still written once, whole, in file order.
 """
 
 
+# EmbedConfig fields offered as flags (defaults and help from the dataclass); --input and
+# --fusion-weights are parsed here, text_chunk stays a library knob.
+OPTIONS = (
+    "encoder",
+    "pretrained",
+    "out",
+    "batch_size",
+    "num_workers",
+    "devices",
+    "accelerator",
+    "precision",
+    "decode",
+    "text_fields",
+    "with_tags",
+    "fusion",
+    "init_seed",
+    "progress",
+)
+FLAGS = {"with_tags": "--tags"}
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    from coldstart.commands.options import add_config_options
+    from coldstart.encoders.config import EmbedConfig
+
     p = argparse.ArgumentParser(
         prog="coldstart embed",
         description=__doc__,
@@ -32,89 +56,36 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--encoder", required=True, help="registry name, e.g. tiny-clip, minilm, small-clip+minilm"
-    )
-    p.add_argument(
-        "--pretrained", default=None, help="open_clip tag / weights file, or a fine-tuned .ckpt"
-    )
-    p.add_argument(
         "--input",
+        dest="inputs",
+        metavar="INPUT",
         nargs="+",
         action="extend",
         required=True,
         help="shard specs (brace pattern, glob, directory) and/or one catalogue: movielens, "
         "movielens:<root>, items.parquet / items.csv",
     )
-    p.add_argument("--out", required=True, help="output directory (created; reruns resume)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers per device")
-    p.add_argument(
-        "--devices", type=int, default=1, help="devices (processes); work split by shard"
-    )
-    p.add_argument("--accelerator", default="cpu", help="cpu, gpu, auto")
-    p.add_argument(
-        "--precision",
-        choices=("32", "bf16-mixed", "16-mixed"),
-        default="32",
-        help="forward precision (Lightning's names; 16-mixed runs as bf16-mixed on a CPU); "
-        "vectors are stored float32 either way, and one export keeps one precision",
-    )
-    p.add_argument(
-        "--decode",
-        choices=("cpu", "device"),
-        default="cpu",
-        help="cpu: workers decode images (PIL); device: JPEGs decoded in batches on the model's "
-        "device (torchvision decode_jpeg, nvjpeg on a GPU), other formats and files it cannot "
-        "decode on the CPU",
-    )
-    p.add_argument(
-        "--text-fields", default="title,genres,text", help="catalogue fields joined into the text"
-    )
-    p.add_argument(
-        "--tags",
-        action="store_true",
-        help="also embed user tags as a 'tags' modality (interaction-derived: leaks for cold items)",
-    )
-    p.add_argument("--fusion", choices=("mean", "weighted"), default="mean")
+    add_config_options(p, EmbedConfig, OPTIONS, flags=FLAGS)
     p.add_argument(
         "--fusion-weights", default="", help="weighted fusion, e.g. image=1,text=2,tags=0.5"
     )
-    p.add_argument(
-        "--init-seed",
-        type=int,
-        default=0,
-        help="seed for towers without pretrained weights (random init): a rerun with the same "
-        "seed draws the same weights, so it resumes",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    from coldstart.encoders.embed import EmbedConfig, build_embeddings
+    from coldstart.commands.options import config_kwargs
+    from coldstart.encoders.config import EmbedConfig
+    from coldstart.encoders.embed import build_embeddings
 
     weights = {}
     for pair in filter(None, args.fusion_weights.split(",")):
         name, _, value = pair.partition("=")
         weights[name.strip()] = float(value)
     config = EmbedConfig(
-        encoder=args.encoder,
-        inputs=args.input,
-        out=args.out,
-        pretrained=args.pretrained,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        devices=args.devices,
-        accelerator=args.accelerator,
-        precision=args.precision,
-        decode=args.decode,
-        text_fields=tuple(f.strip() for f in args.text_fields.split(",") if f.strip()),
-        with_tags=args.tags,
-        fusion=args.fusion,
+        inputs=args.inputs,
         fusion_weights=weights,
-        progress=not args.no_progress,
-        init_seed=args.init_seed,
+        **config_kwargs(EmbedConfig, args, OPTIONS),
     )
     start = time.perf_counter()
     try:

@@ -20,6 +20,11 @@ import yaml
 from coldstart.data.split import SplitConfig  # the split section is the data layer's own config
 from coldstart.data.synthetic import SyntheticConfig  # so is the synthetic generator's
 
+# The embed and index sections take their shared defaults from the domain classes (one home per
+# default); a value an experiment wants otherwise (batch 128) is written in its YAML file.
+from coldstart.encoders.config import EmbedConfig
+from coldstart.index.config import IndexConfig
+
 
 @dataclass
 class DataConfig:
@@ -42,8 +47,9 @@ class DataConfig:
 
 
 @dataclass
-class EmbedConfig:
-    """Item content -> vectors with a registered encoder (encoders.create_encoder).
+class EmbedStageConfig:
+    """The embed stage: item content -> vectors with a registered encoder (encoders.create_encoder),
+    run as an encoders.embed job (EmbedConfig, whose defaults the shared fields take).
 
     text_fields: item columns joined into one text per item. Tags are written by users after they
     interact, so they stay out by default (they would leak the future into cold items).
@@ -53,22 +59,23 @@ class EmbedConfig:
     """
 
     encoder: str = "minilm"
-    pretrained: str | None = None
-    text_fields: list[str] = field(default_factory=lambda: ["title", "genres"])
+    pretrained: str | None = EmbedConfig.pretrained
+    text_fields: list[str] = field(default_factory=lambda: list(EmbedConfig.text_fields))
     image_encoder: str | None = None
-    fusion: str = "mean"
+    fusion: str = EmbedConfig.fusion
     image_weight: float = 0.5
-    batch_size: int = 128
-    num_workers: int = 1  # DataLoader workers of the embedding job (tokenizing, decoding)
+    batch_size: int = EmbedConfig.batch_size
+    num_workers: int = EmbedConfig.num_workers  # DataLoader workers (tokenizing, decoding)
     threads: int = 0  # torch threads for encoding; 0 keeps torch's default
 
 
 @dataclass
-class IndexConfig:
-    """FAISS index over the items' content vectors (index.VectorIndex)."""
+class IndexStageConfig:
+    """The index stage: a vector store over the items' content vectors (index.IndexConfig, whose
+    defaults the shared fields take)."""
 
-    factory: str = "Flat"
-    metric: str = "ip"
+    factory: str = IndexConfig.factory
+    metric: str = IndexConfig.metric
     eval_queries: int = 200  # recall@10 against exact search on this many queries
     backend: str = "faiss"  # the vector store, by its name in index.registry (faiss, milvus)
 
@@ -82,8 +89,8 @@ def _default_methods() -> list[str]:
 
 
 @dataclass
-class RankerConfig:
-    """Ranker variants trained on the split and content vectors (ranker/methods.py).
+class RankerStageConfig:
+    """The ranker stage: ranker variants trained on the split and content vectors (ranker/methods.py).
 
     methods: names of registered methods to train and evaluate (ranker.methods.list_methods();
     default: the registry's default list). params: passed unchanged to the ranker's method
@@ -145,9 +152,9 @@ class ExperimentConfig:
     output_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
-    embed: EmbedConfig = field(default_factory=EmbedConfig)
-    index: IndexConfig = field(default_factory=IndexConfig)
-    ranker: RankerConfig = field(default_factory=RankerConfig)
+    embed: EmbedStageConfig = field(default_factory=EmbedStageConfig)
+    index: IndexStageConfig = field(default_factory=IndexStageConfig)
+    ranker: RankerStageConfig = field(default_factory=RankerStageConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     stability: StabilityConfig = field(default_factory=StabilityConfig)
     dims: DimsConfig = field(default_factory=DimsConfig)

@@ -21,10 +21,10 @@ from coldstart.data.schema import Dataset
 from coldstart.experiment.config import (
     DataConfig,
     DimsConfig,
-    EmbedConfig,
+    EmbedStageConfig,
     EvaluateConfig,
-    IndexConfig,
-    RankerConfig,
+    IndexStageConfig,
+    RankerStageConfig,
     SplitConfig,
     StabilityConfig,
     SyntheticConfig,
@@ -79,7 +79,7 @@ def build_synthetic_data(cfg: SyntheticConfig, name: str, out: Path) -> dict[str
     return {"files": sorted(p.name for p in out.iterdir()), "timestamps": cfg.timestamps}
 
 
-def catalogue_fingerprint(split_dir: Path, cfg: EmbedConfig) -> str:
+def catalogue_fingerprint(split_dir: Path, cfg: EmbedStageConfig) -> str:
     """sha256 of what the embed stage reads from the catalogue (ids + text fields), so that
     every split of one data set shares one embedding artifact."""
     from coldstart.data.io import read_table
@@ -120,7 +120,9 @@ def load_split(split_dir: Path) -> Any:
 # --------------------------------------------------------------------------- embed
 
 
-def build_embed(split_dir: Path, cfg: EmbedConfig, data: DataConfig, out: Path) -> dict[str, Any]:
+def build_embed(
+    split_dir: Path, cfg: EmbedStageConfig, data: DataConfig, out: Path
+) -> dict[str, Any]:
     """Embed the split's catalogue (and posters when shards are given) with the encoders' batch
     job (encoders.embed.build_embeddings: Lightning predict, one part per shard / text chunk).
 
@@ -185,7 +187,9 @@ def content_vectors(embed_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- index
 
 
-def build_index(split_dir: Path, embed_dir: Path, cfg: IndexConfig, out: Path) -> dict[str, Any]:
+def build_index(
+    split_dir: Path, embed_dir: Path, cfg: IndexStageConfig, out: Path
+) -> dict[str, Any]:
     """index.build.build_index over the content vectors (a store of `cfg.backend`, chosen
     through index.registry), plus cold items' nearest warm items, read back through the
     vector-store protocol."""
@@ -255,7 +259,7 @@ def method_names() -> tuple[str, ...]:
     return list_methods()
 
 
-def params_for(cfg: RankerConfig, method: str) -> dict[str, Any]:
+def params_for(cfg: RankerStageConfig, method: str) -> dict[str, Any]:
     """Flat ranker params of one method: the shared keys of ranker.params, then the method's own
     sub-mapping (e.g. `params: {epochs: 8, ours+sid: {sid_levels: 3}}`)."""
     names = set(method_names())
@@ -267,7 +271,7 @@ def params_for(cfg: RankerConfig, method: str) -> dict[str, Any]:
 
 
 def resolved_params(
-    cfg: RankerConfig, method: str, extra: dict[str, Any] | None = None
+    cfg: RankerStageConfig, method: str, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Every resolved knob of `method` under this ranker section (+ an analysis's overrides),
     JSON-safe: what stage keys hash, so that a changed registry default invalidates caches."""
@@ -290,7 +294,9 @@ def _ranker_inputs(split_dir: Path, embed_dir: Path) -> Any:
     return data_mod.build_ranker_data(load_split(split_dir), ids, vectors)
 
 
-def build_ranker(split_dir: Path, embed_dir: Path, cfg: RankerConfig, out: Path) -> dict[str, Any]:
+def build_ranker(
+    split_dir: Path, embed_dir: Path, cfg: RankerStageConfig, out: Path
+) -> dict[str, Any]:
     """Train every method of `cfg.methods`; export its item and user vectors (embedding-export
     format: ids + manifest, ranker.methods.export_vectors) and its info."""
     import coldstart.ranker.methods as methods_mod
@@ -399,8 +405,8 @@ def build_stability(
     split_dir: Path,
     embed_dir: Path,
     cfg: StabilityConfig,
-    ranker: RankerConfig,
-    index: IndexConfig,
+    ranker: RankerStageConfig,
+    index: IndexStageConfig,
     out: Path,
 ) -> dict[str, Any]:
     """Neighbour overlap between seeds and between an old and a retrained model, per init."""
@@ -492,8 +498,8 @@ def build_dims(
     split_dir: Path,
     embed_dir: Path,
     cfg: DimsConfig,
-    ranker: RankerConfig,
-    index: IndexConfig,
+    ranker: RankerStageConfig,
+    index: IndexStageConfig,
     out: Path,
 ) -> dict[str, Any]:
     """Item-vector dim -> cold/warm Recall@20, index memory and search QPS (index.VectorIndex)."""

@@ -108,7 +108,7 @@ def test_one_source_of_defaults_for_the_experiment_and_lightning(syn_data) -> No
 
 def test_adding_a_method_is_one_registration(syn_data, monkeypatch) -> None:
     import coldstart.ranker.methods as methods
-    from coldstart.experiment.config import RankerConfig as ExperimentRanker
+    from coldstart.experiment.config import RankerStageConfig as ExperimentRanker
     from coldstart.experiment.stages import params_for
     from coldstart.ranker.lit import LitRanker
 
