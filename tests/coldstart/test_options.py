@@ -137,3 +137,18 @@ def test_dataset_synthetic_is_the_experiments_synthetic_data(tmp_path, capsys):
     printed = {k: v for k, v in printed.items() if k not in ("dataset", "files", "load_reports")}
     assert printed == {k: v for k, v in built.items() if k != "dataset"}
     assert printed["cold_items"] > 0 and printed["source_sha256"]
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_experiments_state_their_embed_and_split_values(path):
+    """Where an experiment differs from the domain default (batch 128), its YAML says so: every
+    key of the embed and split sections is written out, none falls back silently."""
+    import yaml
+
+    from coldstart.experiment.config import load_config
+
+    raw, config = yaml.safe_load(path.read_text()), load_config(path).to_dict()
+    for section in ("embed", "split"):
+        assert set(raw[section]) == set(config[section]), (path.name, section)
