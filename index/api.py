@@ -537,12 +537,12 @@ IMAGE_UPLOAD = {"image": {"contentType": "image/png, image/jpeg, image/webp, ima
 DRAFT_SIDE = 4096
 
 
-def decode_upload(data: bytes, max_pixels: int) -> Image.Image:
+def decode_upload(data: bytes, max_pixels: int, draft_side: int = DRAFT_SIDE) -> Image.Image:
     """A PIL RGB image from uploaded (or stored) bytes, through the one bomb-safe decoder
     (data.images.decode_image), whose refusals become errors of the error model: 413 over the
     pixel limit or a decompression bomb, 415 not an image, 422 empty, corrupt or truncated."""
     try:
-        return decode_image(data, max_pixels=max_pixels, draft_side=DRAFT_SIDE)
+        return decode_image(data, max_pixels=max_pixels, draft_side=draft_side)
     except NotAnImage as err:
         raise HTTPError(415, f"upload is {err}") from err
     except CorruptImage as err:

@@ -6,8 +6,8 @@ The routes that serve them live in index.routes_browse:
 
 - `GET /v1/items/{id}/meta`: the item's catalogue row, `{"id", "title", "fields", "has_image"}`;
   404 when the catalogue does not know the id.
-- `GET /v1/items/{id}/image?size=`: a JPEG thumbnail (longest side <= size) read from the media
-  shards, cached in memory; 404 when the item has no image. Stored images go through the upload
+- `GET /v1/items/{id}/image?size=`: a JPEG thumbnail (longest side <= size, the size rounded up
+  to the next of `THUMB_SIZES`) read from the media shards, cached in memory; 404 when the item has no image. Stored images go through the upload
   guards: more bytes than the body limit or more pixels than `max_image_pixels` -> 413, not an
   image -> 415, corrupt -> 422.
 - `GET /`: the page; `/static/*` its assets.
@@ -22,9 +22,12 @@ import html
 import io
 import json
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from PIL import Image
 from pydantic import BaseModel, Field
 
 from coldstart.data.resources import package_path
@@ -42,6 +45,13 @@ PAGE_CSP = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
     "form-action 'self'"
 )
+
+
+# Thumbnail sides served: a requested size rounds up to the next one, so distinct `?size=`
+# values cannot multiply the work and the cache entries of one image (issue 23, D).
+THUMB_SIZES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+FULL_DECODES = 2  # stored images decoded at once (a full decode can take 100+ MB)
+MASTER_BYTES = 32 << 20  # decoded per-item images (<= max_thumb_size) kept to resize from
 
 
 @dataclass
@@ -65,6 +75,14 @@ class BrowseConfig:
     def from_dict(cls, raw: dict[str, Any]) -> BrowseConfig:
         return _from_dict(cls, raw)
 
+    def rounded(self, size: int) -> int:
+        """The served side for a requested `size`: the next of THUMB_SIZES, capped at
+        max_thumb_size (itself always served, so every size the route accepts has an answer)."""
+        for step in THUMB_SIZES:
+            if step >= size:
+                return min(step, self.max_thumb_size)
+        return self.max_thumb_size
+
 
 class ItemMeta(BaseModel):
     id: int | str
@@ -73,36 +91,111 @@ class ItemMeta(BaseModel):
     has_image: bool = Field(description="whether /v1/items/{id}/image has an image")
 
 
-def make_thumbnail(data: bytes, size: int, max_pixels: int, quality: int) -> bytes:
-    """JPEG bytes of an encoded image scaled so its longest side is at most `size`.
+def decode_reduced(data: bytes, side: int, max_pixels: int) -> Image.Image:
+    """An RGB image of encoded bytes, longest side at most `side`, reduced while decoding.
 
-    Decoding goes through the upload decoder (`index.api.decode_upload`): decompression bombs
-    -> HTTPError 413, non-images -> 415, corrupt bytes -> 422.
+    JPEG decodes at a reduced DCT scale (`draft`); other formats decode fully, then shrink by
+    an integer factor (`reduce`, cheap) before the final resample. Decoding goes through the
+    upload decoder (`index.api.decode_upload`): decompression bombs -> HTTPError 413,
+    non-images -> 415, corrupt bytes -> 422.
     """
     from PIL import Image
 
-    image = decode_upload(data, max_pixels)
-    image.thumbnail((size, size), Image.Resampling.LANCZOS)  # keeps aspect, never upscales
+    image = decode_upload(data, max_pixels, draft_side=side)
+    # reducing_gap: `reduce` first, LANCZOS only over the last <= 3x (fast, same quality).
+    image.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return image
+
+
+def encode_jpeg(image: Image.Image, size: int, quality: int) -> bytes:
+    """JPEG bytes of `image` scaled so its longest side is at most `size` (never upscaled)."""
+    from PIL import Image
+
+    if max(image.size) > size:
+        image = image.copy()
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)  # keeps aspect
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=quality, optimize=True)
     return out.getvalue()
 
 
+def make_thumbnail(data: bytes, size: int, max_pixels: int, quality: int) -> bytes:
+    """JPEG bytes of an encoded image scaled so its longest side is at most `size`."""
+    return encode_jpeg(decode_reduced(data, size, max_pixels), size, quality)
+
+
+class _ImageLRU:
+    """Decoded images kept by key, bounded by their pixel bytes (width * height * bands)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.size = max_bytes, 0
+        self._data: OrderedDict[Any, tuple[Image.Image, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Image.Image | None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None:
+                return None
+            self._data.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: Any, image: Image.Image) -> None:
+        nbytes = image.width * image.height * len(image.getbands())
+        if nbytes > self.max_bytes:
+            return
+        with self._lock:
+            old = self._data.pop(key, None)
+            self.size += nbytes - (old[1] if old else 0)
+            self._data[key] = (image, nbytes)
+            while self.size > self.max_bytes:
+                _, (_, evicted) = self._data.popitem(last=False)
+                self.size -= evicted
+
+
 class Thumbnails:
-    """Thumbnails of the media store's images, cached in memory by (id, size)."""
+    """Thumbnails of the media store's images, cached in memory by (id, rounded size).
+
+    Memory per request is bounded (issue 23, D): sizes round up to THUMB_SIZES; each item is
+    decoded once, reduced while decoding to max_thumb_size (the "master", kept in a small
+    LRU) and every size is resized from that; a per-item lock makes concurrent requests for
+    one item wait for that decode instead of repeating it; a semaphore bounds full decodes.
+    """
 
     def __init__(self, media: MediaStore, server: ServerConfig, config: BrowseConfig) -> None:
         self.media, self.server, self.config = media, server, config
         self.cache = ByteLRU(config.cache_bytes)
+        self.masters = _ImageLRU(MASTER_BYTES)
+        self.decodes = 0  # full decodes done (for tests and logs)
+        self._decode_slots = threading.BoundedSemaphore(FULL_DECODES)
+        # Lock striping: a fixed number of locks, so the lock table never grows with ids.
+        self._item_locks = [threading.Lock() for _ in range(64)]
         self._rejected: dict[ItemId, HTTPError] = {}  # bad stored images: decoded once
 
     def get(self, item_id: ItemId, size: int) -> bytes:
         """JPEG bytes; KeyError when the item has no image; HTTPError for a rejected image."""
+        size = self.config.rounded(size)
         cached = self.cache.get((item_id, size))
         if cached is not None:
             return cached
         if item_id in self._rejected:
             raise self._rejected[item_id]
+        with self._item_locks[hash(item_id) % len(self._item_locks)]:
+            cached = self.cache.get((item_id, size))  # made while this request waited
+            if cached is not None:
+                return cached
+            if item_id in self._rejected:
+                raise self._rejected[item_id]
+            master = self._master(item_id)
+            thumb = encode_jpeg(master, size, self.config.thumb_quality)
+        self.cache.put((item_id, size), thumb)
+        return thumb
+
+    def _master(self, item_id: ItemId) -> Image.Image:
+        """The item's image reduced to max_thumb_size, decoded once (caller holds its lock)."""
+        master = self.masters.get(item_id)
+        if master is not None:
+            return master
         ref = self.media.refs[item_id]
         try:
             if ref.size > self.server.max_body_bytes:
@@ -111,18 +204,18 @@ class Thumbnails:
                     f"stored image of {ref.size} bytes exceeds the "
                     f"{self.server.max_body_bytes}-byte limit",
                 )
-            thumb = make_thumbnail(
-                self.media.read(item_id),
-                size,
-                self.server.max_image_pixels,
-                self.config.thumb_quality,
-            )
+            data = self.media.read(item_id)
+            with self._decode_slots:
+                self.decodes += 1
+                master = decode_reduced(
+                    data, self.config.max_thumb_size, self.server.max_image_pixels
+                )
         except HTTPError as err:
             log.warning("image of item %r rejected: %s", item_id, err.detail)
             self._rejected[item_id] = err
             raise
-        self.cache.put((item_id, size), thumb)
-        return thumb
+        self.masters.put(item_id, master)
+        return master
 
 
 def page_html(
@@ -146,9 +239,12 @@ def page_html(
 __all__ = [
     "PAGE_CSP",
     "STATIC_DIR",
+    "THUMB_SIZES",
     "BrowseConfig",
     "ItemMeta",
     "Thumbnails",
+    "decode_reduced",
+    "encode_jpeg",
     "make_thumbnail",
     "page_html",
 ]

@@ -84,12 +84,24 @@ class ServerConfig:
     max_vectors_per_request: int = 1024
     max_body_bytes: int = 8 * 1024 * 1024  # larger bodies get 413 (Starlette has no limit)
     max_image_pixels: int = 40_000_000  # decompression-bomb guard (width * height)
+    # Slow clients: a request body must arrive in full within this many seconds of the app
+    # first reading it (else 408, connection closed); None: no limit.
+    body_timeout_s: float | None = 30.0
+    # Connections + in-flight requests served at once; beyond it uvicorn answers 503 (None: no
+    # bound). Applied by `coldstart serve` (uvicorn's limit_concurrency).
+    max_connections: int | None = 1000
     token_env: str = "COLDSTART_API_TOKEN"  # bearer token for writes, from this env var...
     token_file: str | None = None  # ...or from this file (first line)
     auth_reads: bool = False  # also require the token for reads
     insecure_writes: bool = False  # allow writes without any token configured (local dev)
     id_rows: str | None = None  # embedding export of ID-embedding rows for cold-start estimates
     id_rows_modality: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.body_timeout_s is not None and self.body_timeout_s <= 0:
+            raise ValueError("body_timeout_s must be > 0 (or null for none)")
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ValueError("max_connections must be >= 1 (or null for no bound)")
 
     def token(self) -> str | None:
         """The configured bearer token (file wins over env var), or None."""

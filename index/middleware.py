@@ -1,29 +1,37 @@
 """The app's pure-ASGI middleware and its Prometheus metrics.
 
-- `BodyLimitMiddleware`: 413 for bodies over the server's limit, declared or streamed.
+- `BodyLimitMiddleware`: 413 for bodies over the server's limit, declared or streamed; 408
+  (and the connection closed) for a body not received within the body-read timeout.
 - `MetricsMiddleware`: request counts and latency per route template, outermost so it also
-  counts the body limit's 413s.
+  counts the body limit's 413s. Every label comes from a fixed set (issue 23, E): methods
+  outside `METHODS` count as "other", paths are route templates or "unmatched".
 - `Metrics`: the app's own Prometheus registry (requests, latency, search batch sizes, items,
   last log record, readiness).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"})
+UNMATCHED = "unmatched"  # the route label of every path no route matched
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over `limit` bytes, by Content-Length or while streaming (chunked).
+    """413 for bodies over `limit` bytes, by Content-Length or while streaming (chunked);
+    408 and a closed connection when the whole body has not arrived `timeout_s` seconds after
+    the app first asks for it (a client trickling its body would otherwise hold a connection
+    and a task forever; None: no timeout).
 
     Only methods with a body are limited (no route reads the body of a GET or DELETE)."""
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, timeout_s: float | None = None) -> None:
+        self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope.get("method") not in _BODY_METHODS:
@@ -38,14 +46,26 @@ class BodyLimitMiddleware:
                     return await _plain(send, 413, f"body over the {self.limit}-byte limit")
         seen = 0
         started = False
+        deadline: float | None = None  # set at the first read: a total, not a per-chunk, limit
+        done = False  # once the body is in, reads (e.g. waiting for a disconnect) are free
 
         async def limited_receive() -> dict:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, deadline, done
+            if done or self.timeout_s is None:
+                message = await receive()
+            else:
+                loop = asyncio.get_running_loop()
+                if deadline is None:
+                    deadline = loop.time() + self.timeout_s
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    raise _BodyTimeout() from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
                     raise _TooLarge()
+                done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: dict) -> None:
@@ -59,11 +79,18 @@ class BodyLimitMiddleware:
         except _TooLarge:
             if not started:
                 await _plain(send, 413, f"body over the {self.limit}-byte limit")
+        except _BodyTimeout:
+            if not started:  # `connection: close` makes uvicorn drop the half-sent request
+                await _plain(send, 408, f"request body not received within {self.timeout_s} s")
 
 
 class _TooLarge(BaseException):
     """BaseException on purpose: FastAPI turns any Exception raised while reading a body into
     a 400; this one must reach BodyLimitMiddleware to become a 413."""
+
+
+class _BodyTimeout(BaseException):
+    """BaseException for the same reason as _TooLarge: it must reach BodyLimitMiddleware."""
 
 
 async def _plain(send: Callable, status: int, detail: str) -> None:
@@ -99,8 +126,10 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(scope.get("method", ""), path, str(status[0])).inc()
+            path = getattr(route, "path", None) or UNMATCHED  # a template, never the raw path
+            method = scope.get("method", "")
+            method = method if method in METHODS else "other"
+            self.metrics.requests.labels(method, path, str(status[0])).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
 
@@ -137,4 +166,4 @@ class Metrics:
         self.ready = Gauge("coldstart_ready", "1 once the index is loaded", registry=self.registry)
 
 
-__all__ = ["BodyLimitMiddleware", "Metrics", "MetricsMiddleware"]
+__all__ = ["METHODS", "UNMATCHED", "BodyLimitMiddleware", "Metrics", "MetricsMiddleware"]

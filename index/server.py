@@ -177,7 +177,9 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # Added last = outermost: metrics also count the 413s of the body limit.
-    app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, limit=config.max_body_bytes, timeout_s=config.body_timeout_s
+    )
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app
 

@@ -54,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="OpenMP threads per search, set in the search threads (0: FAISS default)",
     )
+    p.add_argument(
+        "--body-timeout-s",
+        type=float,
+        help="seconds a request body may take to arrive in full; slower clients get 408 and "
+        "are disconnected (default 30; server.body_timeout_s)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        help="connections and requests served at once; beyond it new requests get 503 "
+        "(default 1000; server.max_connections)",
+    )
     p.add_argument("--token-file", help="file holding the bearer token for writes")
     p.add_argument(
         "--token-env", help="environment variable holding the token (COLDSTART_API_TOKEN)"
@@ -129,7 +141,13 @@ def main(argv: list[str]) -> int:
         browse=browse,
     )
     try:
-        run_server(app, args.host, args.port, log_level=args.log_level)
+        run_server(
+            app,
+            args.host,
+            args.port,
+            log_level=args.log_level,
+            limit_concurrency=server.max_connections,
+        )
     finally:
         if media is not None:
             media.close()
@@ -144,6 +162,8 @@ def _server_config(args: argparse.Namespace, server: Any) -> Any:
         ("max_wait_ms", args.max_wait_ms),
         ("batch_workers", args.batch_workers),
         ("faiss_threads", args.faiss_threads),
+        ("body_timeout_s", args.body_timeout_s),
+        ("max_connections", args.max_connections),
         ("token_file", args.token_file),
         ("token_env", args.token_env),
         ("id_rows", args.id_rows),
@@ -153,6 +173,7 @@ def _server_config(args: argparse.Namespace, server: Any) -> Any:
             setattr(server, key, value)
     server.auth_reads = server.auth_reads or args.auth_reads
     server.insecure_writes = server.insecure_writes or args.insecure_writes
+    server.__post_init__()  # flags go through the same checks as YAML values
     return server
 
 
