@@ -341,9 +341,12 @@ class RankerExportWriter(BasePredictionWriter):
             return
         data = trainer.datamodule.data
         # The served vectors (the method's finish step included), as the experiment exports them.
-        items, users, _ = pl_module.vectors()
+        from coldstart.ranker.methods import method_vectors
+
+        pl_module.ranker.eval()
+        items, users, _, cold = method_vectors(pl_module.ranker, data, pl_module.resolved)
         out = Path(self.output_dir)
-        export_vectors(out, data, items, users, pl_module.resolved)
+        export_vectors(out, data, items, users, pl_module.resolved, cold)
         hist = data.histories(pl_module.ranker.history_len)
 
         def tower(ranker: Ranker) -> dict[str, Any]:

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from coldstart.data.split import Split
+from coldstart.ranker.cold_items import ColdItemMap, apply_cold_map, tower_map
 from coldstart.ranker.data import RankerData, build_ranker_data
 from coldstart.ranker.metrics import KS, SEGMENTS, ranking_metrics
 from coldstart.ranker.mixture import (
@@ -49,6 +50,7 @@ from coldstart.ranker.mixture import (
     MixtureConfig,
     knn_vectors,
     mix_vectors,
+    mixture_weights,
     normalized_rows,
     pop_vectors,
     tune_mixture,
@@ -88,11 +90,26 @@ class ResolvedMethod:
 
 # finish(data, items (I, D), users (U, D), resolved) -> (items, users, info): a step on a trained
 # model's vectors. fit(data, resolved) -> (items, users, info): a method that trains no Ranker.
-# combine(data, {channel: (items, users)}, resolved) -> (items, users, info): a mixture's step
-# from its trained channels' vectors to its served vectors.
+# combine(data, {channel: (items, users)}, resolved, {channel: ColdItemMap | None}) ->
+# (items, users, info): a mixture's step from its trained channels' vectors to its served ones.
+# Each may return a 4th element, the method's cold-item map (ranker.cold_items): content ->
+# item vector for an item with no interactions. It replaces the cold path it came with.
 Finish = Callable[[RankerData, np.ndarray, np.ndarray, ResolvedMethod], tuple]
 Fit = Callable[[RankerData, ResolvedMethod], tuple]
-Combine = Callable[[RankerData, dict[str, tuple[np.ndarray, np.ndarray]], ResolvedMethod], tuple]
+Combine = Callable[
+    [RankerData, dict[str, tuple[np.ndarray, np.ndarray]], ResolvedMethod, dict[str, Any]], tuple
+]
+
+
+def _with_cold(result: tuple, cold: ColdItemMap | None = None) -> tuple:
+    """(items, users, info, cold map) of a finish / fit / combine result (3 or 4 elements)."""
+    return (*result, cold) if len(result) == 3 else tuple(result)
+
+
+def cold_rows(data: RankerData) -> np.ndarray:
+    """Item rows served through the cold-item map: every non-warm row (cold_val, cold_test,
+    unseen: no train interactions by construction), exactly the rows an uploaded item joins."""
+    return np.flatnonzero(data.item_split != "warm")
 
 
 @dataclass(frozen=True)
@@ -236,23 +253,50 @@ def model_vectors(
     The one definition of a method's served vectors: fit_method, LitRanker's evaluation and its
     export writer all call it.
     """
+    items, users, info, _ = method_vectors(model, data, resolved)
+    return items, users, info
+
+
+def method_vectors(
+    model: Ranker | ChannelRanker, data: RankerData, resolved: ResolvedMethod
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any], ColdItemMap | None]:
+    """model_vectors plus the method's cold-item map; the cold rows (`cold_rows`) of the
+    returned items are the map's output, so evaluation scores exactly what a server serves."""
     spec = get_method(resolved.name)
     if isinstance(model, ChannelRanker):
-        vectors, info = {}, {}
+        vectors, maps = {}, {}
         for name, sub in model.rankers():
-            items, users, _ = model_vectors(sub, data, resolved.channels[name])
+            items, users, _, maps[name] = method_vectors(sub, data, resolved.channels[name])
             vectors[name] = (items, users)
-        items, users, info = spec.combine(data, vectors, resolved)
-        return items.astype(np.float32), users.astype(np.float32), info
-    items = model.item_vectors()[: data.num_items].cpu().numpy()
-    device = model.item_log_q.device
-    histories = torch.as_tensor(data.histories(resolved.ranker.user.history_len), device=device)
-    users = model.user_vectors(torch.arange(data.num_users, device=device), histories)
-    users = users.cpu().numpy()
-    info: dict[str, Any] = {}
-    if spec.finish is not None:
-        items, users, info = spec.finish(data, items, users, resolved)
-    return items.astype(np.float32), users.astype(np.float32), info
+        items, users, info, cold = _with_cold(spec.combine(data, vectors, resolved, maps))
+    else:
+        items = model.item_vectors()[: data.num_items].cpu().numpy()
+        device = model.item_log_q.device
+        histories = torch.as_tensor(data.histories(resolved.ranker.user.history_len), device=device)
+        users = model.user_vectors(torch.arange(data.num_users, device=device), histories)
+        users = users.cpu().numpy()
+        info: dict[str, Any] = {}
+        cold = _tower_cold_map(model, data, resolved)
+        if spec.finish is not None:
+            items, users, info, cold = _with_cold(spec.finish(data, items, users, resolved), cold)
+    items = apply_cold_map(items.astype(np.float32), cold_rows(data), data.content, cold)
+    return items, users.astype(np.float32), info, cold
+
+
+def _tower_cold_map(model: Ranker, data: RankerData, resolved: ResolvedMethod) -> Any:
+    """A Ranker's cold path (content MLP, no ID row), or None where a cold row has more: an ID
+    row of its own (id_for_cold), semantic-ID prefixes, or no content at all."""
+    item = resolved.ranker.item
+    if (
+        not item.use_content
+        or item.semantic_ids
+        or resolved.build.id_for_cold
+        or data.content is None
+    ):
+        return None
+    return tower_map(
+        model.item_tower, data.content.shape[1], item.use_bias, resolved.build.normalize_content
+    )
 
 
 @dataclass
@@ -265,6 +309,7 @@ class FittedMethod:
     users: np.ndarray  # (U, D) float32
     info: dict[str, Any] = field(default_factory=dict)
     model: Any = None  # the Ranker for model-based methods
+    cold_item: ColdItemMap | None = None  # content -> item vector of a new item (None: no path)
 
     def item_vectors(self) -> np.ndarray:
         return self.items
@@ -287,6 +332,7 @@ def export_vectors(
     items: np.ndarray,
     users: np.ndarray,
     resolved: ResolvedMethod,
+    cold_item: ColdItemMap | None = None,
 ) -> dict[str, Any]:
     """Write a method's vectors in the embedding-export format (data.embeddings), ids included.
 
@@ -294,6 +340,9 @@ def export_vectors(
     out/users: modality "user" (the item_id column holds user ids), each with a manifest.json
     naming the method and its resolved params, so anyone can re-score them:
     score(user, item) = users[user] . items[item]. Returns {"items": count, "users": count}.
+    out/cold_item: the method's cold-item map (ranker.cold_items), when it has one: what a
+    server runs on a new item's content. out/seen.parquet (user_id, item_id): the positives
+    known before the test parts (train, val, cold_val), which the test evaluation masks.
     """
     from coldstart.data.embeddings import EmbeddingManifest, jsonable, write_part
 
@@ -333,7 +382,23 @@ def export_vectors(
             parts=written,
             extra={"score": score},
         ).save(directory)
+    if cold_item is not None:
+        cold_item.save(out / "cold_item")
+    write_seen(out / "seen.parquet", data)
     return {"items": int(len(items)), "users": int(len(users))}
+
+
+def write_seen(path: str | Path, data: RankerData) -> None:
+    """(user_id, item_id) of every positive the test evaluation masks (RankerData.task)."""
+    import pandas as pd
+
+    from coldstart.data.embeddings import atomic_write_bytes
+
+    known = [data.parts[p] for p in ("train", "val", "cold_val") if p in data.parts]
+    users = np.concatenate([k.users for k in known])
+    items = np.concatenate([k.items for k in known])
+    frame = pd.DataFrame({"user_id": data.user_ids[users], "item_id": data.item_ids[items]})
+    atomic_write_bytes(path, frame.drop_duplicates().to_parquet(index=False))
 
 
 def read_vectors(directory: str | Path, data: RankerData) -> tuple[np.ndarray, np.ndarray]:
@@ -377,17 +442,16 @@ def fit_method(
     if spec.needs_content and data.content is None:
         raise ValueError(f"method {name!r} needs content vectors (content_ids, content_vectors)")
     start = time.perf_counter()
-    if spec.channels and not resolved.channels:  # a mixture of untrained channels only
-        items, users, info = spec.combine(data, {}, resolved)
+    if spec.fit is not None or (spec.channels and not resolved.channels):
+        # No Ranker: a fit function, or a mixture of untrained channels only.
+        result = spec.fit(data, resolved) if spec.fit else spec.combine(data, {}, resolved, {})
+        items, users, info, cold = _with_cold(result)
+        items = apply_cold_map(items.astype(np.float32), cold_rows(data), data.content, cold)
         info = {**info, "seconds": time.perf_counter() - start, "params": resolved.params}
-        return FittedMethod(name, data, items.astype(np.float32), users.astype(np.float32), info)
-    if spec.fit is not None:
-        items, users, info = spec.fit(data, resolved)
-        info = {**info, "seconds": time.perf_counter() - start, "params": resolved.params}
-        return FittedMethod(name, data, items.astype(np.float32), users.astype(np.float32), info)
+        return FittedMethod(name, data, items, users.astype(np.float32), info, cold_item=cold)
     model, report = create_method_model(data, resolved)
     fit_info = fit_ranker(model, data, resolved.train, progress=progress)
-    items, users, finish_info = model_vectors(model, data, resolved)
+    items, users, finish_info, cold = method_vectors(model, data, resolved)
     info = {
         **fit_info,
         **report,
@@ -395,18 +459,22 @@ def fit_method(
         "seconds": time.perf_counter() - start,
         "params": resolved.params,
     }
-    return FittedMethod(name, data, items, users, info, model)
+    return FittedMethod(name, data, items, users, info, model, cold)
+
+
+def _content_dim(data: RankerData) -> int:
+    return 0 if data.content is None else int(data.content.shape[1])
 
 
 def _fit_popularity(data: RankerData, resolved: ResolvedMethod) -> tuple:
     # Score = log-count: one coordinate for the item, a constant 1 for every user.
     items, users = pop_vectors(data)
-    return items, users, {}
+    return items, users, {}, ColdItemMap("zeros", 1, _content_dim(data))
 
 
 def _fit_content_knn(data: RankerData, resolved: ResolvedMethod) -> tuple:
     items, users = knn_vectors(data)
-    return items, users, {}
+    return items, users, {}, ColdItemMap("normalize", _content_dim(data), _content_dim(data))
 
 
 def _finish_ridge(
@@ -417,13 +485,11 @@ def _finish_ridge(
     warm = (data.item_split == "warm") & data.has_content & (data.train_counts() > 0)
     x = np.concatenate([content[warm], np.ones((int(warm.sum()), 1), np.float32)], axis=1)
     gram = x.T @ x + resolved.extra["ridge"] * np.eye(x.shape[1], dtype=np.float32)
-    w = np.linalg.solve(gram, x.T @ items[warm])
+    w = np.linalg.solve(gram, x.T @ items[warm]).astype(np.float32)
+    cold = ColdItemMap("ridge", int(w.shape[1]), _content_dim(data), {"w": w})
     out = items.copy()
-    other = ~warm
-    out[other] = (
-        np.concatenate([content[other], np.ones((int(other.sum()), 1), np.float32)], axis=1) @ w
-    )
-    return out, users, {}
+    out[~warm] = cold(data.content[~warm])
+    return out, users, {}, cold
 
 
 # The ID-only model: no content, random rows, cold items get (untrained) rows of their own.
@@ -486,10 +552,14 @@ _MIX_EXTRA = {
 
 
 def _combine_mixture(
-    data: RankerData, vectors: dict[str, tuple[np.ndarray, np.ndarray]], resolved: ResolvedMethod
+    data: RankerData,
+    vectors: dict[str, tuple[np.ndarray, np.ndarray]],
+    resolved: ResolvedMethod,
+    maps: dict[str, ColdItemMap | None],
 ) -> tuple:
     """Add the knn and pop channels, tune the evidence-gated weights on val / cold_val, fold
-    them into one item vector (ranker.mixture)."""
+    them into one item vector (ranker.mixture). Cold map: the channels' maps, each scaled by
+    its cold weight, in the served vector's column order (None if a kept channel has none)."""
     cfg = MixtureConfig(
         **{k[len("mix_") :]: v for k, v in resolved.extra.items() if k.startswith("mix_")},
         seed=resolved.train.seed,
@@ -501,7 +571,21 @@ def _combine_mixture(
         vectors["pop"] = pop_vectors(data)
     tuned = tune_mixture(data, vectors, cfg)
     items, users = mix_vectors(data, vectors, tuned)
-    return items, users, {"mixture": tuned}
+    c = _content_dim(data)
+    maps = {**maps, "knn": ColdItemMap("normalize", c, c), "pop": ColdItemMap("zeros", 1, c)}
+    kept = [name for name, _ in mixture_weights(data, tuned)]
+    cold = None
+    if all(maps.get(name) is not None for name in kept):
+        factors = [float(tuned["cold"].get(name, 0.0)) / tuned["scales"][name] for name in kept]
+        offset = float(tuned.get("cold_offset") or 0.0)
+        cold = ColdItemMap(
+            "mixture",
+            int(items.shape[1]),
+            c,
+            params={"channels": kept, "factors": factors, "offset": offset},
+            parts=[maps[name] for name in kept],
+        )
+    return items, users, {"mixture": tuned}, cold
 
 
 for _name, _ws in (("ours", "warmstart"), ("ours+sid", "warmstart+sid")):

@@ -363,6 +363,30 @@ def _tune_cold_offset(
     return best_offset
 
 
+def mixture_weights(data: RankerData, tuned: dict[str, Any]) -> list[tuple[str, np.ndarray]]:
+    """(channel, (I,) weight) of every channel the served vector keeps, in its column order.
+
+    Channels whose weight is zero for every item are left out (shorter vectors); cold items
+    (no train interactions) take the tuned cold weight.
+    """
+    names = tuned["channels"]
+    evidence = data.train_counts()
+    warm = evidence > 0
+    p = tuned["warm"]
+    ww = _warm_weights(evidence, p["kappa"], p["rho"], p["pi"], names)
+    out = []
+    for c in names:
+        w = np.zeros(data.num_items, dtype=np.float32)
+        wc = ww.get(c, 0.0)
+        w[warm] = (wc[warm] if np.ndim(wc) else wc) if c in ww else 0.0
+        w[~warm] = tuned["cold"].get(c, 0.0)
+        if np.any(w):
+            out.append((c, w))
+    if not out:
+        raise ValueError("the tuned mixture gives every channel weight 0")
+    return out
+
+
 def mix_vectors(
     data: RankerData,
     vectors: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -372,24 +396,12 @@ def mix_vectors(
 
     Channels whose weight is zero for every item are left out (shorter vectors).
     """
-    names = tuned["channels"]
-    evidence = data.train_counts()
-    warm = evidence > 0
-    p = tuned["warm"]
-    ww = _warm_weights(evidence, p["kappa"], p["rho"], p["pi"], names)
+    warm = data.train_counts() > 0
     item_parts, user_parts = [], []
-    for c in names:
-        w = np.zeros(data.num_items, dtype=np.float32)
-        wc = ww.get(c, 0.0)
-        w[warm] = (wc[warm] if np.ndim(wc) else wc) if c in ww else 0.0
-        w[~warm] = tuned["cold"].get(c, 0.0)
-        if not np.any(w):
-            continue
+    for c, w in mixture_weights(data, tuned):
         items, users = vectors[c]
         item_parts.append(items * (w / tuned["scales"][c])[:, None])
         user_parts.append(users)
-    if not item_parts:
-        raise ValueError("the tuned mixture gives every channel weight 0")
     offset = float(tuned.get("cold_offset") or 0.0)
     if offset:  # one coordinate: the cold items' offset against a constant 1 on the user side
         item_parts.append(np.where(warm, 0.0, offset).astype(np.float32)[:, None])

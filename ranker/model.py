@@ -90,6 +90,12 @@ class RankerConfig:
     tables: str = "torch"  # torch | torchrec
 
 
+def content_projection(content_dim: int, hidden: int, out: int) -> nn.Sequential:
+    """The item tower's content MLP: (N, content_dim) -> (N, out). One definition, so a saved
+    cold-item map (ranker.cold_items) rebuilds exactly the module that was trained."""
+    return nn.Sequential(nn.Linear(content_dim, hidden), nn.GELU(), nn.Linear(hidden, out))
+
+
 class ItemTower(nn.Module):
     """forward(item_rows (N,)) -> (N, D + 1) item vectors, last column = bias.
 
@@ -137,11 +143,7 @@ class ItemTower(nn.Module):
         )
         self.register_buffer("id_keys", keys)
         if config.use_content:
-            self.projection = nn.Sequential(
-                nn.Linear(content.shape[1], config.content_hidden),
-                nn.GELU(),
-                nn.Linear(config.content_hidden, out),
-            )
+            self.projection = content_projection(content.shape[1], config.content_hidden, out)
         self.sid = (
             SemanticIDEmbedding(sid_rows, sid_num_rows, out, tables)
             if config.semantic_ids and sid_rows is not None

@@ -36,7 +36,7 @@ VERSIONS = {
     "split": 1,
     "embed": 3,
     "index": 1,
-    "ranker": 5,
+    "ranker": 6,  # 6: cold_item/ map and seen.parquet beside the vectors
     "evaluate": 2,
     "stability": 3,
     "dims": 3,
@@ -318,7 +318,9 @@ def build_ranker(
         fitted = methods_mod.fit_method(name, data, params=params, seed=cfg.seed)
         target = out / "methods" / name
         resolved = methods_mod.resolve_method(name, params, cfg.seed)
-        methods_mod.export_vectors(target, data, fitted.items, fitted.users, resolved)
+        methods_mod.export_vectors(
+            target, data, fitted.items, fitted.users, resolved, fitted.cold_item
+        )
         info = jsonable(fitted.info)
         atomic_write_json(target / "info.json", info)
         summary[name] = {
