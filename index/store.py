@@ -4,14 +4,21 @@ stays as an alias) is the one class callers see; index.vector_index and index.wa
 nothing outside them imports faiss for the store.
 
 Directory layout:
-    manifest.json            factory, metric, dim, ntotal, id type, source export, snapshot, lsn
+    manifest.json            factory, metric, dim, ntotal, id type, source export, snapshot, lsn,
+                             sha256 + size of each snapshot file, and its own sha256 (seal)
     snapshot-<lsn>/          index.faiss, items.npz (internal ids, item ids, vectors), state.json
     wal.log                  records with lsn > the snapshot's, fsync'd before each ack
+    wal.mark                 the lsn of the last acknowledged record (index.wal.HighWaterMark)
 
 A write is appended to the WAL and fsync'd, then applied, then acknowledged: a write that was
 acknowledged survives `kill -9`. Snapshots are written to a temp directory, fsync'd, renamed
 into place and only then named in the manifest (atomic rename); the WAL is reset after. Replay
 on open skips records the snapshot already holds, so a crash between steps is harmless.
+
+Opening verifies the manifest's seal, every snapshot file's checksum, the snapshot's lsn against
+the manifest's, and that the log still holds every record up to the high-water mark; any damage
+refuses to open (StoreCorrupt, naming the file). Directories written before checksums open with
+a warning and gain them at their next snapshot.
 """
 
 from __future__ import annotations
@@ -50,13 +57,29 @@ from coldstart.index.backend import (
     exact_search,
 )
 from coldstart.index.config import IndexConfig, StoreConfig
+from coldstart.index.integrity import FILES, IndexDamaged, digests, load_manifest, seal
+from coldstart.index.integrity import verify_files as _verify_files
 from coldstart.index.vector_index import VectorIndex, _faiss
-from coldstart.index.wal import OP_DELETE, OP_UPSERT, WalCorrupt, WalRecord, WriteAheadLog
+from coldstart.index.wal import (
+    OP_DELETE,
+    OP_UPSERT,
+    HighWaterMark,
+    MarkUnreadable,
+    WalCorrupt,
+    WalRecord,
+    WriteAheadLog,
+    missing_ranges,
+    read_mark,
+    repair,
+    scan,
+)
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 WAL = "wal.log"
+MARK = "wal.mark"
+SNAPSHOT_FILES = ("index.faiss", "items.npz", "state.json")
 FORMAT = "coldstart-index/1"
 
 
@@ -76,31 +99,134 @@ class IndexCorrupt(StoreCorrupt):
         )
 
 
+class RecordsMissing(StoreCorrupt):
+    """The log ends before the high-water mark: acknowledged records are gone."""
+
+    def __init__(self, directory: Path, snapshot_lsn: int, acked: int, present: list[int]) -> None:
+        self.missing = missing_ranges(snapshot_lsn, acked, present)
+        self.count = sum(b - a + 1 for a, b in self.missing)
+        wal = directory / WAL
+        state = "is missing" if not wal.exists() else f"holds {len(present)} record(s)"
+        runs = ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in self.missing)
+        super().__init__(
+            f"{wal}: {self.count} acknowledged record(s) missing, lsn {runs}: {directory / MARK} "
+            f"records every write through lsn {acked} as acknowledged, the snapshot holds them "
+            f"through lsn {snapshot_lsn} and the log {state}. Refusing to open: serving would "
+            "silently lose acknowledged writes. Restore the log from a backup, or accept the "
+            f"loss with `coldstart index repair --index {directory} --accept-loss`."
+        )
+
+
+def _acknowledged(directory: Path, manifest: dict[str, Any], present: list[int]) -> int | None:
+    """The high-water mark, checked against the log's lsns (`present`): raises RecordsMissing
+    or IndexDamaged; None for a directory written before marks (nothing to check)."""
+    path = directory / MARK
+    hint = f"Accept what the log holds with `coldstart index repair --index {directory} --accept-loss`."
+    try:
+        acked = read_mark(path)
+    except MarkUnreadable as err:
+        raise IndexDamaged(
+            path, f"unreadable ({err}); cannot tell which writes were acknowledged", hint
+        ) from err
+    if acked is None:
+        if manifest.get("mark"):
+            raise IndexDamaged(path, "missing; cannot tell which writes were acknowledged", hint)
+        return None
+    snapshot_lsn = int(manifest["lsn"])
+    if missing_ranges(snapshot_lsn, acked, present):
+        raise RecordsMissing(directory, snapshot_lsn, acked, present)
+    return acked
+
+
 def check_wal(directory: str | os.PathLike) -> None:
     """Raise IndexCorrupt when the index's log is corrupt (a torn tail is fine: it is cut off
-    when the index opens). Reads the log once without loading anything."""
-    from coldstart.index.wal import scan
-
-    found = scan(Path(directory) / WAL)
+    when the index opens), RecordsMissing when it lost acknowledged records. Reads the log once
+    without loading anything."""
+    directory = Path(directory)
+    found = scan(directory / WAL)
     if found.corrupt_at is not None:
         raise IndexCorrupt(directory, WalCorrupt(found))
+    _acknowledged(directory, read_manifest(directory), [r.lsn for r in found.records])
 
 
-def repair_index(directory: str | os.PathLike, dry_run: bool = False) -> dict[str, Any]:
-    """Cut the index's write-ahead log at its first bad record (see index.wal.repair)."""
-    from coldstart.index.wal import repair
-
+def verify(directory: str | os.PathLike) -> dict[str, Any]:
+    """Everything `open` checks, without loading: the manifest, the snapshot files' checksums,
+    the log and the high-water mark. Returns the manifest; raises StoreCorrupt naming the file."""
+    directory = Path(directory)
     manifest = read_manifest(directory)
-    return repair(Path(directory) / WAL, before_lsn=int(manifest["lsn"]), dry_run=dry_run)
+    _verify_files(directory, manifest.get(FILES, {}))
+    check_wal(directory)
+    return manifest
+
+
+def repair_index(
+    directory: str | os.PathLike, dry_run: bool = False, accept_loss: bool = False
+) -> dict[str, Any]:
+    """Cut the index's write-ahead log at its first bad record (see index.wal.repair) and set
+    the high-water mark to what the log then holds. When that drops acknowledged records it
+    changes nothing unless `accept_loss` (report["refused"] says so)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    snapshot_lsn = int(manifest["lsn"])
+    wal, mark = directory / WAL, directory / MARK
+    report = repair(wal, before_lsn=snapshot_lsn, dry_run=True)
+    report.pop("dry_run", None)
+    kept = [r.lsn for r in scan(wal).records]  # the records before any cut
+    try:
+        acked = read_mark(mark)
+        if acked is None and manifest.get("mark"):
+            report["mark"] = f"{mark} is missing"
+    except MarkUnreadable as err:
+        acked, report["mark"] = None, str(err)
+    if acked is not None:
+        missing = missing_ranges(snapshot_lsn, acked, kept)
+        if missing:
+            count = sum(b - a + 1 for a, b in missing)
+            report.update(missing_lsns=missing, acknowledged_through=acked)
+            report["dropped_acknowledged_records"] = max(
+                report["dropped_acknowledged_records"], count
+            )
+            if report["status"] != "corrupt":
+                report["status"] = "records_missing"
+    if dry_run:
+        return {**report, "dry_run": True}
+    if (report["dropped_acknowledged_records"] or "mark" in report) and not accept_loss:
+        return {**report, "refused": True}  # nothing changed
+    done = repair(wal, before_lsn=snapshot_lsn)
+    if "cut_bytes_saved_to" in done:
+        report["cut_bytes_saved_to"] = done["cut_bytes_saved_to"]
+    if acked is not None or "mark" in report:  # the mark now says what the log holds
+        HighWaterMark(mark, max([snapshot_lsn, *kept])).close()
+        report["mark_set_to"] = max([snapshot_lsn, *kept])
+    return report
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
-    path = Path(directory) / MANIFEST
+    """The manifest, its seal checked (IndexDamaged), and its lsn against its snapshot's."""
+    directory = Path(directory)
+    path = directory / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{directory} is not an index directory: no {MANIFEST}")
-    raw = json.loads(path.read_text())
+    raw, sealed = load_manifest(path)
     if raw.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown format {raw.get('format')!r}, expected {FORMAT}")
+    if not sealed:
+        log.warning(
+            "%s: written before checksums, so its snapshot files are not verified; the next "
+            "snapshot (a write, then POST /v1/snapshot or a clean stop) adds them",
+            path,
+        )
+    state_path = directory / str(raw.get("snapshot")) / "state.json"
+    try:
+        state_lsn = json.loads(state_path.read_text())["lsn"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return raw  # a damaged state.json is named by its checksum (or by the load)
+    if state_lsn != raw.get("lsn"):
+        raise IndexDamaged(
+            path,
+            f"lsn {raw.get('lsn')} but its snapshot {state_path.parent.name} holds the writes "
+            f"through lsn {state_lsn} (state.json): edited or mismatched",
+        )
     return raw
 
 
@@ -164,8 +290,12 @@ class FaissStore(StoreBase):
             "lsn": -1,
             "snapshot": None,
             "ntotal": 0,
+            "mark": MARK,
         }
-        wal = WriteAheadLog(directory / WAL, fsync=(store or StoreConfig()).fsync)
+        fsync = (store or StoreConfig()).fsync
+        wal = WriteAheadLog(
+            directory / WAL, fsync=fsync, mark=HighWaterMark(directory / MARK, -1, fsync)
+        )
         self = cls(directory, index, store or StoreConfig(), manifest, wal, next_lsn=0)
         self.snapshot(force=True)
         return self
@@ -192,20 +322,32 @@ class FaissStore(StoreBase):
         directory: str | os.PathLike,
         store: StoreConfig | None = None,
         overrides: dict[str, Any] | None = None,
+        verified: bool = False,
     ) -> FaissStore:
-        """Load the latest snapshot and replay the WAL.
+        """Verify, load the latest snapshot and replay the WAL.
 
         overrides: search-time IndexConfig fields (nprobe, ef_search, replica...); the stored
         factory, metric, dim, id type and normalization always win.
+        verified: `verify(directory)` just passed (skips hashing the snapshot files again).
         """
         directory = Path(directory)
         manifest = read_manifest(directory)
+        if not verified:
+            _verify_files(directory, manifest.get(FILES, {}))
         store = store or StoreConfig()
+        if not (directory / WAL).exists():  # checked before opening the log creates it
+            _acknowledged(directory, manifest, [])
         try:  # first: a corrupt log stops the open before the snapshot is loaded
             wal = WriteAheadLog(directory / WAL, fsync=store.fsync)
         except WalCorrupt as err:
             raise IndexCorrupt(directory, err) from err
         try:
+            present = [r.lsn for r in wal.records]
+            acked = _acknowledged(directory, manifest, present)
+            if acked is None:  # a directory from before marks: start one now
+                log.warning("%s: no high-water mark yet; writing one now", directory / MARK)
+            last = max([int(manifest["lsn"]), *present, *([acked] if acked is not None else [])])
+            wal.mark = HighWaterMark(directory / MARK, last, store.fsync)
             index, replayed, next_lsn = _load(directory, manifest, wal, overrides)
         except BaseException:
             wal.close()
@@ -377,7 +519,16 @@ class FaissStore(StoreBase):
             os.replace(tmp, final)
             fsync_path(self.directory)
             manifest = dict(self.manifest)
-            manifest.update(snapshot=name, lsn=lsn, ntotal=len(self.index), updated_at=utc_now())
+            files = digests(self.directory, [f"{name}/{f}" for f in SNAPSHOT_FILES])
+            manifest.update(
+                snapshot=name,
+                lsn=lsn,
+                ntotal=len(self.index),
+                updated_at=utc_now(),
+                mark=MARK,
+                **{FILES: files},
+            )
+            manifest = seal(manifest)
             atomic_write_json(self.directory / MANIFEST, manifest)
             self.manifest = manifest
             self._wal.reset()
@@ -417,11 +568,12 @@ def _load(
         cfg[key] = value
     config = IndexConfig.from_dict(cfg)
     snap = directory / manifest["snapshot"]
-    state = json.loads((snap / "state.json").read_text())
-    with np.load(snap / "items.npz", allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
-    faiss_index = _faiss().read_index(str(snap / "index.faiss"))
-    index = VectorIndex.restore(config, faiss_index, arrays, state)
+    index = _read_snapshot(snap, config)
+    if len(index) != manifest.get("ntotal", len(index)):
+        raise IndexDamaged(
+            directory / MANIFEST,
+            f"ntotal {manifest['ntotal']} but its snapshot {snap.name} holds {len(index)} items",
+        )
     _clean_orphans(directory, keep=manifest["snapshot"])
     if wal.torn_bytes:
         log.warning(
@@ -440,6 +592,23 @@ def _load(
         next_lsn = max(next_lsn, record.lsn + 1)
         replayed += 1
     return index, replayed, next_lsn
+
+
+def _read_snapshot(snap: Path, config: IndexConfig) -> VectorIndex:
+    """The snapshot's VectorIndex; an unreadable file is IndexDamaged naming it (checksums
+    catch damage first; this covers directories written before them)."""
+    path = snap / "state.json"
+    try:
+        state = json.loads(path.read_text())
+        path = snap / "items.npz"
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        path = snap / "index.faiss"
+        faiss_index = _faiss().read_index(str(path))
+        path = snap
+        return VectorIndex.restore(config, faiss_index, arrays, state)
+    except (OSError, ValueError, KeyError, IndexError, EOFError, RuntimeError) as err:
+        raise IndexDamaged(path, f"unreadable ({type(err).__name__}: {err})") from err
 
 
 def _apply(index: VectorIndex, record: WalRecord) -> None:
@@ -509,8 +678,7 @@ def _prepare_serving(location: str, settings: Settings) -> tuple[Any, StoreSchem
     """(a function opening the store in the server's loader thread, its schema): the manifest
     and the log are checked now, so a missing or corrupt index stops the start before the port
     is bound, while loading a large snapshot does not delay it."""
-    manifest = read_manifest(location)
-    check_wal(location)
+    manifest = verify(location)  # damage stops the start before the port is bound
     store, overrides = _store_config(settings), _overrides(settings)
     schema = StoreSchema(
         int(manifest["dim"]),
@@ -520,7 +688,7 @@ def _prepare_serving(location: str, settings: Settings) -> tuple[Any, StoreSchem
     )
 
     def load() -> FaissStore:
-        opened = FaissStore.open(location, store, overrides)
+        opened = FaissStore.open(location, store, overrides, verified=True)
         opened.index.start_replicas()  # GPU replicas (or a CPU clone) when configured
         return opened
 

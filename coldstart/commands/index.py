@@ -139,19 +139,29 @@ def _parser() -> argparse.ArgumentParser:
     add_store_arguments(info, "info")
     repair = sub.add_parser(
         "repair",
-        help="cut a corrupt write-ahead log at its first bad record; reports what it drops",
+        help="cut a corrupt write-ahead log at its first bad record, or accept acknowledged "
+        "records lost from it; reports what it drops",
         description="A torn tail (an incomplete last record left by a crash during an append) "
         "is cut off automatically when the index opens: it was never acknowledged. Any other "
-        "damage (a bad checksum, garbage followed by intact records) makes the index refuse to "
-        "open, because replaying only the records before it would silently drop acknowledged "
-        "writes. This command cuts the log at the first bad byte, saves the cut bytes beside "
-        "the log (wal.log.cut-<offset>-<time>) and prints a JSON report: "
-        "dropped_acknowledged_records, dropped_items, dropped_lsns. Exit code 0 when the log "
+        "damage (a bad checksum, garbage followed by intact records), or a log that ends before "
+        "the high-water mark of acknowledged writes (wal.mark: the log was truncated or "
+        "deleted), makes the index refuse to open, because serving would silently drop "
+        "acknowledged writes. This command cuts the log at the first bad byte, saves the cut "
+        "bytes beside the log (wal.log.cut-<offset>-<time>), sets the high-water mark to what "
+        "the log then holds and prints a JSON report: dropped_acknowledged_records, "
+        "dropped_items, dropped_lsns, missing_lsns. It changes nothing that drops acknowledged "
+        "records unless given --accept-loss (exit code 2 without it). Exit code 0 when the log "
         "was clean or repaired. FAISS index directories only.",
     )
     repair.add_argument("--index", required=True)
     repair.add_argument(
         "--dry-run", action="store_true", help="report what would be cut, change nothing"
+    )
+    repair.add_argument(
+        "--accept-loss",
+        action="store_true",
+        help="drop acknowledged records that are damaged or missing (needed whenever a repair "
+        "loses acknowledged writes)",
     )
     return parser
 
@@ -190,16 +200,25 @@ def _repair(args: argparse.Namespace) -> int:
     from coldstart.index.store import repair_index
 
     try:
-        report = repair_index(args.index, dry_run=args.dry_run)
-    except (FileNotFoundError, ValueError, OSError) as err:
+        report = repair_index(args.index, dry_run=args.dry_run, accept_loss=args.accept_loss)
+    except (FileNotFoundError, ValueError, OSError, StoreCorrupt) as err:
         print(f"coldstart index repair: {err}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))
+    if report.get("refused"):
+        print(
+            f"coldstart index repair: refusing: it would drop "
+            f"{report['dropped_acknowledged_records']} acknowledged record(s)"
+            f"{' (' + report['mark'] + ')' if 'mark' in report else ''}; nothing was changed. "
+            "Rerun with --accept-loss to drop them.",
+            file=sys.stderr,
+        )
+        return 2
     if report["dropped_acknowledged_records"]:
         verb = "would drop" if args.dry_run else "dropped"
         print(
             f"coldstart index repair: {verb} {report['dropped_acknowledged_records']} "
-            f"acknowledged record(s) ({report['dropped_items']} item(s) in the intact ones)",
+            f"acknowledged record(s) ({report.get('dropped_items', 0)} item(s) in the intact ones)",
             file=sys.stderr,
         )
     return 0

@@ -185,7 +185,10 @@ def test_a_corrupt_log_refuses_to_start_until_repaired(tmp_path):
 
     dry = _coldstart("index", "repair", "--index", str(idx), "--dry-run")
     assert dry.returncode == 0 and wal.read_bytes() == bytes(data)
-    fixed = _coldstart("index", "repair", "--index", str(idx))
+    refused = _coldstart("index", "repair", "--index", str(idx))  # issue 23: only when told
+    assert refused.returncode == 2 and "--accept-loss" in refused.stderr
+    assert wal.read_bytes() == bytes(data)
+    fixed = _coldstart("index", "repair", "--index", str(idx), "--accept-loss")
     assert fixed.returncode == 0, fixed.stderr
     report = json.loads(fixed.stdout)
     assert report["status"] == "corrupt" and report["truncated_at"] == offsets[10]
