@@ -6,8 +6,9 @@ The routes that serve them live in index.routes_browse:
 
 - `GET /v1/items/{id}/meta`: the item's catalogue row, `{"id", "title", "fields", "has_image"}`;
   404 when the catalogue does not know the id.
-- `GET /v1/items/{id}/image?size=`: a JPEG thumbnail (longest side <= size, the size rounded up
-  to the next of `THUMB_SIZES`) read from the media shards, cached in memory; 404 when the item has no image. Stored images go through the upload
+- `GET /v1/items/{id}/image?size=`: a JPEG thumbnail whose longest side is `size` rounded up to
+  the next of `THUMB_SIZES` (never upscaled), read from the media shards and cached in memory;
+  404 when the item has no image. Stored images go through the upload
   guards: more bytes than the body limit or more pixels than `max_image_pixels` -> 413, not an
   image -> 415, corrupt -> 422.
 - `GET /`: the page; `/static/*` its assets.

@@ -76,10 +76,12 @@ def router(
             config.thumb_size,
             ge=config.min_thumb_size,
             le=config.max_thumb_size,
-            description="longest side in pixels",
+            description="longest side in pixels, rounded up to the next of the fixed thumbnail sizes "
+            "(at most max_thumb_size), so that every size shares one cached decode",
         ),
     ) -> Response:
-        """A thumbnail of the item's image, longest side at most `size` pixels (cached)."""
+        """A thumbnail of the item's image: longest side `size` rounded up to the next fixed size
+        (never upscaled past the image), cached."""
         norm = normalize_id(item_id)
         if thumbnails is None or norm not in thumbnails.media:
             why = "" if thumbnails is not None else " (the server was started without --media)"
