@@ -42,6 +42,7 @@ from coldstart.index import (
     routes_coldstart,
     routes_items,
     routes_ops,
+    routes_recs,
     routes_search,
 )
 from coldstart.index.api import (
@@ -66,6 +67,7 @@ from coldstart.index.catalogue import Catalogue, MediaStore
 from coldstart.index.coldstart import IdRows
 from coldstart.index.config import ServerConfig
 from coldstart.index.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware
+from coldstart.index.recommend import RankerService
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,7 @@ def create_app(
     catalogue: Catalogue | None = None,
     media: MediaStore | None = None,
     browse: BrowseConfig | None = None,
+    ranker: RankerService | None = None,
 ) -> FastAPI:
     """The HTTP app. `load` runs in a thread at start-up (/ready is 503 until it returns).
 
@@ -112,6 +115,8 @@ def create_app(
     id type, normalization; `Contract.from_schema`); taken from `load` when it is an open
     store. Without one, vectors of any length and ids of either kind are documented.
     catalogue / media: what the browsing page at `/` shows about an item (index.browse).
+    ranker: a trained ranker served from its own stores (index.recommend): adds the
+    recommendation routes (index.routes_recs); its stores close with the app.
     """
     config = config or ServerConfig()
     token = config.token()
@@ -146,6 +151,8 @@ def create_app(
         yield
         await loader
         await state.close(close_store=close_on_shutdown)
+        if ranker is not None and close_on_shutdown:
+            await asyncio.to_thread(ranker.close)
 
     app = FastAPI(
         title="coldstart index API",
@@ -172,6 +179,7 @@ def create_app(
         routes_items.router(state),
         routes_coldstart.router(state),
         routes_browse.router(state, browse, catalogue, thumbnails),
+        *([routes_recs.router(state, ranker)] if ranker is not None else []),
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

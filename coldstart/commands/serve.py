@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--id-rows", help="embedding export of ID-embedding rows (cold-start estimates)")
     p.add_argument("--id-rows-modality", help="modality of the --id-rows export to read")
+    from coldstart.ranker_serving import add_ranker_arguments
+
+    add_ranker_arguments(p)
     p.add_argument("--log-level", default="info")
     return p
 
@@ -123,6 +126,9 @@ def main(argv: list[str]) -> int:
                 )
         browse = BrowseConfig.from_dict(raw.get("browse", {}))
         catalogue, media = _load_browse(args, schema.id_type)
+        from coldstart.ranker_serving import ranker_from_args
+
+        ranker = ranker_from_args(args, enc_dim if args.encoder else None)
     except (FileNotFoundError, ValueError, OSError) as err:
         print(f"coldstart serve: {err}", file=sys.stderr)
         if opened is not None:
@@ -139,6 +145,7 @@ def main(argv: list[str]) -> int:
         catalogue=catalogue,
         media=media,
         browse=browse,
+        ranker=ranker,
     )
     try:
         run_server(

@@ -1,0 +1,241 @@
+"""Recommendation routes over a served ranker (index.recommend.RankerService), included by
+create_app when the app layer hands it one (`coldstart serve --ranker ...`).
+
+Reads: GET /v1/ranker, GET /v1/users/{id}/recommendations, POST /v1/recommendations (a user the
+model never saw, by history). Writes (bearer token): POST /v1/ranker/items (an item from its
+text and/or image, through the encoder and the method's cold-item path),
+DELETE /v1/ranker/items/{id}. Bad input is a 4xx: unknown user 404, empty history or unknown
+history ids 422, k outside 1..max_k 422, a trained item's id uploaded 409.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, StrictStr, model_validator
+
+from coldstart.index.api import (
+    IMAGE_UPLOAD,
+    FormBool,
+    HTTPError,
+    _int,
+    _Strict,
+    form_body,
+    json_body,
+)
+from coldstart.index.app_state import AppState
+from coldstart.index.backend import InvalidInput
+from coldstart.index.recommend import SEGMENTS, Conflict, RankerService, UnknownUser
+from coldstart.index.routes_search import ItemIdT
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+class Recommendations(BaseModel):
+    ids: list[ItemIdT] = Field(description="best first")
+    scores: list[float] = Field(
+        description="user . item inner products, unrounded (float32 values): equal scores are "
+        "true ties"
+    )
+    segments: list[str] = Field(description="warm (trained item) or cold (cold-item path)")
+
+
+class RankerInfo(BaseModel):
+    method: str
+    dim: int = Field(description="dimension of user and item vectors")
+    content_dim: int = Field(description="content vector dimension read by the cold-item path")
+    cold_item_path: bool = Field(description="whether items can be added from content")
+    history_users: bool = Field(description="whether POST /v1/recommendations is available")
+    warm_items: int
+    cold_items: int
+
+
+class ItemAdded(BaseModel):
+    id: ItemIdT
+    lsn: int = Field(description="sequence number of the durable write")
+
+
+class ItemDeleted(BaseModel):
+    deleted: ItemIdT
+    lsn: int
+
+
+class _HistoryRules(_Strict):
+    @model_validator(mode="after")
+    def _check(self) -> Any:
+        if not self.items:  # type: ignore[attr-defined]
+            raise ValueError("the history is empty: send at least one item id")
+        return self
+
+
+class _UploadRules(_Strict):
+    @model_validator(mode="after")
+    def _check(self) -> Any:
+        if getattr(self, "image", None) is None and getattr(self, "text", None) is None:
+            raise ValueError("send an image and/or text")
+        return self
+
+
+def _body(kind: str, max_k: int) -> type[BaseModel]:
+    from pydantic import create_model
+
+    k = (_int(1, max_k, form=kind == "form", description="items to return"), 20)
+    if kind == "history":
+        return create_model(
+            "HistoryRecommendationRequest",
+            __base__=_HistoryRules,
+            items=(
+                Annotated[
+                    list[ItemIdT],
+                    Field(
+                        description="the new user's history: ids of served items", max_length=10_000
+                    ),
+                ],
+                ...,
+            ),
+            k=k,
+            segment=(StrictStr, Field("all", description=f"one of {SEGMENTS}")),
+            exclude_history=(bool, Field(True, description="never return the history's items")),
+        )
+    return create_model(
+        "RankerItemForm",
+        __base__=_UploadRules,
+        id=(StrictStr, Field(..., min_length=1, description="id of the new item")),
+        text=(StrictStr | None, Field(None, min_length=1, description="title, description")),
+        image=(bytes | None, Field(None, description="an image (JPEG, PNG, WebP, GIF)")),
+        replace=(FormBool, Field(True, description="replace an uploaded item of this id")),
+    )
+
+
+def _answer(ids: list, scores: list[float], segments: list[str]) -> dict[str, Any]:
+    clipped = np.nan_to_num(np.asarray(scores, np.float64), nan=-_F32_MAX, posinf=_F32_MAX)
+    return {"ids": ids, "scores": clipped.tolist(), "segments": segments}
+
+
+def router(state: AppState, service: RankerService) -> APIRouter:
+    """The routes of the module docstring over `service`."""
+    api = APIRouter()
+    docs, max_k = state.docs, state.config.max_k
+    history_model, upload_model = _body("history", max_k), _body("form", max_k)
+    history_body = Depends(json_body(history_model))
+    upload_form = Depends(form_body(upload_model))
+    tags = ["recommendations"]
+
+    async def run(fn: Any, *args: Any) -> Any:
+        try:
+            return await run_in_threadpool(fn, *args)
+        except UnknownUser as err:
+            raise HTTPError(404, str(err)) from None
+        except Conflict as err:
+            raise HTTPError(409, str(err)) from None
+        except InvalidInput as err:
+            raise HTTPError(422, str(err)) from None
+
+    @api.get("/v1/ranker", tags=tags, dependencies=state.read, **docs(RankerInfo, auth="read"))
+    async def ranker_info() -> JSONResponse:
+        """The served method: its name, dimensions, paths and item counts per segment."""
+        return JSONResponse(
+            {
+                "method": str(service.info.get("method", "")),
+                "dim": service.dim,
+                "content_dim": service.content_dim,
+                "cold_item_path": service.cold_item is not None,
+                "history_users": service.history_user is not None,
+                "warm_items": int(await run_in_threadpool(service.warm.count)),
+                "cold_items": int(await run_in_threadpool(service.cold.count)),
+            }
+        )
+
+    @api.get(
+        "/v1/users/{user_id}/recommendations",
+        tags=tags,
+        dependencies=state.read,
+        **docs(Recommendations, 404, 422, auth="read"),
+    )
+    async def user_recommendations(
+        user_id: str,
+        k: int = Query(20, ge=1, le=max_k, description="items to return"),
+        exclude_seen: bool = Query(
+            True, description="never return items the user is known to have engaged with"
+        ),
+        segment: str = Query("all", description=f"one of {SEGMENTS}"),
+    ) -> JSONResponse:
+        """Top-k items for a user the model knows (404 otherwise), by the stored user vector."""
+
+        def answer() -> dict[str, Any]:
+            uid = service.user_id(user_id)
+            vector = service.vector_of_user(uid)
+            exclude = list(service.seen(uid)) if exclude_seen else []
+            return _answer(*service.recommend(vector, k, exclude, segment))
+
+        return JSONResponse(await run(answer))
+
+    @api.post(
+        "/v1/recommendations",
+        tags=tags,
+        dependencies=state.read,
+        **docs(Recommendations, 422, auth="read", json=history_model),
+    )
+    async def history_recommendations(body: Any = history_body) -> JSONResponse:
+        """Top-k items for a user the model never saw, from the ids of their history (422 on an
+        empty history, unknown or deleted ids, or a method without a user path)."""
+
+        def answer() -> dict[str, Any]:
+            vector = service.history_vector(body.items)
+            exclude = body.items if body.exclude_history else []
+            return _answer(*service.recommend(vector, body.k, exclude, body.segment))
+
+        return JSONResponse(await run(answer))
+
+    @api.post(
+        "/v1/ranker/items",
+        tags=tags,
+        dependencies=state.write,
+        **docs(
+            ItemAdded,
+            409,
+            422,
+            501,
+            503,
+            auth="write",
+            form=upload_model,
+            encoding=IMAGE_UPLOAD,
+        ),
+    )
+    async def add_item(request: Request, form: Any = upload_form) -> JSONResponse:
+        """A new item from its text and/or image: the encoder, then the method's cold-item path
+        (the function its offline evaluation ran for cold items). Acknowledged once durable;
+        recommendable on the next request. 409 for the id of a trained item."""
+        if state.encode is None:
+            raise HTTPError(501, "no encoder configured: start the server with --encoder NAME")
+        if not form.replace:
+            present = await run_in_threadpool(service.cold.contains, [form.id])
+            if present[0]:
+                raise HTTPError(409, f"item {form.id!r} exists (send replace=true)")
+        images = await state.images(form.image)
+        texts = [form.text] if form.text else []
+        content = await run(state.encode, images, texts)
+        content = np.asarray(content, np.float32).reshape(1, -1)
+        lsn = await run(service.add_items, [form.id], content)
+        item = service.warm.schema.normalize_id(form.id)
+        return JSONResponse({"id": item, "lsn": int(lsn)})
+
+    @api.delete(
+        "/v1/ranker/items/{item_id}",
+        tags=tags,
+        dependencies=state.write,
+        **docs(ItemDeleted, 404, 422, 503, auth="write"),
+    )
+    async def delete_item(item_id: str) -> JSONResponse:
+        """Remove an item from the served ranker (warm or cold); 404 when no store has it."""
+        removed, lsn = await run(service.delete_item, item_id)
+        if not removed:
+            raise HTTPError(404, f"unknown item {item_id!r}")
+        norm = service.warm.schema.normalize_id(item_id)
+        return JSONResponse({"deleted": norm, "lsn": int(lsn)})
+
+    return api
