@@ -11,17 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
+import time
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from coldstart.data.embeddings import sha256_file
+from coldstart.data.embeddings import fsync_path, sha256_file
 from coldstart.index.backend import StoreCorrupt
 
 SEAL = "manifest_sha256"  # sha256 of the manifest's canonical JSON without this key
 FILES = "files"  # {path relative to the directory: {"sha256": hex, "bytes": n}}
+DIGEST_MOD = 1 << 64
 REBUILD = (
     "Refusing to open: serving it could return wrong results. Restore the directory from a "
     "backup or rebuild it (`coldstart index build`)."
@@ -91,16 +95,106 @@ def verify_files(directory: Path, expected: dict[str, dict[str, Any]]) -> None:
             )
 
 
-def pair_digest(ids: Iterable[Any], vectors: np.ndarray) -> int:
-    """Order-free digest of (id, vector) pairs: the sum mod 2**64 of a 64-bit hash per pair,
-    so it can be updated per write (add the new pair, subtract the old) and compared with
-    a scan in any order. Vectors are hashed as float32 bytes."""
+def pair_hashes(ids: Iterable[Any], vectors: np.ndarray) -> list[int]:
+    """A 64-bit hash per (id, vector) pair (vectors hashed as float32 bytes)."""
     vecs = np.ascontiguousarray(vectors, dtype="<f4")
-    total = 0
+    out = []
     for item, row in zip(ids, vecs, strict=True):
         h = hashlib.blake2b(digest_size=8)
         key = f"i{int(item)}" if isinstance(item, int | np.integer) else f"s{item}"
         h.update(key.encode("utf-8", "surrogatepass"))
         h.update(row.tobytes())
-        total += int.from_bytes(h.digest(), "little")
-    return total % (1 << 64)
+        out.append(int.from_bytes(h.digest(), "little"))
+    return out
+
+
+def pair_digest(ids: Iterable[Any], vectors: np.ndarray) -> int:
+    """Order-free digest of (id, vector) pairs: the sum mod 2**64 of their `pair_hashes`, so
+    a write updates it (subtract the old pair's hash, add the new one) and a scan in any
+    order reproduces it."""
+    return sum(pair_hashes(ids, vectors)) % DIGEST_MOD
+
+
+class SlotsUnreadable(RuntimeError):
+    """Neither slot of a SlotFile holds an intact value."""
+
+
+_SLOT_HEAD = struct.Struct("<4sQ")  # magic, write sequence; then the payload, then crc32
+
+
+class SlotFile:
+    """A small fixed-size value rewritten in place, in two checksummed slots written
+    alternately: a torn write leaves the other slot's (previous) value readable, and the file
+    never changes size, so an fdatasync is one data flush. A write is in the OS when `write`
+    returns (a killed process does not lose it); on the disk after `sync`, which `write` also
+    does when `sync_interval_s` has passed since the last one (0: every write)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        magic: bytes,
+        payload: bytes,
+        fsync: bool = True,
+        sync_interval_s: float = 0.0,
+    ) -> None:
+        self.path = Path(path)
+        self.magic = magic
+        self.fsync = fsync
+        self.sync_interval_s = sync_interval_s
+        self._size = len(payload)
+        self._seq = 0
+        self._synced_at = 0.0
+        self._dirty = False
+        existed = self.path.exists()
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.write(payload)
+        self.write(payload, sync=True)  # both slots hold it
+        if not existed:
+            fsync_path(self.path.parent)
+
+    def write(self, payload: bytes, sync: bool = False) -> None:
+        assert len(payload) == self._size
+        self._seq += 1
+        body = _SLOT_HEAD.pack(self.magic, self._seq) + payload
+        slot = body + struct.pack("<I", zlib.crc32(body))
+        os.pwrite(self._fd, slot, (self._seq % 2) * len(slot))
+        self._dirty = True
+        if sync or time.monotonic() - self._synced_at >= self.sync_interval_s:
+            self.sync()
+
+    def sync(self) -> None:
+        if self.fsync and self._dirty:
+            os.fdatasync(self._fd)
+            self._synced_at = time.monotonic()
+        self._dirty = False
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            try:
+                self.sync()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+
+    @staticmethod
+    def read(path: str | os.PathLike, magic: bytes, size: int) -> bytes | None:
+        """The newest intact payload; None when there is no file; SlotsUnreadable when
+        neither slot is intact."""
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            return None
+        length = _SLOT_HEAD.size + size + 4
+        best: tuple[int, bytes] | None = None
+        for at in (0, length):
+            slot = data[at : at + length]
+            if len(slot) < length:
+                continue
+            found, seq = _SLOT_HEAD.unpack_from(slot)
+            crc = struct.unpack_from("<I", slot, length - 4)[0]
+            intact = found == magic and zlib.crc32(slot[: length - 4]) == crc
+            if intact and (best is None or seq > best[0]):
+                best = (seq, slot[_SLOT_HEAD.size : length - 4])
+        if best is None:
+            raise SlotsUnreadable(f"{path}: no intact value ({len(data)} bytes)")
+        return best[1]

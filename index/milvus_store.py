@@ -14,13 +14,25 @@ Input is validated by the shared `StoreSchema` before any call reaches Milvus (M
 accepts NaN vectors and then fails its background index builds for ever). String ids go into
 filter expressions as escaped literals (pymilvus' `get(ids=...)` does not escape quotes).
 
+Integrity (Milvus Lite files): Lite can lose acknowledged data without an error (a damaged
+collection manifest opens empty, a truncated one falls back to an older state), so the store
+keeps its own record beside the file, `<uri>.<collection>.coldstart.json`: the item count and an
+order-free digest of the (id, vector) pairs (integrity.pair_digest), updated with each write
+(the state before it and the state it leads to: a crash between the two leaves either) and
+written to disk at every flush and close. Opening scans the collection and refuses to serve
+(StoreCorrupt) when it matches neither. Server URIs keep no record: the cluster's own
+durability applies.
+
 pymilvus is imported inside functions: `pip install 'coldstart[milvus]'` provides it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import struct
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -43,10 +55,12 @@ from coldstart.index.backend import (
     SearchResult,
     Settings,
     StoreBase,
+    StoreCorrupt,
     StoreSchema,
     UnknownItem,
     empty_result,
 )
+from coldstart.index.integrity import DIGEST_MOD, SlotFile, SlotsUnreadable, pair_hashes
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +159,31 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
         yield items[start : start + size]
 
 
+@dataclass(frozen=True)
+class Tally:
+    """Item count and order-free digest of a collection's (id, vector) pairs."""
+
+    count: int = 0
+    digest: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.count} items (digest {self.digest:016x})"
+
+
+RECORD_MAGIC = b"CSR1"
+_RECORD = struct.Struct("<qQqQ")  # count, digest; pending count (-1: none), pending digest
+
+
+def _pack_record(committed: Tally, pending: Tally | None) -> bytes:
+    after = pending or Tally(-1, 0)
+    return _RECORD.pack(committed.count, committed.digest, after.count, after.digest)
+
+
+def record_path(config: MilvusConfig) -> Path | None:
+    """Where a Milvus Lite collection's record lives (None for a server URI: none kept)."""
+    return Path(f"{config.uri}.{config.collection}.coldstart-record") if config.is_lite else None
+
+
 class MilvusStore(StoreBase):
     """A Milvus collection behind the VectorStore protocol (see the module docstring)."""
 
@@ -160,12 +199,17 @@ class MilvusStore(StoreBase):
         # than the number of every write acknowledged before this store was opened.
         self._lsn = time.time_ns() // 1000
         self._closed = False
+        self._record = record_path(config)
+        self._slots: SlotFile | None = None  # the open record file
+        self._tally: Tally | None = None  # None: no record kept, or unknown after a failed write
+        # Each stored pair's hash (integrity.pair_hashes), from the scan at open: a write
+        # updates the digest without reading the old vectors back (~16 bytes + dict entry each).
+        self._hashes: dict[ItemId, int] = {}
 
     # ----------------------------------------------------------------- connect
     @staticmethod
     def _connect(config: MilvusConfig) -> tuple[Any, str]:
         """(MilvusClient, server version: "milvus_lite-..." for Milvus Lite)."""
-        import os
 
         pymilvus = _pymilvus()
         if config.is_lite:
@@ -211,6 +255,7 @@ class MilvusStore(StoreBase):
             if not exists:
                 cls._create_collection(client, config, dim or config.dim, source, _is_lite(version))
             store = cls._from_existing(client, config, version)
+            store._check_record(fresh=not exists)
         except BaseException:
             cls._release(client, config)
             raise
@@ -228,7 +273,9 @@ class MilvusStore(StoreBase):
                     f"{config.uri} already holds a collection {config.collection!r}"
                 )
             cls._create_collection(client, config, dim or config.dim, source, _is_lite(version))
-            return cls._from_existing(client, config, version)
+            store = cls._from_existing(client, config, version)
+            store._check_record(fresh=True)
+            return store
         except BaseException:
             cls._release(client, config)
             raise
@@ -369,7 +416,13 @@ class MilvusStore(StoreBase):
             raise InvalidInput("nothing to upsert")
         rows = [{"id": i, "vector": v} for i, v in zip(norm, vecs, strict=True)]
         with self._write_mutex:
-            self._call("upsert", self._client.upsert, self.config.collection, rows)
+            begun = self._begin(norm, vecs)
+            try:
+                self._call("upsert", self._client.upsert, self.config.collection, rows)
+            except BaseException:
+                self._end(norm, begun, applied=False)
+                raise
+            self._end(norm, begun, applied=True)
             return self._next_lsn()
 
     def delete(self, ids: Sequence[Any]) -> tuple[int, int]:
@@ -381,10 +434,150 @@ class MilvusStore(StoreBase):
             if not present:
                 return 0, self._lsn
             for chunk in _chunks(present):
-                self._call(
-                    "delete", self._client.delete, self.config.collection, filter=id_filter(chunk)
-                )
+                begun = self._begin(chunk)
+                try:
+                    self._call(
+                        "delete",
+                        self._client.delete,
+                        self.config.collection,
+                        filter=id_filter(chunk),
+                    )
+                except BaseException:
+                    self._end(chunk, begun, applied=False)
+                    raise
+                self._end(chunk, begun, applied=True)
             return len(present), self._next_lsn()
+
+    # ----------------------------------------------------------------- the record
+    def _scan(self) -> tuple[Tally, dict[ItemId, int]]:
+        """Count, digest and pair hashes of the whole collection, in one pass."""
+        hashes: dict[ItemId, int] = {}
+        quiet = logging.getLogger("pymilvus.client.iterator.query_iterator")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # a warning per iterator about client-side timestamps
+        try:
+            batches = self._call(
+                "scan",
+                self._client.query_iterator,
+                self.config.collection,
+                batch_size=_CHUNK,
+                filter="",
+                output_fields=["id", "vector"],
+            )
+        finally:
+            quiet.setLevel(level)
+        try:
+            while batch := batches.next():
+                ids = [row["id"] for row in batch]
+                vecs = np.asarray([row["vector"] for row in batch], dtype=np.float32)
+                hashes.update(zip(ids, pair_hashes(ids, vecs), strict=True))
+        finally:
+            batches.close()
+        return Tally(len(hashes), sum(hashes.values()) % DIGEST_MOD), hashes
+
+    def _write_record(
+        self, committed: Tally, pending: Tally | None = None, sync: bool = False
+    ) -> None:
+        """`committed` (the state now) and `pending` (the state the write in flight leads to).
+        In the OS when this returns, which a killed process does not lose (as Lite's own log);
+        on the disk when `sync` (flush, close)."""
+        if self._record is None:
+            return
+        payload = _pack_record(committed, pending)
+        if self._slots is None:
+            self._slots = SlotFile(self._record, RECORD_MAGIC, payload, sync_interval_s=1e9)
+        self._slots.write(payload, sync=sync)
+
+    def _begin(
+        self, ids: Sequence[ItemId], vectors: np.ndarray | None = None
+    ) -> tuple[Tally, dict[ItemId, int]] | None:
+        """Before a write replacing or deleting `ids` (upserting `vectors` for them): record
+        the state it leads to. Returns it with the new pairs' hashes; None when no record is
+        kept."""
+        if self._tally is None:
+            return None
+        new = dict(zip(ids, pair_hashes(ids, vectors), strict=True)) if vectors is not None else {}
+        gone = [self._hashes[i] for i in ids if i in self._hashes]
+        digest = (self._tally.digest - sum(gone) + sum(new.values())) % DIGEST_MOD
+        after = Tally(self._tally.count - len(gone) + len(new), digest)
+        self._write_record(self._tally, after)
+        return after, new
+
+    def _end(self, ids: Sequence[ItemId], begun: tuple | None, applied: bool) -> None:
+        if begun is None:
+            return
+        if applied:
+            self._tally, new = begun
+            for item in ids:
+                self._hashes.pop(item, None)
+            self._hashes.update(new)
+            return
+        # A failed call may or may not have been applied: stop tracking; the next flush or
+        # open counts the collection again. A record that cannot say which state is valid
+        # must not stay: it would refuse the next open.
+        self._tally, self._hashes = None, {}
+        with contextlib.suppress(OSError):
+            if self._slots is not None:
+                self._slots.close()
+                self._slots = None
+            self._record.unlink()  # type: ignore[union-attr]
+
+    def _save_record(self) -> None:
+        """Write the record to disk (flush, close); recounted when a failed write left the
+        state unknown."""
+        if self._record is None:
+            return
+        if self._tally is None:
+            self._tally, self._hashes = self._scan()
+        self._write_record(self._tally, sync=True)
+
+    def _check_record(self, fresh: bool) -> None:
+        """At open: the collection must match its record (the state after the last write, or
+        the one a write in flight at a crash led to). Refuses with StoreCorrupt otherwise.
+        fresh: a collection created just now (no record yet)."""
+        if self._record is None:
+            return
+        if fresh:
+            self._tally = Tally()
+            self._write_record(self._tally, sync=True)
+            return
+        found, hashes = self._scan()
+        try:
+            payload = SlotFile.read(self._record, RECORD_MAGIC, _RECORD.size)
+        except (OSError, SlotsUnreadable) as err:
+            raise StoreCorrupt(
+                f"{self._record}: unreadable ({err}), so the collection {self.config.uri} "
+                "cannot be checked. Refusing to open; delete the record to serve the "
+                "collection as it is (a new record is written)."
+            ) from err
+        if payload is None:
+            log.warning(
+                "%s: no record of collection %r (written before records, or after a failed "
+                "write): recording its %d items now; damage before this is not detectable",
+                self._record,
+                self.config.collection,
+                found.count,
+            )
+        else:
+            count, digest, pending_count, pending_digest = _RECORD.unpack(payload)
+            states = [Tally(count, digest), Tally(pending_count, pending_digest)]
+            if found not in states:
+                raise StoreCorrupt(self._mismatch(found, states))
+        self._tally, self._hashes = found, hashes
+        self._write_record(found, sync=True)
+
+    def _mismatch(self, found: Tally, states: list[Tally]) -> str:
+        want = str(states[0])
+        if states[1].count >= 0:
+            want += f" (or {states[1]} once its last write is in)"
+        return (
+            f"{self.config.uri}: collection {self.config.collection!r} holds {found} but this "
+            f"store's record {self._record} says {want}: Milvus Lite lost or changed "
+            "acknowledged data without an error (for example a damaged or rolled-back "
+            f"collections/{self.config.collection}/manifest.json or segment file). Refusing "
+            f"to open. Restore {self.config.uri} from a backup; to serve what it holds now, "
+            f"delete {self._record} (a new record is written)."
+        )
 
     # ----------------------------------------------------------------- reads
     def _query(self, ids: Sequence[ItemId], output: list[str]) -> dict[ItemId, dict]:
@@ -481,8 +674,10 @@ class MilvusStore(StoreBase):
 
     # ----------------------------------------------------------------- persistence
     def flush(self) -> bool:
-        """Seal what is in memory into segment files (and index them)."""
+        """Seal what is in memory into segment files (and index them); write the record."""
         self._call("flush", self._client.flush, self.config.collection)
+        with self._write_mutex:
+            self._save_record()
         return True
 
     def wait_indexed(self, timeout: float = 600.0) -> None:
@@ -516,8 +711,14 @@ class MilvusStore(StoreBase):
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        self._release(self._client, self.config)
+        try:
+            with self._write_mutex:
+                self._save_record()
+                if self._slots is not None:
+                    self._slots.close()
+        finally:
+            self._closed = True
+            self._release(self._client, self.config)
 
     # ----------------------------------------------------------------- bulk build
     @classmethod
@@ -583,7 +784,6 @@ def _is_lite(server_version: str) -> bool:
 def _lite_locked(uri: str) -> bool:
     """Whether another process holds the Milvus Lite directory's lock."""
     import fcntl
-    import os
 
     lock = Path(uri) / "LOCK"
     if not lock.exists():

@@ -43,6 +43,7 @@ import numpy as np
 
 from coldstart.data.embeddings import fsync_path
 from coldstart.index.backend import WriteFailed
+from coldstart.index.integrity import SlotFile, SlotsUnreadable
 
 MAGIC = b"CSW2"
 MAGIC_V1 = b"CSW1"
@@ -53,8 +54,7 @@ OP_UPSERT = 1
 OP_DELETE = 2
 MAX_RECORD = 1 << 30
 MARK_MAGIC = b"CSM1"
-_MARK = struct.Struct("<4sQq")  # magic, write sequence, last acknowledged lsn; then crc32
-_MARK_SLOT = 32  # two slots, written alternately: a torn mark write leaves the other intact
+_MARK = struct.Struct("<q")  # the last acknowledged lsn, in a SlotFile
 # An fdatasync of the mark per write cost 33% of upsert throughput (benchmarks/durability.py);
 # one per interval costs ~1% and bounds the lag after a power cut. 0: every write.
 MARK_SYNC_INTERVAL_S = 0.05
@@ -396,35 +396,22 @@ class WriteAheadLog:
             self.mark.close()
 
 
-class MarkUnreadable(RuntimeError):
+class MarkUnreadable(SlotsUnreadable):
     """Neither slot of a high-water mark file holds an intact value."""
 
 
 def read_mark(path: str | os.PathLike) -> int | None:
     """The last acknowledged lsn in a mark file; None when there is no file."""
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return None
-    best: tuple[int, int] | None = None
-    for slot in range(2):
-        raw = data[slot * _MARK_SLOT : slot * _MARK_SLOT + _MARK.size + 4]
-        if len(raw) < _MARK.size + 4:
-            continue
-        magic, seq, lsn = _MARK.unpack_from(raw)
-        crc = struct.unpack_from("<I", raw, _MARK.size)[0]
-        if magic == MARK_MAGIC and zlib.crc32(raw[: _MARK.size]) == crc:
-            best = max(best or (seq, lsn), (seq, lsn))
-    if best is None:
-        raise MarkUnreadable(f"{path}: no intact high-water mark ({len(data)} bytes)")
-    return best[1]
+        payload = SlotFile.read(path, MARK_MAGIC, _MARK.size)
+    except SlotsUnreadable as err:
+        raise MarkUnreadable(f"{path}: no intact high-water mark") from err
+    return None if payload is None else _MARK.unpack(payload)[0]
 
 
 class HighWaterMark:
-    """The durable lsn of the last acknowledged record, in two checksummed slots.
-
-    Written in place (no size change), so an fdatasync is one data flush, no metadata.
-    """
+    """The lsn of the last acknowledged record, in a SlotFile: in the OS with every write,
+    on the disk at most `sync_interval_s` later and on close."""
 
     def __init__(
         self,
@@ -434,45 +421,28 @@ class HighWaterMark:
         sync_interval_s: float = MARK_SYNC_INTERVAL_S,
     ) -> None:
         self.path = Path(path)
-        self.fsync = fsync
-        self.sync_interval_s = sync_interval_s
         self.lsn = lsn
-        self._seq = 0
-        self._synced_at = 0.0
-        self._dirty = False
-        existed = self.path.exists()
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        self.set(lsn)
-        self.set(lsn, sync=True)  # both slots: a later torn write of one leaves this readable
-        if not existed:
-            fsync_path(self.path.parent)
+        self._file = SlotFile(path, MARK_MAGIC, _MARK.pack(lsn), fsync, sync_interval_s)
+
+    @property
+    def sync_interval_s(self) -> float:
+        return self._file.sync_interval_s
+
+    @sync_interval_s.setter
+    def sync_interval_s(self, value: float) -> None:
+        self._file.sync_interval_s = value
 
     def set(self, lsn: int, sync: bool = False) -> None:
-        """Record `lsn` as the last acknowledged record: in the file when this returns, on the
-        disk too when `sync` or the sync interval has passed."""
-        self._seq += 1
-        head = _MARK.pack(MARK_MAGIC, self._seq, lsn)
-        slot = head + struct.pack("<I", zlib.crc32(head))
-        os.pwrite(self._fd, slot.ljust(_MARK_SLOT, b"\0"), (self._seq % 2) * _MARK_SLOT)
-        self.lsn, self._dirty = lsn, True
-        if sync or time.monotonic() - self._synced_at >= self.sync_interval_s:
-            self.sync()
-
-    def sync(self) -> None:
-        if self.fsync and self._dirty:
-            os.fdatasync(self._fd)
-            self._synced_at = time.monotonic()
-        self._dirty = False
+        """Record `lsn` as the last acknowledged record."""
+        self._file.write(_MARK.pack(lsn), sync=sync)
+        self.lsn = lsn
 
     def advance(self, lsn: int) -> None:
         if lsn > self.lsn:
             self.set(lsn)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            self.sync()
-            os.close(self._fd)
-            self._fd = -1
+        self._file.close()
 
 
 def missing_ranges(after_lsn: int, acknowledged: int, present: list[int]) -> list[list[int]]:

@@ -560,7 +560,8 @@ def test_milvus_lite_keeps_only_the_records_before_wal_damage(tmp_path: Path) ->
     """Characterises milvus-lite 3.2.2 (README, "Index backends"): damage in the middle of its
     write-ahead log is not refused, as FAISS's is (coldstart index repair); Lite opens with a
     warning and keeps the records before the damage, losing later acknowledged writes. If
-    this starts failing, Lite changed: update the README's table."""
+    this starts failing, Lite changed: update the README's table. Since issue 23 the store's
+    own record (count + digest) refuses it; without the record, Lite's behaviour shows."""
     uri = str(tmp_path / "items.db")
     code = (
         "import sys, time, numpy as np\n"
@@ -583,8 +584,12 @@ def test_milvus_lite_keeps_only_the_records_before_wal_damage(tmp_path: Path) ->
     at = len(data) * 3 // 10
     data[at : at + 64] = b"\xff" * 64  # damage a record in the middle
     wal.write_bytes(bytes(data))
+    from coldstart.index.backend import StoreCorrupt
     from coldstart.index.milvus_store import MilvusConfig, MilvusStore
 
+    with pytest.raises(StoreCorrupt, match="says 99 items"):
+        MilvusStore.open(MilvusConfig(uri=uri))
+    Path(f"{uri}.items.coldstart-record").unlink()  # Lite on its own:
     with MilvusStore.open(MilvusConfig(uri=uri)) as store:
         kept = store.count()
         assert 0 < kept < 100, kept

@@ -77,7 +77,8 @@ def test_the_mark_follows_every_acknowledged_write(tmp_path):
     mark.set(6)  # the third write: slot 1
     mark.close()
     data = bytearray((tmp_path / "m").read_bytes())
-    data[32 + 8] ^= 0xFF
+    assert len(data) == 48  # two slots of 24 bytes
+    data[24 + 14] ^= 0xFF
     (tmp_path / "m").write_bytes(bytes(data))
     assert read_mark(tmp_path / "m") == 5
     data[8] ^= 0xFF
