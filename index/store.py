@@ -108,10 +108,15 @@ class RecordsMissing(StoreCorrupt):
         wal = directory / WAL
         state = "is missing" if not wal.exists() else f"holds {len(present)} record(s)"
         runs = ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in self.missing)
+        held = (
+            f"the snapshot holds them through lsn {snapshot_lsn}"
+            if snapshot_lsn >= 0
+            else "the snapshot holds none of them"
+        )
         super().__init__(
             f"{wal}: {self.count} acknowledged record(s) missing, lsn {runs}: {directory / MARK} "
-            f"records every write through lsn {acked} as acknowledged, the snapshot holds them "
-            f"through lsn {snapshot_lsn} and the log {state}. Refusing to open: serving would "
+            f"records every write through lsn {acked} as acknowledged, {held} and the log "
+            f"{state}. Refusing to open: serving would "
             "silently lose acknowledged writes. Restore the log from a backup, or accept the "
             f"loss with `coldstart index repair --index {directory} --accept-loss`."
         )

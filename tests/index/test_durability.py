@@ -225,3 +225,27 @@ def test_a_deleted_mark_is_refused_when_the_manifest_names_one(tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["mark_set_to"] == LAST
     FaissStore.open(idx).close(snapshot=False)
+
+
+@pytest.mark.slow
+def test_the_durability_benchmark_prints_every_variant_and_a_summary():
+    cmd = [sys.executable, str(REPO_ROOT / "benchmarks" / "durability.py")]
+    out = subprocess.run(
+        [*cmd, "--upserts", "30", "--rounds", "2", "--dim", "8"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["variant"] for r in rows] == [
+        "wal_mark",
+        "wal_mark_strict",
+        "wal_only",
+        "sqlite_log",
+        "summary",
+    ]
+    assert all(r["upserts_per_s"] > 0 and len(r["rounds"]) == 2 for r in rows[:4])
+    assert {"mark_cost_pct", "strict_mark_cost_pct", "verify_s"} <= set(rows[-1])
+    assert rows[-1]["sqlite_deleted_wal"]["rows_kept"] == 0  # SQLite loses them silently
