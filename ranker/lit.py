@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningCLI
 from torch.utils.data import DataLoader, IterableDataset
 
+from coldstart.ranker.checkpoints import epoch_position
 from coldstart.ranker.data import RankerData, build_ranker_data
 from coldstart.ranker.metrics import KS, SEGMENTS, ranking_metrics, user_auc
 from coldstart.ranker.mixture import ChannelRanker
@@ -56,18 +58,25 @@ def synthetic_ranker_data(
 
 
 class _Batches(IterableDataset):
-    """Request batches of one epoch, sharded across DDP ranks (equal count per rank)."""
+    """Request batches of one epoch, sharded across DDP ranks (equal count per rank).
 
-    def __init__(self, batches: RequestBatches) -> None:
-        self.batches = batches
+    The epoch and the offset into it follow from `steps_done()` (batches trained so far, per
+    rank), restored with a checkpoint: a run resumed mid-epoch trains next the batch an
+    uninterrupted run would (ranker.checkpoints).
+    """
+
+    def __init__(self, batches: RequestBatches, steps_done: Callable[[], int]) -> None:
+        self.batches, self.steps_done = batches, steps_done
 
     def __iter__(self):  # noqa: ANN204
         world, rank = 1, 0
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
-        limit = (len(self.batches) // world) * world
-        for i, batch in enumerate(self.batches):
-            if i >= limit:
+        per_rank = len(self.batches) // world
+        epoch, done = epoch_position(self.steps_done(), per_rank)
+        first = done * world
+        for i, batch in enumerate(self.batches.epoch_batches(epoch, first), start=first):
+            if i >= per_rank * world:
                 break
             if i % world == rank:
                 yield batch
@@ -133,10 +142,17 @@ class RankerDataModule(L.LightningDataModule):
         train = dataclasses.replace(lit.resolved.train)
         if lit.config.loss != "bce":
             train.label_threshold = None  # labels only matter to the BCE loss
+        trainer = self.trainer
         return DataLoader(
-            _Batches(RequestBatches(self.data, lit.ranker.history_len, train)),
+            _Batches(
+                RequestBatches(self.data, lit.ranker.history_len, train),
+                lambda: trainer.global_step * trainer.accumulate_grad_batches,
+            ),
             batch_size=None,
             num_workers=self.hparams.num_workers,
+            # Its own generator: starting an epoch draws no number from torch's global RNG,
+            # whose stream (ID dropout) a resumed run must replay exactly.
+            generator=torch.Generator(),
         )
 
     def _one(self) -> DataLoader:

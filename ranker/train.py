@@ -216,15 +216,20 @@ class RequestBatches:
         return int(np.ceil(n_req / self.train.batch_requests))
 
     def __iter__(self) -> Iterator[RequestBatch]:
-        rng = np.random.default_rng(self.train.seed * 1000 + self.epoch)
-        self.epoch += 1
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        return self.epoch_batches(epoch)
+
+    def epoch_batches(self, epoch: int, first: int = 0) -> Iterator[RequestBatch]:
+        """The batches of epoch `epoch` (0-based) from batch `first` on: the same batches
+        whenever asked, so a resumed run continues an epoch where it stopped."""
+        rng = np.random.default_rng(self.train.seed * 1000 + epoch)
         tr = self.data.train
         requests = self.sessions or group_requests(
             tr.users, self.train.items_per_request, rng, tr.timestamps
         )
         order = rng.permutation(len(requests))
         br = self.train.batch_requests
-        for start in range(0, len(order), br):
+        for start in range(first * br, len(order), br):
             chosen = [requests[i] for i in order[start : start + br]]
             users = np.array([tr.users[r[0]] for r in chosen])
             items = [tr.items[r] for r in chosen]

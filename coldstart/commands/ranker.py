@@ -2,7 +2,8 @@
 
 LightningCLI (ranker.lit.RankerCLI) over ranker.lit.LitRanker + RankerDataModule. Every run
 saves its resolved config.yaml beside its logs; checkpoints carry the model config
-(`--ckpt_path last` resumes from the ModelCheckpoint's last.ckpt). `predict` writes item vectors (warm and cold), user vectors and
+(`--ckpt_path last` resumes exactly from the latest step: ranker.checkpoints.LastCheckpoint).
+`predict` writes item vectors (warm and cold), user vectors and
 the user tower through ranker.lit.RankerExportWriter.
 """
 

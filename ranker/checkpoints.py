@@ -1,0 +1,131 @@
+"""Checkpoints to resume from: `last.ckpt` is the latest step, and it resumes exactly.
+
+Lightning's `ModelCheckpoint(save_last=True, monitor=...)` writes last.ckpt only when a top-k
+checkpoint is written, so a run whose metric stopped improving keeps an old "last".
+`LastCheckpoint` writes only last.ckpt, at every trigger (every N training steps, and at every
+epoch end after validation), whatever any metric does; a monitored ModelCheckpoint beside it
+keeps the best ones.
+
+Exact resume (the same final weights as an uninterrupted run with the same seed) also needs
+what Lightning's checkpoint leaves out:
+- the RNG states of every rank (ID dropout draws from torch's generator): `LastCheckpoint`
+  stores them (gathered from all ranks) and restores each rank's own when training restarts;
+- the data loader's position inside the epoch: the ranker's training loader derives its epoch
+  and offset from `trainer.global_step` (`epoch_position`), which the checkpoint restores.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+
+RNG_KEY = "rng_states"
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states (python, numpy, torch CPU, and CUDA when present)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        # Tensors and plain numbers only: the checkpoint stays loadable with weights_only=True.
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def all_rng_states() -> list[dict[str, Any]]:
+    """Every rank's RNG states, in rank order (collective when a process group is up)."""
+    mine = rng_state()
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [mine]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def epoch_position(steps_done: int, batches_per_epoch: int) -> tuple[int, int]:
+    """(epoch, batches of it already trained) after `steps_done` optimizer steps, with a fixed
+    number of batches per epoch (per rank) and one step per batch."""
+    if batches_per_epoch <= 0:
+        return 0, 0
+    return divmod(steps_done, batches_per_epoch)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Writes `last.ckpt` (only that file) every `every_n_train_steps` steps and at the end of
+    every training epoch (after its validation), and makes it resume exactly (RNG states).
+
+    dirpath: the checkpoint directory (`--ckpt_path last` finds last.ckpt there).
+    every_n_train_steps: mid-epoch cadence; 0 = epoch ends only.
+    """
+
+    def __init__(self, dirpath: str | None = None, every_n_train_steps: int = 0) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            save_last=True,
+            save_top_k=0,
+            # (Lightning takes one trigger; the hooks below also write at every epoch end.)
+            every_n_train_steps=every_n_train_steps or None,
+            every_n_epochs=None if every_n_train_steps else 1,
+            enable_version_counter=False,  # always the same last.ckpt, never last-v1.ckpt
+        )
+        self._rng_to_restore: dict[str, Any] | None = None
+
+    # -------------------------------------------------------------- when to write
+    def _write(self, trainer: Trainer) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run or trainer.state.fn != TrainerFn.FITTING:
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        every = self._every_n_train_steps
+        if every >= 1 and trainer.global_step % every == 0:
+            self._write(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Runs after the epoch's validation: the checkpoint holds its metrics and loop state.
+        self._write(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pass  # the epoch end writes; a top-k decision is not ours to make
+
+    # -------------------------------------------------------------- RNG states
+    def state_dict(self) -> dict[str, Any]:
+        # Called on every rank while the checkpoint is assembled: gather every rank's states.
+        return {**super().state_dict(), RNG_KEY: all_rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        states = state_dict.get(RNG_KEY) or []
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        # A different world size cannot replay the same streams: keep the seeded ones.
+        self._rng_to_restore = states[rank] if len(states) == world else None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Restored here, after the sanity check and the loader's setup, right before the first
+        # step: what an uninterrupted run would draw next.
+        if self._rng_to_restore is not None:
+            set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None

@@ -1,0 +1,119 @@
+"""Issue 20, part 2: last.ckpt is the latest step, and a run killed with SIGKILL after a
+checkpoint, resumed with `--ckpt_path last`, ends bitwise where an uninterrupted run ends
+(weights, optimizer state, validation metrics): CPU, one thread, same seed and cadence."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "configs" / "ranker" / "synthetic.yaml"  # 12 steps per epoch, last.ckpt every 5
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+KILL = "--trainer.callbacks+=tests.ranker.resume_checks.KillAtStep"
+
+
+def _fit(cwd: Path, *extra: str, kill_at: int = -1) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "COLDSTART_KILL_AT_STEP": str(kill_at),
+    }
+    cmd = [sys.executable, "-m", "coldstart", "ranker", "fit", "--config", str(CONFIG), *QUIET]
+    return subprocess.run(
+        [*cmd, KILL, *extra], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def _last(cwd: Path) -> dict:
+    path = cwd / "runs/ranker/synthetic/checkpoints/last.ckpt"
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _final_val(cwd: Path) -> dict[str, str]:
+    """The last validation row logged by the latest run in `cwd`."""
+    latest = max((cwd / "runs/ranker/synthetic/logs").glob("version_*/metrics.csv"))
+    rows = [r for r in csv.DictReader(latest.open()) if r.get("val/cold/recall@20")]
+    return {k: v for k, v in rows[-1].items() if k.startswith("val/")}
+
+
+def _assert_same_tensors(a: object, b: object, path: str = "") -> None:
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), path
+        for key in a:
+            _assert_same_tensors(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_tensors(x, y, f"{path}[{i}]")
+    elif torch.is_tensor(a):
+        assert torch.equal(a, b), f"{path} differs"
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def _kill_and_resume(tmp_path: Path, kill_at: int, *extra: str) -> None:
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole.mkdir(), killed.mkdir()
+    run = _fit(whole, *extra)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    crash = _fit(killed, *extra, kill_at=kill_at)
+    assert crash.returncode == -signal.SIGKILL, crash.stderr[-3000:]
+    saved = _last(killed)["global_step"]
+    assert 0 < saved < kill_at  # killed after a checkpoint, steps past it lost
+    resumed = _fit(killed, *extra, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    a, b = _last(whole), _last(killed)
+    assert (
+        a["global_step"] == b["global_step"] == 24 // (2 if "--trainer.devices=2" in extra else 1)
+    )
+    _assert_same_tensors(a["state_dict"], b["state_dict"], "state_dict")
+    _assert_same_tensors(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
+    fused = "torchrec_fused_optimizer"  # TorchRec's fused table optimizer (row-wise Adagrad)
+    assert (fused in a) == (fused in b)
+    if fused in a:
+        _assert_same_tensors(a[fused], b[fused], fused)
+    assert _final_val(whole) == _final_val(killed)
+
+
+def test_last_is_the_latest_step_whatever_the_metric(tmp_path: Path) -> None:
+    """last.ckpt follows the steps (every 5 and each epoch end), not the monitored best."""
+    run = _fit(tmp_path, "--trainer.max_epochs=1", kill_at=8)
+    assert run.returncode == -signal.SIGKILL
+    assert _last(tmp_path)["global_step"] == 5  # the mid-epoch checkpoint
+    run = _fit(tmp_path, "--trainer.max_epochs=2")  # a fresh run: overwrites last.ckpt
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _last(tmp_path)["global_step"] == 24
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", [7, 14])  # mid-epoch 0 (ckpt at 5); epoch 1 (ckpt at 12)
+def test_killed_run_resumes_bitwise(tmp_path: Path, kill_at: int) -> None:
+    _kill_and_resume(tmp_path, kill_at)
+
+
+TWO = ["--trainer.devices=2", "--trainer.max_epochs=2"]  # 6 steps per epoch and rank
+SHARDED = ["--model.method=warmstart", "--model.params.tables=torchrec"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [*TWO, "--trainer.strategy=ddp"],
+        [*TWO, *SHARDED, "--trainer.strategy=torchrec"],  # fused optimizer state resumes too
+    ],
+    ids=["ddp", "torchrec"],
+)
+def test_killed_two_process_run_resumes_bitwise(tmp_path: Path, extra: list[str]) -> None:
+    _kill_and_resume(tmp_path, 11, *extra)  # ckpt at 10, mid-epoch 1 of both ranks
