@@ -45,6 +45,7 @@ class RankerArtifact:
     user_vectors: np.ndarray  # (U, D)
     seen: dict[Any, list[Any]] = field(default_factory=dict)
     cold_item: Any = None  # ranker.cold_items.ColdItemMap | None
+    history_user: Any = None  # ranker.cold_items.HistoryUserMap | None
 
     @property
     def dim(self) -> int:
@@ -55,7 +56,7 @@ class RankerArtifact:
         """Read a method directory, or a ranker stage directory plus `method`."""
         import pandas as pd
 
-        from coldstart.ranker.cold_items import ColdItemMap
+        from coldstart.ranker.cold_items import ColdItemMap, HistoryUserMap
 
         directory = Path(directory)
         if (directory / "methods").is_dir():
@@ -88,12 +89,11 @@ class RankerArtifact:
                 seen[_py(uid)] = [_py(i) for i in items.to_numpy()]
         else:
             log.warning("%s has no seen.parquet: exclude_seen masks nothing", directory)
-        cold_item = None
-        if (directory / "cold_item" / "manifest.json").exists():
-            cold_item = ColdItemMap.load(directory / "cold_item")
-        return cls(
-            directory, name, warm_ids, warm, cold_ids, cold, user_ids, users, seen, cold_item
-        )
+        maps = {}
+        for sub, kind in (("cold_item", ColdItemMap), ("history_user", HistoryUserMap)):
+            if (directory / sub / "manifest.json").exists():
+                maps[sub] = kind.load(directory / sub)
+        return cls(directory, name, warm_ids, warm, cold_ids, cold, user_ids, users, seen, **maps)
 
 
 def _py(value: Any) -> Any:
@@ -164,7 +164,11 @@ def open_ranker_service(
     def seen(user_id: Any) -> list[Any]:
         return artifact.seen.get(user_id, [])
 
-    cold_item = artifact.cold_item
+    cold_item, user_map = artifact.cold_item, artifact.history_user
+
+    def history_user(item_ids: list[Any]) -> np.ndarray:
+        return user_map(user_map.rows_of(item_ids))  # uploads (no catalogue row) add nothing
+
     return RankerService(
         warm=warm,
         cold=cold,
@@ -172,7 +176,7 @@ def open_ranker_service(
         seen=seen,
         cold_item=cold_item,
         content_dim=int(cold_item.content_dim) if cold_item is not None else 0,
-        history_user=None,  # the artifact holds vectors, not the user tower
+        history_user=history_user if user_map is not None else None,
         user_id_type=_id_type(artifact.user_ids),
         info={"method": artifact.method, "artifact": str(artifact.directory)},
     )

@@ -45,8 +45,8 @@ class RankerService:
     user_vector(user_id) -> (D,) float32, or None for a user the model never saw.
     seen(user_id) -> the item ids the user is known to have engaged with (masked on request).
     cold_item(content (N, C)) -> (N, D): the method's cold-item path; None: it has none.
-    history_user(item_ids, vectors (H, D)) -> (D,): a new user's vector from a history, or None
-        when the method cannot compute one.
+    history_user(item_ids) -> (D,): a new user's vector from the ids of a history (oldest
+        first), or None when the method cannot compute one.
     user_id_type: "int" or "str" (how a path parameter is read).
     info: what /v1/ranker reports (method, dims, artifact).
     """
@@ -57,7 +57,7 @@ class RankerService:
     seen: Callable[[ItemId], Sequence[ItemId]]
     cold_item: Callable[[np.ndarray], np.ndarray] | None
     content_dim: int
-    history_user: Callable[[list[ItemId], np.ndarray], np.ndarray] | None = None
+    history_user: Callable[[list[ItemId]], np.ndarray] | None = None
     user_id_type: str = "int"
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -84,8 +84,8 @@ class RankerService:
     def history_vector(self, item_ids: Sequence[Any]) -> np.ndarray:
         """(D,) vector of a user the model never saw, from the items of their history.
 
-        InvalidInput (422) on an empty history or a method without a user path; KeyError-like
-        UnknownItem lists ids no store holds (deleted or never added).
+        InvalidInput (422) on an empty history, ids no store holds (deleted or never added),
+        or a method without a user path.
         """
         if self.history_user is None:
             raise InvalidInput(
@@ -94,27 +94,13 @@ class RankerService:
         if not item_ids:
             raise InvalidInput("the history is empty: send at least one item id")
         ids = [self.warm.schema.normalize_id(i) for i in item_ids]
-        missing = [i for i, w, c in zip(ids, *self._where(ids)) if not (w or c)]
+        warm, cold = self.warm.contains(ids), self.cold.contains(ids)
+        missing = [i for i, w, c in zip(ids, warm, cold) if not (w or c)]
         if missing:
             raise InvalidInput(
                 f"unknown (deleted or never added) item ids in the history: {missing[:20]}"
             )
-        vectors = self._vectors(ids)
-        return np.asarray(self.history_user(ids, vectors), np.float32)
-
-    def _where(self, ids: list[ItemId]) -> tuple[list[bool], list[bool]]:
-        return self.warm.contains(ids), self.cold.contains(ids)
-
-    def _vectors(self, ids: list[ItemId]) -> np.ndarray:
-        in_warm, _ = self._where(ids)
-        out = np.zeros((len(ids), self.dim), np.float32)
-        warm = [i for i, w in zip(ids, in_warm) if w]
-        cold = [i for i, w in zip(ids, in_warm) if not w]
-        if warm:
-            out[np.flatnonzero(in_warm)] = self.warm.get(warm)
-        if cold:
-            out[np.flatnonzero(~np.asarray(in_warm))] = self.cold.get(cold)
-        return out
+        return np.asarray(self.history_user(ids), np.float32)
 
     def recommend(
         self, user: np.ndarray, k: int, exclude: Sequence[ItemId] = (), segment: str = "all"

@@ -1,8 +1,11 @@
-"""A method's cold-item path as one persisted function: content vector(s) -> ranker-space vector.
+"""A method's serving paths as persisted functions: a new item's content -> its item vector
+(ColdItemMap), and a new user's history -> their user vector (HistoryUserMap).
 
     cold = fitted.cold_item            # ColdItemMap | None (None: the method has no content path)
     cold(content)                      # (N, C) content vectors -> (N, D) item vectors
     cold.save(dir); ColdItemMap.load(dir)
+    user = fitted.history_user         # HistoryUserMap | None
+    user(user.rows_of(item_ids))       # (H,) catalogue rows, oldest first -> (D,) user vector
 
 An item without training interactions gets its vector from its content alone. Each method
 decides how (ranker.methods); this module holds the result as data, so the offline evaluation
@@ -16,6 +19,15 @@ SAME function. Kinds:
   mixture    ours: each channel's map scaled by its cold weight / channel scale, concatenated in
              the served vector's channel order, plus the cold offset column when there is one
 
+A user the model never saw has no user-ID row; HistoryUserMap is the method's user side over a
+history alone, through the same modules that made the known users' vectors. Kinds:
+  ones       popularity: the constant 1
+  knn        content_knn: the unit mean of the history's unit content (arrays: content (I, C))
+  tower      a trained Ranker's UserTower (its history part: pooled or sequence) on the last
+             history_len rows, -1 padded on the left as in training; no user-ID row
+  mixture    ours: each kept channel's user vector, then constant 1 columns (pop's, offset's)
+History items outside the training catalogue (uploads) have no history row and are skipped.
+
 Files: manifest.json (kind, dims, params, parts) + arrays.npz, written atomically.
 """
 
@@ -25,11 +37,12 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 KINDS = ("zeros", "normalize", "ridge", "tower", "mixture")
+USER_KINDS = ("ones", "knn", "tower", "mixture")
 FORMAT = 1
 
 
@@ -40,12 +53,11 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class ColdItemMap:
-    """content (N, C) -> ranker-space item vectors (N, dim). See the module docstring.
+class VectorMap:
+    """A persisted function of a method (see the subclasses), as data.
 
-    arrays: the kind's weights (ridge: {"w"}; tower: the MLP's state dict).
-    params: JSON-able settings (tower: hidden, use_bias; mixture: factors, offset).
-    parts: a mixture's channel maps, in the served vector's order.
+    arrays: the kind's weights; params: JSON-able settings; parts: a mixture's channel maps in
+    the served vector's column order. content_dim: the content dimension the method reads.
     """
 
     kind: str
@@ -53,12 +65,74 @@ class ColdItemMap:
     content_dim: int
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
-    parts: list[ColdItemMap] = field(default_factory=list)
+    parts: list[Any] = field(default_factory=list)
     _module: Any = field(default=None, repr=False, compare=False)
 
+    KINDS: ClassVar[tuple[str, ...]] = ()
+
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"cold-item map kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind not in self.KINDS:
+            raise ValueError(
+                f"{type(self).__name__} kind must be one of {self.KINDS}, got {self.kind!r}"
+            )
+
+    # ------------------------------------------------------------------ persistence
+    def _spec(self, prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        for k, v in self.arrays.items():
+            arrays[f"{prefix}{k}"] = v
+        return {
+            "kind": self.kind,
+            "dim": int(self.dim),
+            "content_dim": int(self.content_dim),
+            "arrays": sorted(self.arrays),
+            "params": self.params,
+            "parts": [p._spec(f"{prefix}{i}/", arrays) for i, p in enumerate(self.parts)],
+        }
+
+    def save(self, directory: str | Path) -> None:
+        """Write manifest.json + arrays.npz into `directory` (each file atomically)."""
+        from coldstart.data.embeddings import atomic_write_bytes, atomic_write_json
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {}
+        spec = {"format": FORMAT, **self._spec("", arrays)}
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(directory / "arrays.npz", buffer.getvalue())
+        atomic_write_json(directory / "manifest.json", spec)  # last: its presence = complete
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Any:
+        directory = Path(directory)
+        spec = json.loads((directory / "manifest.json").read_text())
+        if spec.get("format") != FORMAT:
+            raise ValueError(f"{directory}: {cls.__name__} format {spec.get('format')} unknown")
+        with np.load(directory / "arrays.npz") as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        return cls._from_spec(spec, "", arrays)
+
+    @classmethod
+    def _from_spec(cls, spec: dict[str, Any], prefix: str, arrays: dict) -> Any:
+        return cls(
+            kind=spec["kind"],
+            dim=int(spec["dim"]),
+            content_dim=int(spec["content_dim"]),
+            arrays={k: arrays[f"{prefix}{k}"] for k in spec["arrays"]},
+            params=dict(spec["params"]),
+            parts=[cls._from_spec(p, f"{prefix}{i}/", arrays) for i, p in enumerate(spec["parts"])],
+        )
+
+
+@dataclass
+class ColdItemMap(VectorMap):
+    """content (N, C) -> ranker-space item vectors (N, dim). See the module docstring.
+
+    arrays: ridge {"w"}; tower: the MLP's state dict. params: tower hidden, use_bias,
+    normalize; mixture channels, factors, offset.
+    """
+
+    KINDS = KINDS
 
     def __call__(self, content: np.ndarray) -> np.ndarray:
         """(N, C) float content vectors -> (N, dim) float32 item vectors."""
@@ -97,52 +171,84 @@ class ColdItemMap:
             out[:, -1] = 0.0
         return out
 
-    # ------------------------------------------------------------------ persistence
-    def _spec(self, prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-        for k, v in self.arrays.items():
-            arrays[f"{prefix}{k}"] = v
-        return {
-            "kind": self.kind,
-            "dim": int(self.dim),
-            "content_dim": int(self.content_dim),
-            "arrays": sorted(self.arrays),
-            "params": self.params,
-            "parts": [p._spec(f"{prefix}{i}/", arrays) for i, p in enumerate(self.parts)],
-        }
 
-    def save(self, directory: str | Path) -> None:
-        """Write manifest.json + arrays.npz into `directory` (each file atomically)."""
-        from coldstart.data.embeddings import atomic_write_bytes, atomic_write_json
+@dataclass
+class HistoryUserMap(VectorMap):
+    """A new user's history (H,) catalogue rows, oldest first (-1: not in the catalogue) ->
+    (dim,) user vector. See the module docstring. The top-level map holds the catalogue's item
+    ids ("item_ids", row order) for `rows_of`.
+    """
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {}
-        spec = {"format": FORMAT, **self._spec("", arrays)}
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        atomic_write_bytes(directory / "arrays.npz", buffer.getvalue())
-        atomic_write_json(directory / "manifest.json", spec)  # last: its presence = complete
+    KINDS = USER_KINDS
+    _rows: Any = field(default=None, repr=False, compare=False)
 
-    @classmethod
-    def load(cls, directory: str | Path) -> ColdItemMap:
-        directory = Path(directory)
-        spec = json.loads((directory / "manifest.json").read_text())
-        if spec.get("format") != FORMAT:
-            raise ValueError(f"{directory}: cold-item map format {spec.get('format')} unknown")
-        with np.load(directory / "arrays.npz") as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        return cls._from_spec(spec, "", arrays)
+    def with_catalogue(self, item_ids: np.ndarray) -> HistoryUserMap:
+        """Attach the catalogue's ids in row order (strings kept as a unicode array: no pickle)."""
+        ids = np.asarray(item_ids)
+        if not np.issubdtype(ids.dtype, np.integer):
+            ids = ids.astype(str)
+        self.arrays = {**self.arrays, "item_ids": ids}
+        return self
 
-    @classmethod
-    def _from_spec(cls, spec: dict[str, Any], prefix: str, arrays: dict) -> ColdItemMap:
-        return cls(
-            kind=spec["kind"],
-            dim=int(spec["dim"]),
-            content_dim=int(spec["content_dim"]),
-            arrays={k: arrays[f"{prefix}{k}"] for k in spec["arrays"]},
-            params=dict(spec["params"]),
-            parts=[cls._from_spec(p, f"{prefix}{i}/", arrays) for i, p in enumerate(spec["parts"])],
-        )
+    def rows_of(self, item_ids: Any) -> np.ndarray:
+        """(H,) catalogue rows of `item_ids` (-1 where an id is not in the catalogue)."""
+        if self._rows is None:
+            ids = self.arrays["item_ids"]
+            self._rows = {(i.item() if hasattr(i, "item") else i): r for r, i in enumerate(ids)}
+        return np.asarray([self._rows.get(i, -1) for i in item_ids], np.int64)
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        """(H,) int64 rows, oldest first -> (dim,) float32."""
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        rows = rows[rows >= 0]
+        if self.kind == "ones":
+            return np.ones(self.dim, np.float32)
+        if self.kind == "knn":
+            if len(rows) == 0:
+                return np.zeros(self.dim, np.float32)
+            return unit_rows(self.arrays["content"][rows].mean(0, keepdims=True))[0]
+        if self.kind == "tower":
+            return self._tower(rows)
+        cols = [p(rows) for p in self.parts]
+        cols.append(np.ones(int(self.params.get("ones", 0)), np.float32))
+        return np.concatenate(cols).astype(np.float32)
+
+    def _tower(self, rows: np.ndarray) -> np.ndarray:
+        import torch
+
+        from coldstart.ranker.model import UserTower, UserTowerConfig
+
+        p = self.params
+        if self._module is None:
+            tower = UserTower(UserTowerConfig(**p["config"]), self.dim - 1, 1, int(p["num_items"]))
+            state = {k: torch.from_numpy(v) for k, v in self.arrays.items() if k != "item_ids"}
+            missing, unexpected = tower.load_state_dict(state, strict=False)
+            if unexpected or any(not k.startswith("table.") for k in missing):
+                raise ValueError(f"user tower weights do not fit: {missing} {unexpected}")
+            self._module = tower.eval()
+        length = int(p["config"]["history_len"])
+        history = np.full((1, length), -1, np.int64)  # left padded, latest last (as training)
+        tail = rows[-length:]
+        if len(tail):
+            history[0, length - len(tail) :] = tail
+        with torch.no_grad():
+            return self._module(None, torch.from_numpy(history))[0].numpy().astype(np.float32)
+
+
+def user_tower_map(tower: Any) -> HistoryUserMap | None:
+    """The history side of a trained UserTower (plain torch tables) as a HistoryUserMap; None
+    when the tower reads no history (its users are their ID rows alone)."""
+    import dataclasses
+
+    if tower.history is None:
+        return None
+    state = {
+        k: v.detach().cpu().numpy().copy()
+        for k, v in tower.state_dict().items()
+        if not k.startswith("table.")  # the user-ID rows: a new user has none
+    }
+    params = {"config": dataclasses.asdict(tower.config), "num_items": int(tower.history.pad)}
+    return HistoryUserMap("tower", int(tower.dim) + 1, 0, state, params)
 
 
 def tower_map(tower: Any, content_dim: int, use_bias: bool, normalize: bool) -> ColdItemMap:

@@ -42,7 +42,13 @@ import numpy as np
 import torch
 
 from coldstart.data.split import Split
-from coldstart.ranker.cold_items import ColdItemMap, apply_cold_map, tower_map
+from coldstart.ranker.cold_items import (
+    ColdItemMap,
+    HistoryUserMap,
+    apply_cold_map,
+    tower_map,
+    user_tower_map,
+)
 from coldstart.ranker.data import RankerData, build_ranker_data
 from coldstart.ranker.metrics import KS, SEGMENTS, ranking_metrics
 from coldstart.ranker.mixture import (
@@ -310,6 +316,7 @@ class FittedMethod:
     info: dict[str, Any] = field(default_factory=dict)
     model: Any = None  # the Ranker for model-based methods
     cold_item: ColdItemMap | None = None  # content -> item vector of a new item (None: no path)
+    history_user: HistoryUserMap | None = None  # history -> vector of a new user (None: no path)
 
     def item_vectors(self) -> np.ndarray:
         return self.items
@@ -333,6 +340,7 @@ def export_vectors(
     users: np.ndarray,
     resolved: ResolvedMethod,
     cold_item: ColdItemMap | None = None,
+    history_user: HistoryUserMap | None = None,
 ) -> dict[str, Any]:
     """Write a method's vectors in the embedding-export format (data.embeddings), ids included.
 
@@ -341,8 +349,9 @@ def export_vectors(
     naming the method and its resolved params, so anyone can re-score them:
     score(user, item) = users[user] . items[item]. Returns {"items": count, "users": count}.
     out/cold_item: the method's cold-item map (ranker.cold_items), when it has one: what a
-    server runs on a new item's content. out/seen.parquet (user_id, item_id): the positives
-    known before the test parts (train, val, cold_val), which the test evaluation masks.
+    server runs on a new item's content. out/history_user: its user side over a history, for
+    users it never saw. out/seen.parquet (user_id, item_id): the positives known before the
+    test parts (train, val, cold_val), which the test evaluation masks.
     """
     from coldstart.data.embeddings import EmbeddingManifest, jsonable, write_part
 
@@ -384,6 +393,8 @@ def export_vectors(
         ).save(directory)
     if cold_item is not None:
         cold_item.save(out / "cold_item")
+    if history_user is not None:
+        history_user.save(out / "history_user")
     write_seen(out / "seen.parquet", data)
     return {"items": int(len(items)), "users": int(len(users))}
 
@@ -448,7 +459,8 @@ def fit_method(
         items, users, info, cold = _with_cold(result)
         items = apply_cold_map(items.astype(np.float32), cold_rows(data), data.content, cold)
         info = {**info, "seconds": time.perf_counter() - start, "params": resolved.params}
-        return FittedMethod(name, data, items, users.astype(np.float32), info, cold_item=cold)
+        user_map = history_user_map(name, None, data, info)
+        return FittedMethod(name, data, items, users.astype(np.float32), info, None, cold, user_map)
     model, report = create_method_model(data, resolved)
     fit_info = fit_ranker(model, data, resolved.train, progress=progress)
     items, users, finish_info, cold = method_vectors(model, data, resolved)
@@ -459,7 +471,56 @@ def fit_method(
         "seconds": time.perf_counter() - start,
         "params": resolved.params,
     }
-    return FittedMethod(name, data, items, users, info, model, cold)
+    return FittedMethod(
+        name, data, items, users, info, model, cold, history_user_map(name, model, data, info)
+    )
+
+
+# Methods that train no Ranker and are a mixture channel themselves: their user side is it.
+_FIT_CHANNEL = {"popularity": "pop", "content_knn": "knn"}
+
+
+def history_user_map(
+    name: str, model: Ranker | ChannelRanker | None, data: RankerData, info: dict[str, Any]
+) -> HistoryUserMap | None:
+    """The user side of a trained method for a user it never saw (ranker.cold_items): the
+    same towers / formulas that made its users' vectors, over a history alone. None where a
+    part has no such path (TorchRec tables, a tower without history)."""
+    if isinstance(model, Ranker):
+        out = user_tower_map(model.user_tower) if _plain_tables(model) else None
+    elif name in _FIT_CHANNEL:
+        out = _channel_user_map(_FIT_CHANNEL[name], data)
+    elif "mixture" in info:
+        tuned = info["mixture"]
+        channels = dict(model.rankers()) if isinstance(model, ChannelRanker) else {}
+        parts = []
+        for channel, _ in mixture_weights(data, tuned):
+            if channel in channels:
+                part = history_user_map(channel, channels[channel], data, {})
+            else:
+                part = _channel_user_map(channel, data)
+            if part is None:
+                return None
+            parts.append(part)
+        ones = int(bool(float(tuned.get("cold_offset") or 0.0)))  # the offset's column
+        dim = sum(p.dim for p in parts) + ones
+        out = HistoryUserMap("mixture", dim, 0, params={"ones": ones}, parts=parts)
+    else:
+        return None
+    return None if out is None else out.with_catalogue(data.item_ids)
+
+
+def _plain_tables(model: Ranker) -> bool:
+    return model.config.tables == "torch"
+
+
+def _channel_user_map(channel: str, data: RankerData) -> HistoryUserMap | None:
+    if channel == "pop":
+        return HistoryUserMap("ones", 1, 0)
+    if channel == "knn" and data.content is not None:
+        content = normalized_rows(data.content)
+        return HistoryUserMap("knn", content.shape[1], content.shape[1], {"content": content})
+    return None
 
 
 def _content_dim(data: RankerData) -> int:

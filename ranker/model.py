@@ -354,13 +354,15 @@ class UserTower(nn.Module):
 
     def forward(
         self,
-        user_rows: torch.Tensor,
+        user_rows: torch.Tensor | None,
         history: torch.Tensor,
         expand: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        n = len(user_rows) if expand is None else len(expand)
-        vec = torch.zeros(n, self.dim, device=user_rows.device)
-        if self.config.use_user_id:
+        """user_rows None: users the model never saw (no ID row; the history part alone, as
+        an item without an ID row is its content part alone)."""
+        n = len(history) if expand is None else len(expand)
+        vec = torch.zeros(n, self.dim, device=history.device)
+        if self.config.use_user_id and user_rows is not None:
             vec = vec + lookup(self.table, user_rows, expand)
         if self.history is not None:
             vec = vec + self.history(history[:, -self.config.history_len :], expand)

@@ -36,7 +36,7 @@ VERSIONS = {
     "split": 1,
     "embed": 3,
     "index": 1,
-    "ranker": 6,  # 6: cold_item/ map and seen.parquet beside the vectors
+    "ranker": 6,  # 6: cold_item/, history_user/ maps and seen.parquet beside the vectors
     "evaluate": 2,
     "stability": 3,
     "dims": 3,
@@ -319,7 +319,13 @@ def build_ranker(
         target = out / "methods" / name
         resolved = methods_mod.resolve_method(name, params, cfg.seed)
         methods_mod.export_vectors(
-            target, data, fitted.items, fitted.users, resolved, fitted.cold_item
+            target,
+            data,
+            fitted.items,
+            fitted.users,
+            resolved,
+            fitted.cold_item,
+            fitted.history_user,
         )
         info = jsonable(fitted.info)
         atomic_write_json(target / "info.json", info)

@@ -10,7 +10,8 @@ import pytest
 from coldstart.data.schema import ITEM_ID, item_text
 from tests.index.conftest import live_server, wait_ready
 
-# MiniLM + training + ~300 HTTP requests: about 12 s on 2 cores (not marked slow).
+# MiniLM + training + ~300 HTTP requests: 12 s on 2 idle cores, 30+ s when they are shared.
+pytestmark = pytest.mark.slow
 
 FIELDS = ("title", "genres")
 PARAMS = {"dim": 16, "epochs": 2, "content_hidden": 64}
@@ -41,6 +42,7 @@ def served(tmp_path_factory):
         fitted.users,
         resolve_method("ours", PARAMS),
         fitted.cold_item,
+        fitted.history_user,
     )
     return data, fitted, root, texts, encode, content
 
@@ -112,8 +114,19 @@ def test_bad_input_is_a_clear_4xx_and_uploads_survive_a_restart(served, tmp_path
         r = client.get(f"/v1/users/{user}/recommendations", params={"segment": "lukewarm"})
         assert r.status_code == 422
         assert client.post("/v1/recommendations", json={"items": []}).status_code == 422
-        r = client.post("/v1/recommendations", json={"items": [warm]})
-        assert r.status_code == 422 and "user path" in r.json()["detail"]
+        r = client.post("/v1/recommendations", json={"items": [warm, "no-such-item"]})
+        assert r.status_code == 422 and "no-such-item" in r.json()["detail"]
+        # A user the model never saw: the method's user side over the history sent.
+        history = [str(i) for i in data.item_ids[data.item_split == "warm"][:5]]
+        r = client.post("/v1/recommendations", json={"items": history, "k": 10})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert len(got["ids"]) == 10 and not set(history) & set(got["ids"])
+        uvec = fitted.history_user(fitted.history_user.rows_of(history))
+        rows_of = {str(i): r for r, i in enumerate(data.item_ids)}
+        want = [float(uvec @ fitted.items[rows_of[i]]) for i in got["ids"]]
+        np.testing.assert_allclose(got["scores"], want, rtol=1e-5, atol=1e-5)
+        assert got["scores"] == sorted(got["scores"], reverse=True)
         assert client.post("/v1/ranker/items", data={"id": warm, "text": "x"}).status_code == 409
         assert client.post("/v1/ranker/items", data={"id": cold[0]}).status_code == 422
         for item in cold:

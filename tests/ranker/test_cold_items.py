@@ -58,3 +58,39 @@ def test_map_round_trips_through_the_artifact(fitted, syn_data, name, tmp_path) 
 def test_bad_content_shape_is_refused(fitted) -> None:
     with pytest.raises(ValueError, match="content must be"):
         fitted["ours"].cold_item(np.zeros((1, 3), np.float32))
+
+
+def _train_rows(data, user: int) -> np.ndarray:
+    tr = data.train
+    mine = tr.users == user
+    return tr.items[mine][np.argsort(tr.timestamps[mine], kind="stable")]
+
+
+def test_history_user_path_is_the_methods_user_side(fitted, syn_data, tmp_path) -> None:
+    import torch
+
+    from coldstart.ranker.cold_items import HistoryUserMap
+
+    u = 3
+    # content_knn has no user-ID part: a known user's history gives their exported vector.
+    knn = fitted["content_knn"]
+    np.testing.assert_allclose(knn.history_user(_train_rows(syn_data, u)), knn.users[u], atol=1e-5)
+    assert fitted["popularity"].history_user(np.zeros(0, np.int64)).tolist() == [1.0]
+    # A Ranker: exported user vector = its user-ID row + the history part the map computes.
+    ws = fitted["warmstart"]
+    length = ws.model.user_tower.config.history_len
+    rows = syn_data.histories(length)[u]
+    id_row = ws.model.user_tower.table(torch.tensor([u]))[0].detach().numpy()
+    got = ws.history_user(rows) + np.append(id_row, 0.0)
+    np.testing.assert_allclose(got, ws.users[u], atol=1e-5)
+    # The mixture: every kept channel's user side, same width as its served user vectors.
+    ours = fitted["ours"]
+    assert ours.history_user.kind == "mixture"
+    vec = ours.history_user(ours.history_user.rows_of(syn_data.item_ids[rows[rows >= 0]]))
+    assert vec.shape == ours.users[u].shape and np.isfinite(vec).all()
+    export_vectors(
+        tmp_path, syn_data, ours.items, ours.users, resolve_method("ours"), None, ours.history_user
+    )
+    loaded = HistoryUserMap.load(tmp_path / "history_user")
+    np.testing.assert_allclose(loaded(rows), ours.history_user(rows), atol=1e-6)
+    assert loaded.rows_of(["no such item"]).tolist() == [-1]
