@@ -10,8 +10,8 @@ import pytest
 from coldstart.data.schema import ITEM_ID, item_text
 from tests.index.conftest import live_server, wait_ready
 
-# MiniLM + training + ~300 HTTP requests: 12 s on 2 idle cores, 30+ s when they are shared.
-pytestmark = pytest.mark.slow
+# The `served` tests (MiniLM + training + ~300 HTTP requests): 12 s on 2 idle cores, 30+ s
+# when they are shared: marked slow.
 
 FIELDS = ("title", "genres")
 PARAMS = {"dim": 16, "epochs": 2, "content_hidden": 64}
@@ -66,6 +66,7 @@ def _app(root, data, content, encode, store_dir):
     return create_app(index, config, encode=encode, ranker=service), service
 
 
+@pytest.mark.slow
 def test_parity_cold_and_warm_over_http(served, tmp_path) -> None:
     import httpx
 
@@ -89,6 +90,7 @@ def test_parity_cold_and_warm_over_http(served, tmp_path) -> None:
     assert rows["cold"]["served_recall_at_20"] > 0.05  # content carries the signal
 
 
+@pytest.mark.slow
 def test_bad_input_is_a_clear_4xx_and_uploads_survive_a_restart(served, tmp_path) -> None:
     from fastapi.testclient import TestClient
 
@@ -161,6 +163,7 @@ def test_bad_input_is_a_clear_4xx_and_uploads_survive_a_restart(served, tmp_path
         again.close()
 
 
+@pytest.mark.slow
 def test_serve_flags_refuse_what_does_not_fit(served, tmp_path) -> None:
     import argparse
 
@@ -180,5 +183,34 @@ def test_serve_flags_refuse_what_does_not_fit(served, tmp_path) -> None:
     service = ranker_from_args(p.parse_args(["--ranker", str(root / "ours"), *store]), 384)
     try:
         assert service.warm.count() == int((data.item_split == "warm").sum())
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("backend", ["faiss", "milvus"])
+def test_ranker_stores_of_every_backend_answer_the_offline_ranking(backend, tmp_path) -> None:
+    if backend == "milvus":
+        pytest.importorskip("milvus_lite")
+    from coldstart.ranker.lit import synthetic_ranker_data
+    from coldstart.ranker.methods import export_vectors, fit_method, resolve_method
+    from coldstart.ranker_serving import RankerArtifact, open_ranker_service
+
+    data = synthetic_ranker_data(n_items=300, n_users=120, seed=0)
+    f = fit_method("content_projection", data, params={"dim": 8, "epochs": 1})
+    export_vectors(tmp_path / "m", data, f.items, f.users, resolve_method(f.name), f.cold_item)
+    service = open_ranker_service(RankerArtifact.load(tmp_path / "m"), tmp_path / "s", backend)
+    try:
+        cold_rows = np.flatnonzero(data.item_split == "cold_test")
+        service.add_items([int(i) for i in data.item_ids[cold_rows]], data.content[cold_rows])
+        user = 5
+        seen = service.seen(int(data.user_ids[user]))
+        ids, scores, _ = service.recommend(f.users[user], 10, seen, "all")
+        # The offline ranking over warm + cold_test items, seen masked.
+        rows = np.concatenate([np.flatnonzero(data.item_split == "warm"), cold_rows])
+        rows = rows[~np.isin(data.item_ids[rows], seen)]
+        offline = f.users[user] @ f.items[rows].T
+        best = rows[np.argsort(-offline, kind="stable")[:10]]
+        assert ids == [int(i) for i in data.item_ids[best]]
+        np.testing.assert_allclose(scores, np.sort(offline)[::-1][:10], rtol=1e-5, atol=1e-5)
     finally:
         service.close()
