@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import struct
-import time
+import threading
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -125,9 +125,12 @@ _SLOT_HEAD = struct.Struct("<4sQ")  # magic, write sequence; then the payload, t
 class SlotFile:
     """A small fixed-size value rewritten in place, in two checksummed slots written
     alternately: a torn write leaves the other slot's (previous) value readable, and the file
-    never changes size, so an fdatasync is one data flush. A write is in the OS when `write`
-    returns (a killed process does not lose it); on the disk after `sync`, which `write` also
-    does when `sync_interval_s` has passed since the last one (0: every write)."""
+    never changes size, so an fdatasync is one data flush.
+
+    A write is in the OS when `write` returns (a killed process does not lose it) and on the
+    disk after `sync`. sync_interval_s: 0 syncs every write; > 0 has a background thread sync
+    a written value within that many seconds (off the writer's path); None only on `sync`
+    and `close`."""
 
     def __init__(
         self,
@@ -135,7 +138,7 @@ class SlotFile:
         magic: bytes,
         payload: bytes,
         fsync: bool = True,
-        sync_interval_s: float = 0.0,
+        sync_interval_s: float | None = 0.0,
     ) -> None:
         self.path = Path(path)
         self.magic = magic
@@ -143,38 +146,58 @@ class SlotFile:
         self.sync_interval_s = sync_interval_s
         self._size = len(payload)
         self._seq = 0
-        self._synced_at = 0.0
-        self._dirty = False
+        self._synced_seq = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._syncer: threading.Thread | None = None
         existed = self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         self.write(payload)
         self.write(payload, sync=True)  # both slots hold it
         if not existed:
             fsync_path(self.path.parent)
+        if fsync and sync_interval_s:
+            self._syncer = threading.Thread(target=self._sync_loop, daemon=True)
+            self._syncer.start()
 
     def write(self, payload: bytes, sync: bool = False) -> None:
         assert len(payload) == self._size
-        self._seq += 1
-        body = _SLOT_HEAD.pack(self.magic, self._seq) + payload
-        slot = body + struct.pack("<I", zlib.crc32(body))
-        os.pwrite(self._fd, slot, (self._seq % 2) * len(slot))
-        self._dirty = True
-        if sync or time.monotonic() - self._synced_at >= self.sync_interval_s:
+        with self._lock:
+            self._seq += 1
+            body = _SLOT_HEAD.pack(self.magic, self._seq) + payload
+            slot = body + struct.pack("<I", zlib.crc32(body))
+            os.pwrite(self._fd, slot, (self._seq % 2) * len(slot))
+        if sync or self.sync_interval_s == 0:
             self.sync()
 
     def sync(self) -> None:
-        if self.fsync and self._dirty:
-            os.fdatasync(self._fd)
-            self._synced_at = time.monotonic()
-        self._dirty = False
+        """fdatasync when something was written since the last one."""
+        with self._lock:
+            target = self._seq
+        if not self.fsync or target == self._synced_seq:
+            return
+        os.fdatasync(self._fd)  # covers every pwrite made before `target` was read
+        with self._lock:
+            self._synced_seq = max(self._synced_seq, target)
 
-    def close(self) -> None:
-        if self._fd >= 0:
+    def _sync_loop(self) -> None:
+        while self.sync_interval_s and not self._stop.wait(self.sync_interval_s):
             try:
                 self.sync()
-            finally:
-                os.close(self._fd)
-                self._fd = -1
+            except OSError:  # a failing disk: the writer's own log fsync reports it
+                return
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        self._stop.set()
+        if self._syncer is not None:
+            self._syncer.join()
+        try:
+            self.sync()
+        finally:
+            os.close(self._fd)
+            self._fd = -1
 
     @staticmethod
     def read(path: str | os.PathLike, magic: bytes, size: int) -> bytes | None:

@@ -485,7 +485,7 @@ class MilvusStore(StoreBase):
             return
         payload = _pack_record(committed, pending)
         if self._slots is None:
-            self._slots = SlotFile(self._record, RECORD_MAGIC, payload, sync_interval_s=1e9)
+            self._slots = SlotFile(self._record, RECORD_MAGIC, payload, sync_interval_s=None)
         self._slots.write(payload, sync=sync)
 
     def _begin(

@@ -87,6 +87,30 @@ def test_the_mark_follows_every_acknowledged_write(tmp_path):
         read_mark(tmp_path / "m")
 
 
+def test_the_mark_reaches_the_disk_off_the_writers_path(tmp_path, monkeypatch):
+    """Each set() is a pwrite only; a background thread fdatasyncs within the interval."""
+    import os
+    import time
+
+    synced: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd)))
+    mark = HighWaterMark(tmp_path / "m", -1, sync_interval_s=0.05)
+    synced.clear()
+    for lsn in range(100):
+        mark.set(lsn)
+    assert len(synced) <= 2  # not one per write
+    deadline = time.monotonic() + 5
+    while not synced and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert synced, "the written mark was never synced"
+    synced.clear()
+    time.sleep(0.2)
+    assert not synced  # nothing new written: nothing to sync
+    mark.close()
+    assert read_mark(tmp_path / "m") == 99
+
+
 @pytest.mark.slow
 def test_a_log_truncated_to_40_percent_refuses_to_serve_until_the_loss_is_accepted(tmp_path):
     """Reproducer A: truncated to 40%, the server started ready with 100 acknowledged upserts
