@@ -221,6 +221,11 @@ class LitRanker(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from coldstart.ranker.sharding import fill_whole_tables
+
+        # Tables saved as shards (TorchRecStrategy) are read whole here, unless the strategy
+        # reads them into its own shards (it then took them out of the checkpoint).
+        fill_whole_tables(checkpoint, self._trainer.ckpt_path if self._trainer else None)
         if self.ranker is None:
             state = checkpoint["state_dict"]
             if self.resolved.channels:

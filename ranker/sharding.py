@@ -9,9 +9,10 @@ collection (ranker.torchrec_tables). Here, and only here, the model is sharded:
   and trained by TorchRec's fused optimizer inside backward (row-wise Adagrad by default); every
   other parameter (content projection, transformer, ...) stays data-parallel (DDP);
 - `TorchRecStrategy` is the Lightning strategy doing that for `fit`, printing the plan and
-  saving it in the run directory; checkpoints hold whole tables (gathered on rank 0) plus the
-  fused optimizer's state, so a checkpoint written by N processes loads in 1 process (test,
-  predict, serving) or in N processes again (resume).
+  saving it in the run directory. Checkpoints are sharded (torch.distributed.checkpoint): each
+  rank writes its own table shards and fused optimizer state to `<file>.shards-<id>/` beside
+  the checkpoint file, which holds the rest; nothing is gathered. They load in any number of
+  processes under any plan (resharded on load) and whole in 1 process (test, predict, serving).
 
 CPU (gloo) and GPU (nccl) use the same code. One gloo limit: TorchRec's row-wise *pooled*
 tables combine ranks with reduce-scatter / all-gather, which gloo only runs on equal-sized
@@ -23,6 +24,7 @@ request batches of training do not): by default pooled tables are not row-wise o
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -432,6 +434,130 @@ class CollectiveBytes:
         self._saved.clear()
 
 
+SHARDS_KEY = "torchrec_shards"  # in a checkpoint file: the DCP directory of its tables
+CHUNK_BYTES = 64 << 20
+
+
+def _is_sharded(value: Any) -> bool:
+    return isinstance(value, _sharded_types())
+
+
+def row_chunks(value: Any, chunk_bytes: int = CHUNK_BYTES) -> Any:
+    """The same ShardedTensor seen as row blocks of at most `chunk_bytes` (views of its local
+    shards, the same blocks on every rank). DCP writes one item per local shard and reads one
+    item into a temporary before copying it, so blocks bound the extra memory of a save and of
+    a load to one block instead of a whole shard."""
+    from torch.distributed._shard.metadata import ShardMetadata
+    from torch.distributed._shard.sharded_tensor import Shard, ShardedTensor
+    from torch.distributed._shard.sharded_tensor.metadata import ShardedTensorMetadata
+
+    meta = value.metadata()
+    itemsize = torch.empty((), dtype=meta.tensor_properties.dtype).element_size()
+    row_bytes = itemsize * max(1, int(torch.Size(meta.size[1:]).numel()))
+    step = max(1, chunk_bytes // row_bytes)
+    local = {tuple(s.metadata.shard_offsets): s.tensor for s in value.local_shards()}
+    blocks, shards = [], []
+    for md in meta.shards_metadata:
+        rows = md.shard_sizes[0]
+        tensor = local.get(tuple(md.shard_offsets))
+        for start in range(0, max(rows, 1), step):
+            n = min(step, rows - start)
+            block = ShardMetadata(
+                [md.shard_offsets[0] + start, *md.shard_offsets[1:]],
+                [n, *md.shard_sizes[1:]],
+                md.placement,
+            )
+            blocks.append(block)
+            if tensor is not None:
+                shards.append(Shard(tensor[start : start + n], block))
+    return ShardedTensor._init_from_local_shards_and_global_metadata(
+        shards, ShardedTensorMetadata(blocks, meta.size, meta.tensor_properties)
+    )
+
+
+def _chunked(tree: dict[str, Any], chunk_bytes: int) -> dict[str, Any]:
+    return {
+        k: _chunked(v, chunk_bytes) if isinstance(v, dict) else row_chunks(v, chunk_bytes)
+        for k, v in tree.items()
+    }
+
+
+def save_shards(
+    path: str | Path,
+    model: dict[str, Any],
+    fused: dict[str, dict[str, Any]] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> None:
+    """Write the sharded tensors of a model state dict ({key: ShardedTensor}) and of TorchRec's
+    fused optimizer state ({parameter: {state name: ShardedTensor}}) with
+    torch.distributed.checkpoint: every rank writes only its own shards (one .distcp file per
+    rank plus .metadata), nothing is gathered. Collective: every rank calls it."""
+    import torch.distributed.checkpoint as dcp
+
+    state = {"model": _chunked(model, chunk_bytes), "fused": _chunked(fused or {}, chunk_bytes)}
+    dcp.save(state, checkpoint_id=Path(path))
+
+
+def load_shards(
+    path: str | Path,
+    model: dict[str, Any] | None = None,
+    fused: dict[str, dict[str, Any]] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> None:
+    """Fill sharded tensors in place from `save_shards`' directory, whatever plan or number of
+    processes wrote it (DCP copies each saved block's overlap with each local shard).
+    Collective."""
+    import torch.distributed.checkpoint as dcp
+
+    state = {}
+    if model:
+        state["model"] = _chunked(model, chunk_bytes)
+    if fused:
+        state["fused"] = _chunked(fused, chunk_bytes)
+    if state:
+        dcp.load(state, checkpoint_id=Path(path))
+
+
+def read_whole(path: str | Path, part: str = "model") -> dict[str, torch.Tensor]:
+    """The tensors of `save_shards`' directory as whole tensors, in this process alone (no
+    process group needed): `test`, `predict` and serving load a sharded run this way.
+    part: "model" ({key: tensor}) or "fused" ({"<parameter>.<state name>": tensor})."""
+    import torch.distributed.checkpoint as dcp
+
+    reader = dcp.FileSystemReader(Path(path))
+    entries = reader.read_metadata().state_dict_metadata
+    whole = {
+        key.removeprefix(part + "."): torch.empty(tuple(m.size), dtype=m.properties.dtype)
+        for key, m in entries.items()
+        if key.startswith(part + ".")
+    }
+    # (DCP joins nested keys with dots, so the flat keys land where they were saved.)
+    dcp.load({part: whole}, storage_reader=reader, no_dist=True)
+    return whole
+
+
+def shards_dir(info: dict[str, str], checkpoint_path: str | Path | None) -> Path:
+    """Where a checkpoint's shards are: beside the checkpoint file (the directory may have been
+    moved with it), else where they were written."""
+    if checkpoint_path is not None:
+        beside = Path(checkpoint_path).parent / info["dir"]
+        if beside.is_dir():
+            return beside
+    if Path(info["path"]).is_dir():
+        return Path(info["path"])
+    raise FileNotFoundError(
+        f"checkpoint {checkpoint_path} keeps its tables in {info['dir']}/ beside it, "
+        f"which is missing (written at {info['path']})"
+    )
+
+
+def fill_whole_tables(checkpoint: dict[str, Any], checkpoint_path: str | Path | None) -> None:
+    """A checkpoint whose tables were saved as shards, made whole in place (one process)."""
+    info = checkpoint.pop(SHARDS_KEY, None)
+    if info is not None:
+        checkpoint["state_dict"].update(read_whole(shards_dir(info, checkpoint_path)))
+
+
 FUSED_KEY = "torchrec_fused_optimizer"
 
 
@@ -477,6 +603,7 @@ class TorchRecStrategy(DDPStrategy):
             variable_batch=variable_batch,
         )
         self.plan: Any = None
+        self._shards_to_load: Path | None = None
 
     def _sharded(self) -> bool:
         from torchrec.distributed import DistributedModelParallel
@@ -521,26 +648,83 @@ class TorchRecStrategy(DDPStrategy):
         }
         (run_dir / "sharding_plan.json").write_text(json.dumps(payload, indent=2) + "\n")
 
-    def lightning_module_state_dict(self) -> dict[str, Any]:
-        state = self.lightning_module.state_dict()
-        if not self._sharded():
-            return state
-        # Whole tables on rank 0 (the rank that writes), so any number of processes can load.
-        return gather_full(state) or {}
+    @property
+    def restore_checkpoint_after_setup(self) -> bool:
+        # Shards are read straight into the sharded model, which exists only after setup.
+        return True
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None
     ) -> None:
-        if self._sharded():
-            # {table parameter: {state name: whole tensor}}, e.g. row-wise Adagrad's sums.
-            fused = gather_full(self.model.fused_optimizer.state_dict()["state"])
-            if self.global_rank == 0:
-                checkpoint[FUSED_KEY] = {"state": fused}
-        super().save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+        if not self._sharded():
+            super().save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+            return
+        # The file (rank 0) keeps everything small; each rank writes its own table shards and
+        # fused optimizer state to a fresh directory beside it, named in the file, so the file
+        # never names a half-written directory.
+        path = Path(filepath)
+        name = self.broadcast(f"{path.name}.shards-{uuid.uuid4().hex[:8]}")
+        target = path.parent / name
+        state = checkpoint["state_dict"]
+        save_shards(
+            target,
+            {k: v for k, v in state.items() if _is_sharded(v)},
+            self.model.fused_optimizer.state_dict()["state"],
+        )
+        plain = {k: v for k, v in state.items() if not _is_sharded(v)}
+        info = {"dir": name, "path": str(target.resolve())}
+        small = {**checkpoint, "state_dict": plain, SHARDS_KEY: info}
+        super().save_checkpoint(small, filepath, storage_options=storage_options)
+        if self.is_global_zero:
+            self._remove_shards(path, keep=name)
+
+    def remove_checkpoint(self, filepath: Any) -> None:
+        super().remove_checkpoint(filepath)
+        if self.is_global_zero:
+            self._remove_shards(Path(filepath))
+
+    @staticmethod
+    def _remove_shards(path: Path, keep: str | None = None) -> None:
+        import shutil
+
+        for old in path.parent.glob(f"{path.name}.shards-*"):
+            if old.name != keep:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> Any:
+        checkpoint = super().load_checkpoint(checkpoint_path, weights_only=weights_only)
+        if self._sharded() and SHARDS_KEY in checkpoint:
+            # Read into the shards by load_model_state_dict / load_optimizer_state_dict;
+            # LitRanker.on_load_checkpoint would otherwise read whole tables.
+            self._shards_to_load = shards_dir(checkpoint.pop(SHARDS_KEY), checkpoint_path)
+        return checkpoint
+
+    def load_model_state_dict(self, checkpoint: dict[str, Any], strict: bool = True) -> None:
+        if not self._sharded():
+            super().load_model_state_dict(checkpoint, strict=strict)
+            return
+        own = self.lightning_module.state_dict()
+        sharded = {k: v for k, v in own.items() if _is_sharded(v)}
+        state = dict(checkpoint["state_dict"])
+        if self._shards_to_load is not None:
+            load_shards(self._shards_to_load, model=sharded)
+            state.update(sharded)
+        # Whole tables (an older checkpoint, or one written unsharded) are copied in slices.
+        missing = sorted(set(own) - set(state))
+        if strict and missing:
+            raise KeyError(f"checkpoint lacks {missing[:5]}")
+        self.model.load_state_dict(state, strict=False)
 
     def load_optimizer_state_dict(self, checkpoint: dict[str, Any]) -> None:
         super().load_optimizer_state_dict(checkpoint)
-        if self._sharded() and FUSED_KEY in checkpoint:
+        if not self._sharded():
+            return
+        if self._shards_to_load is not None:
+            fused = self.model.fused_optimizer.state_dict()
+            load_shards(self._shards_to_load, fused=fused["state"])
+            self.model.fused_optimizer.load_state_dict(fused)
+            self._shards_to_load = None
+        elif FUSED_KEY in checkpoint:  # checkpoints written before sharded saving
             load_fused_state(self.model, checkpoint[FUSED_KEY]["state"])
 
     def teardown(self) -> None:

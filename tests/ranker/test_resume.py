@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from coldstart.ranker.sharding import read_whole
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "ranker" / "synthetic.yaml"  # 12 steps per epoch, last.ckpt every 5
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -79,10 +81,17 @@ def _kill_and_resume(tmp_path: Path, kill_at: int, *extra: str) -> None:
     )
     _assert_same_tensors(a["state_dict"], b["state_dict"], "state_dict")
     _assert_same_tensors(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
-    fused = "torchrec_fused_optimizer"  # TorchRec's fused table optimizer (row-wise Adagrad)
-    assert (fused in a) == (fused in b)
-    if fused in a:
-        _assert_same_tensors(a[fused], b[fused], fused)
+    shards = "torchrec_shards"  # sharded tables + TorchRec's fused optimizer state (DCP)
+    assert (shards in a) == (shards in b)
+    if shards in a:
+        dirs = [
+            cwd / "runs/ranker/synthetic/checkpoints" / c[shards]["dir"]
+            for cwd, c in ((whole, a), (killed, b))
+        ]
+        for part in ("model", "fused"):
+            wa, wb = (read_whole(d, part) for d in dirs)
+            assert wa, part
+            _assert_same_tensors(wa, wb, part)
     assert _final_val(whole) == _final_val(killed)
 
 
