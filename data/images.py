@@ -73,12 +73,18 @@ def open_header(payload: bytes, max_pixels: int | None = None) -> Image.Image:
         raise DecompressionBomb(f"image rejected as a decompression bomb: {err}") from err
     except Exception as err:  # noqa: BLE001 - PIL raises many types for a bad header
         raise CorruptImage(f"corrupt or truncated image: {err}") from err
-    width, height = image.size
-    if max_pixels is not None and width * height > max_pixels:
-        raise DecompressionBomb(
-            f"image of {width}x{height} pixels exceeds the {max_pixels}-pixel limit"
-        )
+    check_pixels(*image.size, max_pixels)
     return image
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None = None) -> None:
+    """Raise DecompressionBomb when width x height exceeds `max_pixels` or PIL's own
+    Image.MAX_IMAGE_PIXELS: the one pixel guard, for images and for video frames (whose size
+    the container states before any frame is decoded, data.video)."""
+    limits = [n for n in (max_pixels, Image.MAX_IMAGE_PIXELS) if n is not None]
+    limit = min(limits) if limits else None
+    if limit is not None and width * height > limit:
+        raise DecompressionBomb(f"image of {width}x{height} pixels exceeds the {limit}-pixel limit")
 
 
 def decode_image(
@@ -120,6 +126,7 @@ __all__ = [
     "ImageRejected",
     "NotAnImage",
     "OversizedImage",
+    "check_pixels",
     "decode_image",
     "open_header",
 ]

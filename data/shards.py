@@ -1,11 +1,19 @@
-"""Media shards: webdataset-format tar files of `<key>.jpg|png|webp`, `<key>.txt`, `<key>.json`.
+"""Media shards: webdataset-format tar files of `<key>.jpg|png|webp`, `<key>.txt`, `<key>.json`,
+and for heterogeneous media `<key>.mp4|webm` (a video) and `<key>.0.jpg`, `<key>.1.jpg`, ...
+(a carousel: several images of one item, in index order; webdataset splits member names at the
+first dot, so the extension is `0.jpg` and the key stays the item's).
 
 Reading
 -------
 A *sample* is a dict::
 
     {"key": str, "item_id": int | str, "image": PIL.Image.Image (RGB) | None,
-     "text": str | None, "json": dict | None, "shard": str}
+     "images": [PIL.Image.Image, ...] (all of a carousel's images, in order; [image] otherwise),
+     "text": str | None, "json": dict | None, "shard": str,
+     "video_bytes": bytes, "video_ext": "mp4" | "webm"  (only when the item has a video)}
+
+Videos are carried as bytes (decoding K frames is the consumer's choice, data.video); with
+`decode_images=False` images are too (`image_bytes`, `images_bytes`, `image_ext`).
 
 `item_id` comes from the JSON (`item_id` field) when present, else from the key (as int when it
 is all digits), so the real poster shards (`<movieId>.jpg` only) need no JSON.
@@ -52,6 +60,7 @@ from PIL import Image
 
 from coldstart.data import images
 from coldstart.data.embeddings import temp_sibling
+from coldstart.data.video import DEFAULT_MAX_VIDEO_BYTES, VIDEO_EXTENSIONS, sniff_format
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 TEXT_EXTENSIONS = ("txt", "text", "caption")
@@ -99,6 +108,8 @@ class DecodeConfig:
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_image_pixels: int | None = None  # on top of PIL's Image.MAX_IMAGE_PIXELS (None: PIL's)
     mode: str = "RGB"
+    accept_video: bool = False  # a video satisfies require_image (readers that embed videos)
+    max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
 
 
 class SkipSample(Exception):
@@ -134,9 +145,31 @@ def _item_id(key: str, meta: dict | None) -> int | str:
     return int(base) if base.isdigit() else key
 
 
+def media_kind(ext: str) -> tuple[str, int] | None:
+    """Member extension -> ("image", position) for `jpg` (position -1) or a carousel's
+    `<n>.jpg` (position n), ("video", 0) for `mp4` / `webm`, else None."""
+    ext = ext.lower()
+    if ext in IMAGE_EXTENSIONS:
+        return "image", -1
+    if ext in VIDEO_EXTENSIONS:
+        return "video", 0
+    index, dot, base = ext.partition(".")
+    if dot and index.isdigit() and base in IMAGE_EXTENSIONS:
+        return "image", int(index)
+    return None
+
+
+def image_members(raw: dict[str, bytes]) -> list[str]:
+    """Extensions of a sample's images in carousel order (a plain `jpg` first)."""
+    found = [(kind[1], ext) for ext in raw if (kind := media_kind(ext)) and kind[0] == "image"]
+    return [ext for _, ext in sorted(found)]
+
+
 def decode_sample(raw: dict[str, bytes], key: str, shard: str, config: DecodeConfig) -> Sample:
     """Members of one key (extension -> bytes) -> a sample dict. Raises SkipSample."""
-    image_ext = next((e for e in IMAGE_EXTENSIONS if e in raw), None)
+    image_exts = image_members(raw)
+    image_ext = image_exts[0] if image_exts else None
+    video_ext = next((e for e in VIDEO_EXTENSIONS if e in raw), None)
     text_ext = next((e for e in TEXT_EXTENSIONS if e in raw), None)
     sample: Sample = {"key": key, "image": None, "text": None, "json": None, "shard": shard}
     if "json" in raw:
@@ -149,16 +182,23 @@ def decode_sample(raw: dict[str, bytes], key: str, shard: str, config: DecodeCon
             sample["text"] = raw[text_ext].decode("utf-8").strip()
         except UnicodeDecodeError as error:
             raise SkipSample("bad_text", str(error)) from error
+    if video_ext is not None and (config.accept_video or image_ext is None):
+        if len(raw[video_ext]) > config.max_video_bytes:
+            raise SkipSample("oversized_video")
+        sample["video_bytes"], sample["video_ext"] = raw[video_ext], video_ext
+    sample["images"] = []
     if image_ext is None:
-        if config.require_image:
+        if config.require_image and not (config.accept_video and video_ext is not None):
             raise SkipSample("missing_image")
     elif config.decode_images:
-        sample["image"] = decode_image(raw[image_ext], config)
+        sample["images"] = [decode_image(raw[ext], config) for ext in image_exts]
+        sample["image"] = sample["images"][0]
     else:
-        if len(raw[image_ext]) > config.max_image_bytes:
+        if any(len(raw[ext]) > config.max_image_bytes for ext in image_exts):
             raise SkipSample("oversized_image")
+        sample["images_bytes"] = [raw[ext] for ext in image_exts]
         sample["image_bytes"] = raw[image_ext]
-        sample["image_ext"] = image_ext
+        sample["image_ext"] = image_ext.rpartition(".")[2]
     sample["item_id"] = _item_id(key, sample["json"] if isinstance(sample["json"], dict) else None)
     return sample
 
@@ -179,15 +219,20 @@ def _split_name(name: str) -> tuple[str, str]:
 class ShardScan:
     """What a shard holds, from its tar headers alone (nothing decoded).
 
-    keys: keys with an image member, first occurrence each, in file order; duplicates: later
-    groups of an already listed key (readers embed the first one only); missing_image: keys with
-    no image member at all; has_text: any text member.
+    keys: keys with a media member (image or video), first occurrence each, in file order;
+    duplicates: later groups of an already listed key (readers embed the first one only);
+    missing_image: keys with no media member at all; has_text: any text member; videos: keys
+    with a video member; images: keys with an image member; carousels: keys with two or more
+    images.
     """
 
     keys: list[str] = field(default_factory=list)
     duplicates: int = 0
     missing_image: int = 0
     has_text: bool = False
+    images: int = 0
+    videos: int = 0
+    carousels: int = 0
 
 
 def scan_shard(path: str) -> ShardScan:
@@ -200,6 +245,8 @@ def scan_shard(path: str) -> ShardScan:
     all_keys: set[str] = set()
     group: str | None = None  # key of the current run of consecutive members
     group_counted = False
+    first_group = False  # the current group is its key's first (the one readers use)
+    kinds: dict[str, Counter] = {}  # key -> media kind -> members of its first group
     try:
         with tarfile.open(path, mode="r|*") as tar:
             for member in tar:
@@ -207,21 +254,31 @@ def scan_shard(path: str) -> ShardScan:
                 if not member.isfile() or key.rsplit("/", 1)[-1].startswith(".") or not ext:
                     continue
                 if key != group:
-                    group, group_counted = key, False
+                    group, group_counted, first_group = key, False, False
                 all_keys.add(key)
                 if ext in TEXT_EXTENSIONS:
                     scan.has_text = True
-                if ext not in IMAGE_EXTENSIONS or group_counted:
+                kind = media_kind(ext)
+                if kind is None:
                     continue
-                group_counted = True  # one image per group: the reader takes the first
+                if group_counted:  # another media member of the same group (a carousel)
+                    if first_group:
+                        kinds[key][kind[0]] += 1
+                    continue
+                group_counted = True  # one media group per key: the reader takes the first
                 if key in seen:
                     scan.duplicates += 1
                 else:
                     seen.add(key)
                     scan.keys.append(key)
+                    first_group = True
+                    kinds[key] = Counter({kind[0]: 1})
     except (tarfile.TarError, OSError, EOFError):
         pass
     scan.missing_image = len(all_keys - seen)
+    scan.images = sum(1 for k in seen if kinds[k]["image"])
+    scan.videos = sum(1 for k in seen if kinds[k]["video"])
+    scan.carousels = sum(1 for k in seen if kinds[k]["image"] > 1)
     return scan
 
 
@@ -469,17 +526,35 @@ def _members(sample: Sample, image_format: str) -> list[tuple[str, bytes]]:
             f"sample key {key!r} contains a dot (webdataset splits names at the first dot)"
         )
     members: list[tuple[str, bytes]] = []
-    if sample.get("image") is not None:
-        payload, ext = _encode_image(sample["image"], image_format)
+    carousel = sample.get("images")
+    if carousel and len(carousel) > 1:  # `<key>.<n>.<ext>`, in order (see module doc)
+        for n, image in enumerate(carousel):
+            payload, ext = _encode_image(image, image_format)
+            members.append((f"{key}.{n}.{ext}", payload))
+    elif carousel or sample.get("image") is not None:
+        payload, ext = _encode_image(carousel[0] if carousel else sample["image"], image_format)
         members.append((f"{key}.{ext}", payload))
+    if sample.get("video") is not None:
+        video = bytes(sample["video"])
+        ext = sniff_format(video)
+        if ext is None:
+            raise ValueError(f"sample {key!r}: video bytes are neither MP4 nor WebM")
+        members.append((f"{key}.{ext}", video))
     if sample.get("text") is not None:
         members.append((f"{key}.txt", str(sample["text"]).encode("utf-8")))
     if sample.get("json") is not None:
         members.append((f"{key}.json", json.dumps(sample["json"], sort_keys=True).encode("utf-8")))
     for name, value in sample.items():  # any other extension given as bytes, e.g. "cls"
-        if name not in ("key", "image", "text", "json", "shard", "item_id") and isinstance(
-            value, (bytes, bytearray)
-        ):
+        if name not in (
+            "key",
+            "image",
+            "images",
+            "video",
+            "text",
+            "json",
+            "shard",
+            "item_id",
+        ) and isinstance(value, (bytes, bytearray)):
             members.append((f"{key}.{name}", bytes(value)))
     return members
 
@@ -516,7 +591,8 @@ def write_shards(
     """Write samples into tars named `pattern % index` (e.g. 'out/shard-%05d.tar').
 
     Each sample: key (no dots), and any of image (PIL / (H, W, 3) uint8 / encoded bytes, stored
-    as-is when bytes), text (str), json (dict), other extensions as bytes. `maxcount` samples per
+    as-is when bytes), images (a list of those: a carousel, written `<key>.<n>.<ext>`), video
+    (MP4 / WebM bytes), text (str), json (dict), other extensions as bytes. `maxcount` samples per
     shard. Returns the shard paths written, in order.
     """
     if "%" not in pattern:

@@ -23,6 +23,7 @@ from coldstart.encoders.images import PixelSplit, split_transform
 
 IMAGE = "image"
 TEXT = "text"
+VIDEO = "video"  # K frames through the image tower, pooled over time (encoders.pooling)
 
 
 @dataclass

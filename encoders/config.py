@@ -13,6 +13,7 @@ from coldstart.encoders.catalogue import DEFAULT_FIELDS
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")  # Lightning's names
 DECODES = ("cpu", "device")
 FUSION_METHODS = ("mean", "weighted", "learned")
+POOLINGS = ("mean", "attention")  # encoders.pooling (torch-free copy of the names)
 
 
 @dataclass
@@ -81,6 +82,24 @@ class EmbedConfig:
     )
     fusion_weights: dict[str, float] = field(default_factory=dict)  # weighted: modality -> w
     text_chunk: int = 4096  # catalogue items without media per text part
+    video_frames: int = field(
+        default=8, metadata={"help": "frames sampled uniformly in time from each video"}
+    )
+    video_pooling: str = field(
+        default="mean",
+        metadata={
+            "choices": POOLINGS,
+            "help": "how a video's frame vectors pool over time: mean, or attention (trained "
+            "weights from --video-pooling-state; untrained it equals mean)",
+        },
+    )
+    video_pooling_state: str | None = field(
+        default=None,
+        metadata={"help": "attention pooling weights: a .pt state_dict, or a fine-tuning .ckpt"},
+    )
+    max_video_seconds: float = field(
+        default=600.0, metadata={"help": "longer videos (by their container) are skipped"}
+    )
     progress: bool = field(default=True, metadata={"help": "the progress bar"})
     # Seeds the random initialisation of towers without pretrained weights, so every process
     # (a rerun, each --devices rank) draws the same weights and a killed job can resume.
@@ -93,4 +112,4 @@ class EmbedConfig:
     )
 
 
-__all__ = ["DECODES", "FUSION_METHODS", "PRECISIONS", "EmbedConfig", "FusionConfig"]
+__all__ = ["DECODES", "FUSION_METHODS", "POOLINGS", "PRECISIONS", "EmbedConfig", "FusionConfig"]

@@ -20,14 +20,19 @@ instead of pixels with `decode="device"` (batched `decode_jpeg` on the device, C
 other formats and bad files); vectors come back to the host without stalling the next batch;
 parts are written on a thread; `fused` is computed only when the run has two or more modalities.
 
-Modalities in the export: "image", "text", optionally "tags" (user tags: interaction-derived),
-and "fused" (ModalityFusion over the modalities an item has) when the run has more than one.
-Vectors are float32 whatever `precision` the encoder ran at.
+Modalities in the export: "image" (a carousel's images each through the image tower, their unit
+vectors averaged: encoders.pooling.pool_mean), "video" (K frames sampled uniformly in time by
+the workers, data.video, through the image tower in the same forward as the batch's images, then
+pooled over time: mean, or a trained attention pooling), "text", optionally "tags" (user tags:
+interaction-derived), and "fused" (ModalityFusion over the modalities an item has) when the run
+has more than one. Vectors are float32 whatever `precision` the encoder ran at. Videos are
+decoded by the workers whatever `decode` says (`decode="device"` applies to JPEG images).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -62,13 +67,15 @@ from coldstart.data.shards import (
     iter_shard,
     scan_shard,
 )
-from coldstart.encoders.base import IMAGE, TEXT, Encoder, Preprocessor
+from coldstart.data.video import VideoLimits, VideoRejected, decode_video
+from coldstart.encoders.base import IMAGE, TEXT, VIDEO, Encoder, Preprocessor
 from coldstart.encoders.catalogue import CatalogueTexts, is_catalogue, load_catalogue_texts
 
 # EmbedConfig lives in the torch-free encoders.config (one home for its defaults).
 from coldstart.encoders.config import DECODES, PRECISIONS, EmbedConfig, FusionConfig
 from coldstart.encoders.fusion import ModalityFusion
 from coldstart.encoders.images import decode_jpegs, device_decodable, pack_bytes, unpack_bytes
+from coldstart.encoders.pooling import TemporalPooling, create_pooling, pool_mean
 from coldstart.encoders.registry import create_encoder
 
 TAGS = "tags"
@@ -91,6 +98,8 @@ class Unit:
     item_ids: list = field(default_factory=list)  # text: catalogue items of the chunk
     planned_skips: dict[str, int] = field(default_factory=dict)  # found by the header scan
     has_text: bool = False  # shard: holds text members
+    has_image: bool = False  # shard: holds image members
+    has_video: bool = False  # shard: holds video members
 
 
 @dataclass
@@ -134,6 +143,7 @@ def plan_units(shards: list[str], catalogue: CatalogueTexts | None, text_chunk: 
             Unit(
                 i, "shard", url, f"part-{i:05d}.parquet", len(scan.keys), keys=scan.keys,
                 planned_skips={k: v for k, v in skips.items() if v}, has_text=scan.has_text,
+                has_image=scan.images > 0, has_video=scan.videos > 0,
             )
         )  # fmt: skip
         if catalogue is not None:
@@ -200,8 +210,10 @@ class EmbedBatches(IterableDataset):
     Batch: unit, chunk, chunks (of the unit), seq (within the chunk), worker (DataLoader worker
     id, -1 in the main process), ids (list, one per row),
     pixels (n_img, 3, H, W) uint8 (float when the transform cannot be split) + img_rows, jpeg
-    (packed bytes) + jpeg_offsets + jpeg_rows (device decode), tokens (n_txt, L) + txt_rows,
-    tag_tokens + tag_rows, n (input samples consumed), done, skipped (counts of this batch).
+    (packed bytes) + jpeg_offsets + jpeg_rows (device decode): a carousel's row appears once per
+    image; frames (n_frames, 3, H, W) + frame_counts (per video) + vid_rows, tokens (n_txt, L) +
+    txt_rows, tag_tokens + tag_rows, n (input samples consumed), done, skipped (counts of this
+    batch).
     """
 
     def __init__(
@@ -214,8 +226,12 @@ class EmbedBatches(IterableDataset):
         want_text: bool,
         with_tags: bool,
         device_decode: bool = False,
+        video_frames: int = EmbedConfig.video_frames,
+        video_limits: VideoLimits | None = None,
     ) -> None:
         super().__init__()
+        self.video_frames = video_frames
+        self.video_limits = video_limits or VideoLimits()
         self.chunks = chunks
         self.units = units
         self.pre = pre
@@ -248,11 +264,19 @@ class EmbedBatches(IterableDataset):
     def _batch(
         self, chunk: Chunk, seq: int, rows: list[dict], n: int, done: bool, skipped: Counter
     ) -> dict:
-        img_rows = [i for i, r in enumerate(rows) if r.get("pixels") is not None]
-        jpeg_rows = [i for i, r in enumerate(rows) if r.get("jpeg") is not None]
+        img_rows, pixels, jpeg_rows, jpegs = [], [], [], []
+        for i, r in enumerate(rows):
+            for image in r.get("images", ()):  # a carousel's row once per image
+                if "pixels" in image:
+                    img_rows.append(i)
+                    pixels.append(image["pixels"])
+                else:
+                    jpeg_rows.append(i)
+                    jpegs.append(image["jpeg"])
+        vid_rows = [i for i, r in enumerate(rows) if r.get("frames") is not None]
         txt_rows = [i for i, r in enumerate(rows) if r.get("text")] if self.want_text else []
         tag_rows = [i for i, r in enumerate(rows) if r.get("tags")] if self.with_tags else []
-        jpeg, offsets = pack_bytes([rows[i]["jpeg"] for i in jpeg_rows]) if jpeg_rows else (
+        jpeg, offsets = pack_bytes(jpegs) if jpeg_rows else (
             None, None
         )  # fmt: skip
         batch = {
@@ -262,8 +286,11 @@ class EmbedBatches(IterableDataset):
             "seq": seq,
             "worker": self.worker,
             "ids": [r["id"] for r in rows],
-            "pixels": torch.stack([rows[i]["pixels"] for i in img_rows]) if img_rows else None,
+            "pixels": torch.stack(pixels) if img_rows else None,
             "img_rows": img_rows,
+            "frames": torch.cat([rows[i]["frames"] for i in vid_rows]) if vid_rows else None,
+            "frame_counts": [len(rows[i]["frames"]) for i in vid_rows],
+            "vid_rows": vid_rows,
             "jpeg": jpeg,
             "jpeg_offsets": offsets,
             "jpeg_rows": jpeg_rows,
@@ -291,13 +318,26 @@ class EmbedBatches(IterableDataset):
             skipped["transform_error"] += 1
         return {}
 
+    def _video(self, payload: bytes, skipped: Counter) -> dict[str, Any]:
+        """Encoded video -> {"frames": (k, 3, H, W)}, k <= video_frames sampled uniformly in
+        time, or {} when it is bad (counted by reason: corrupt_video, video_too_long, ...)."""
+        try:
+            frames, _ = decode_video(payload, self.video_frames, self.video_limits)
+            return {"frames": torch.stack([self.pre.image_host(f) for f in frames])}
+        except VideoRejected as err:
+            skipped[err.reason] += 1
+        except Exception:  # noqa: BLE001 - a bad video is counted, never fatal
+            skipped["transform_error"] += 1
+        return {}
+
     def _shard(self, unit: Unit, chunk: Chunk) -> Iterator[dict[str, Any]]:
         keys = unit.keys[chunk.start : chunk.stop]
         last = chunk.index == chunk.count - 1
         # Shard-level counts (header scan, tar damage) belong to one chunk: the last, which
         # reads to the end of the shard; the others stop after their own keys.
         skipped: Counter = Counter(unit.planned_skips if last else {})
-        config = DecodeConfig(decode_images=False)  # bytes: decoded here or on the device
+        # Bytes: images decoded here or on the device, videos here (K frames).
+        config = DecodeConfig(decode_images=False, accept_video=True)
         rows: list[dict] = []
         n, seq = 0, 0
         seen: set[str] = set()
@@ -308,7 +348,10 @@ class EmbedBatches(IterableDataset):
             item_id = item if item is not None else sample["item_id"]
             text, tags = self._texts_of(item, sample.get("text"))
             row = {"id": item_id, "text": text, "tags": tags}
-            row.update(self._image(sample["image_bytes"], skipped))
+            images = [self._image(b, skipped) for b in sample.get("images_bytes", ())]
+            row["images"] = [image for image in images if image]  # a bad one is counted
+            if sample.get("video_bytes") is not None:
+                row.update(self._video(sample["video_bytes"], skipped))
             rows.append(row)
             n += 1
             if len(rows) == self.batch_size:
@@ -351,8 +394,12 @@ class EmbedDataModule(L.LightningDataModule):
         want_text: bool,
         with_tags: bool,
         device_decode: bool = False,
+        video_frames: int = EmbedConfig.video_frames,
+        video_limits: VideoLimits | None = None,
     ) -> None:
         super().__init__()
+        self.video_frames = video_frames
+        self.video_limits = video_limits
         self.units = units
         self.pre = pre
         self.batch_size = batch_size
@@ -375,6 +422,7 @@ class EmbedDataModule(L.LightningDataModule):
         ds = EmbedBatches(
             self.chunks, {u.index: u for u in self.mine}, self.pre, self.batch_size,
             self.catalogue, self.want_text, self.with_tags, self.device_decode,
+            self.video_frames, self.video_limits,
         )  # fmt: skip
         workers = min(self.num_workers, len(self.chunks))
         pin = self.trainer.strategy.root_device.type == "cuda"  # pinned: async copies
@@ -398,6 +446,17 @@ def _to_host(x: torch.Tensor) -> torch.Tensor:
     return host
 
 
+def _pool_carousels(vectors: torch.Tensor, rows: list[int]) -> tuple[torch.Tensor, list[int]]:
+    """vectors (n, D) of batch rows `rows` (sorted; a carousel's row repeats) -> (m, D), one
+    per distinct row: a carousel's images mean-pooled, single images as they are."""
+    distinct = list(dict.fromkeys(rows))
+    if len(distinct) == len(rows):
+        return vectors, rows
+    tally = Counter(rows)
+    counts = [tally[r] for r in distinct]
+    return pool_mean(vectors, counts), distinct
+
+
 class LitEmbedder(L.LightningModule):
     """Wraps an encoder for Lightning predict: eval mode, no grad, L2-normalized float32 outputs.
 
@@ -406,10 +465,16 @@ class LitEmbedder(L.LightningModule):
     cannot decode (a bad file is skipped and counted, as in the workers).
     """
 
-    def __init__(self, encoder: Encoder, pre: Preprocessor | None = None) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        pre: Preprocessor | None = None,
+        video_pool: TemporalPooling | None = None,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.pre = pre if pre is not None else encoder.preprocessor()
+        self.video_pool = video_pool or TemporalPooling(encoder.dim, "mean")
         self.decode = DecodeConfig()
 
     def transfer_batch_to_device(
@@ -417,7 +482,7 @@ class LitEmbedder(L.LightningModule):
     ) -> Any:
         # Only model inputs move; JPEG bytes stay on the host, where decode_jpeg wants them.
         out = dict(batch)
-        for key in ("pixels", "tokens", "tag_tokens"):
+        for key in ("pixels", "frames", "tokens", "tag_tokens"):
             if out.get(key) is not None:
                 out[key] = out[key].to(device, non_blocking=True)
         return out
@@ -459,12 +524,22 @@ class LitEmbedder(L.LightningModule):
             for k in ("unit", "chunk", "chunks", "seq", "worker", "ids", "txt_rows", "tag_rows")
             + ("n", "done")
         }
-        pixels, out["img_rows"] = self._pixels(batch, skipped)
+        pixels, img_rows = self._pixels(batch, skipped)
         out["skipped"] = dict(skipped)
-        out[IMAGE] = None
-        if pixels is not None:
-            x = self.pre.finish_pixels(pixels)  # (n_img, 3, H, W) float
-            out[IMAGE] = _to_host(self.encoder.encode_image(x))  # (n_img, D)
+        out[IMAGE] = out[VIDEO] = None
+        frames, counts = batch.get("frames"), batch.get("frame_counts") or []
+        n_img = 0 if pixels is None else len(pixels)
+        parts = [t for t in (pixels, frames) if t is not None]
+        if parts:  # images and video frames in one forward: (n_img + n_frames, 3, H, W)
+            x = self.pre.finish_pixels(parts[0] if len(parts) == 1 else torch.cat(parts))
+            vectors = self.encoder.encode_image(x)  # (n_img + n_frames, D)
+            if n_img:
+                out[IMAGE], img_rows = _pool_carousels(vectors[:n_img], img_rows)
+                out[IMAGE] = _to_host(out[IMAGE])  # (n_items_with_images, D)
+            if frames is not None:
+                out[VIDEO] = _to_host(self.video_pool.pool(vectors[n_img:], counts))  # (n_vid, D)
+        out["img_rows"] = img_rows
+        out["vid_rows"] = batch.get("vid_rows", [])
         for name, key in ((TEXT, "tokens"), (TAGS, "tag_tokens")):
             x = batch[key]
             out[name] = None if x is None else _to_host(self.encoder.encode_text(x))  # (n, D)
@@ -555,8 +630,8 @@ class PartWriter(BasePredictionWriter):
         ready = prediction.pop("ready", None)
         if ready is not None:
             ready.synchronize()
-        for name in (IMAGE, TEXT, TAGS):
-            if prediction[name] is not None:
+        for name in (IMAGE, VIDEO, TEXT, TAGS):
+            if prediction.get(name) is not None:
                 prediction[name] = prediction[name].numpy()
         unit = int(prediction["unit"])
         self.buffers[unit].append(prediction)
@@ -584,13 +659,15 @@ class PartWriter(BasePredictionWriter):
         for b in batches:
             for row in b["ids"]:
                 order.append(row)
-            for name, rows_key in ((IMAGE, "img_rows"), (TEXT, "txt_rows"), (TAGS, "tag_rows")):
-                if b[name] is None:
+            for name, rows_key in (
+                (IMAGE, "img_rows"), (VIDEO, "vid_rows"), (TEXT, "txt_rows"), (TAGS, "tag_rows")
+            ):  # fmt: skip
+                if b.get(name) is None:
                     continue
                 for j, r in enumerate(b[rows_key]):
                     item = b["ids"][r]
                     per_item[name][item] = b[name][j]
-        for name in (IMAGE, TEXT, TAGS):
+        for name in (IMAGE, VIDEO, TEXT, TAGS):
             for item in order:
                 if item in per_item[name]:
                     ids.append(item)
@@ -626,6 +703,7 @@ class PartWriter(BasePredictionWriter):
             "encoder": self.manifest.encoder,
             "weights_sha256": self.manifest.weights_sha256,
             "precision": self.manifest.extra.get("precision", DEFAULT_PRECISION),
+            "video": self.manifest.extra.get("video") if counts.get(VIDEO) else None,
         }
         atomic_write_json(self.out / (unit.part + SIDECAR), sidecar)
         self.rows_written += len(ids)
@@ -667,11 +745,14 @@ def _part_sha256(path: Path) -> str:
     return _cached(path, _SHA_CACHE, sha256_file)
 
 
-def finished_parts(out: Path, weights_sha256: str, precision: str | None = None) -> dict[str, dict]:
+def finished_parts(
+    out: Path, weights_sha256: str, precision: str | None = None, video: dict | None = None
+) -> dict[str, dict]:
     """part name -> sidecar, for parts whose file exists and matches its sidecar's sha256.
 
-    Raises when the directory holds parts of other weights, or (when `precision` is given) of
-    another precision: one export is one encoder at one precision.
+    Raises when the directory holds parts of other weights, (when `precision` is given) of
+    another precision, or (when `video` is given) videos embedded with other frames or pooling:
+    one export is one encoder at one precision with one video pooling.
     """
     done: dict[str, dict] = {}
     if not out.is_dir():
@@ -693,6 +774,11 @@ def finished_parts(out: Path, weights_sha256: str, precision: str | None = None)
             raise ValueError(
                 f"{out} holds parts embedded at precision {ran_at}, this run is {precision}; "
                 "rerun with that --precision or use a new --out directory"
+            )
+        if video is not None and meta.get("video") not in (None, video):
+            raise ValueError(
+                f"{out} holds videos embedded with {meta['video']}, this run {video}; rerun with "
+                "the same --video-frames / --video-pooling (state) or use a new --out directory"
             )
         if part.exists() and _part_sha256(part) == meta["part"]["sha256"]:
             done[meta["part"]["name"]] = meta
@@ -767,6 +853,40 @@ def _device_decode(config: EmbedConfig, pre: Preprocessor, shards: list[str]) ->
     return True
 
 
+def load_pooling_state(path: str) -> dict[str, torch.Tensor]:
+    """Attention pooling weights from a state_dict file (.pt), or the `video_pool.*` entries of
+    a fine-tuning checkpoint (.ckpt)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "state_dict" in state:  # a Lightning checkpoint
+        prefix = "video_pool."
+        state = {
+            k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)
+        }
+        if not state:
+            raise ValueError(f"{path}: the checkpoint holds no video_pool.* weights")
+    return state
+
+
+def _video_pooling(config: EmbedConfig, dim: int) -> tuple[TemporalPooling, dict[str, Any]]:
+    """The run's temporal pooling module and what the manifest records of it (frames, method,
+    sha256 of its weights: resuming with other pooling settings is refused)."""
+    if config.video_frames < 1:
+        raise ValueError(f"video_frames must be >= 1, got {config.video_frames}")
+    state = load_pooling_state(config.video_pooling_state) if config.video_pooling_state else None
+    if state is not None and config.video_pooling != "attention":
+        raise ValueError("--video-pooling-state needs --video-pooling attention")
+    module = create_pooling(config.video_pooling, dim, state)
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    record = {
+        "frames": config.video_frames,
+        "pooling": config.video_pooling,
+        "pooling_sha256": digest.hexdigest(),
+    }
+    return module, record
+
+
 def build_embeddings(
     config: EmbedConfig,
     encoder: Encoder | None = None,
@@ -800,7 +920,10 @@ def build_embeddings(
     # image rows and nothing else, not a "fused" copy of every image vector.
     has_text = catalogue is not None or any(u.has_text for u in units)
     want_text = TEXT in encoder.modalities and has_text
-    modalities = ([IMAGE] if shards else []) + ([TEXT] if want_text else [])
+    has_video = any(u.has_video for u in units)
+    has_image = bool(shards) and (any(u.has_image for u in units) or not has_video)
+    modalities = [IMAGE] if has_image else []
+    modalities += ([VIDEO] if has_video else []) + ([TEXT] if want_text else [])
     if config.with_tags and catalogue is not None:
         modalities.append(TAGS)
     fusion = None
@@ -815,6 +938,7 @@ def build_embeddings(
         modalities.append(FUSED)
     pre = encoder.preprocessor()
     device_decode = _device_decode(config, pre, shards)
+    video_pool, video = _video_pooling(config, encoder.dim)
     with warnings.catch_warnings():
         # 16-mixed on a CPU: Lightning warns and runs bf16-mixed; the manifest says which ran.
         warnings.filterwarnings("ignore", message=".*AMP with fp16 is not supported on CPU.*")
@@ -852,25 +976,28 @@ def build_embeddings(
             "catalogue": catalogue_spec,
             "precision": precision,
             "vector_dtype": "float32",
+            "video": video if has_video else None,
         },
     )
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)  # a killed run's half-written part or sidecar
-    done = finished_parts(out, weights, precision)
+    done = finished_parts(out, weights, precision, video if has_video else None)
     todo = [u for u in units if u.part not in done]
     if todo:
         writer = PartWriter(str(out), units, template, fusion, config.progress)
         trainer.callbacks.append(writer)
         dm = EmbedDataModule(
             todo, pre, config.batch_size, config.num_workers, catalogue, want_text,
-            config.with_tags, device_decode,
+            config.with_tags, device_decode, config.video_frames,
+            VideoLimits(max_seconds=config.max_video_seconds),
         )  # fmt: skip
         with warnings.catch_warnings():
             # Batches come from an IterableDataset: there are no sampler indices to infer.
             warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
             # LitEmbedder moves only model inputs to the device (JPEG bytes stay on the host).
             warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`")
-            trainer.predict(LitEmbedder(encoder, pre), datamodule=dm, return_predictions=False)
+            lit = LitEmbedder(encoder, pre, video_pool)
+            trainer.predict(lit, datamodule=dm, return_predictions=False)
         trainer.strategy.barrier()
         if trainer.global_rank != 0:
             return EmbeddingManifest.load(out)

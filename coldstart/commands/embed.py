@@ -17,7 +17,8 @@ EPILOG = """examples:
       --accelerator gpu --precision bf16-mixed --decode device --batch-size 256 --num-workers 14
 
 Output: part-*.parquet (item_id, modality, vector) + manifest.json (data/embeddings.py).
-Modalities: image, text, tags (with --tags), fused (when a run has two or more).
+Modalities: image (a carousel's images pooled), video (K frames through the image tower, pooled
+over time), text, tags (with --tags), fused (when a run has two or more).
 Rerunning the same command resumes: finished parts are kept, the rest is embedded.
 Each shard is cut into chunks so every DataLoader worker has work, even with fewer shards
 than workers; its part is still written once, whole, in file order.
@@ -41,6 +42,10 @@ OPTIONS = (
     "fusion",
     "init_seed",
     "progress",
+    "video_frames",
+    "video_pooling",
+    "video_pooling_state",
+    "max_video_seconds",
 )
 FLAGS = {"with_tags": "--tags"}
 
