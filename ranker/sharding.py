@@ -438,7 +438,8 @@ SHARDS_KEY = "torchrec_shards"  # in a checkpoint file: the DCP directory of its
 CHUNK_BYTES = 64 << 20
 
 
-def _is_sharded(value: Any) -> bool:
+def is_sharded(value: Any) -> bool:
+    """A ShardedTensor (a torch.Tensor subclass: isinstance(x, Tensor) does not tell)."""
     return isinstance(value, _sharded_types())
 
 
@@ -668,10 +669,10 @@ class TorchRecStrategy(DDPStrategy):
         state = checkpoint["state_dict"]
         save_shards(
             target,
-            {k: v for k, v in state.items() if _is_sharded(v)},
+            {k: v for k, v in state.items() if is_sharded(v)},
             self.model.fused_optimizer.state_dict()["state"],
         )
-        plain = {k: v for k, v in state.items() if not _is_sharded(v)}
+        plain = {k: v for k, v in state.items() if not is_sharded(v)}
         info = {"dir": name, "path": str(target.resolve())}
         small = {**checkpoint, "state_dict": plain, SHARDS_KEY: info}
         super().save_checkpoint(small, filepath, storage_options=storage_options)
@@ -704,7 +705,7 @@ class TorchRecStrategy(DDPStrategy):
             super().load_model_state_dict(checkpoint, strict=strict)
             return
         own = self.lightning_module.state_dict()
-        sharded = {k: v for k, v in own.items() if _is_sharded(v)}
+        sharded = {k: v for k, v in own.items() if is_sharded(v)}
         state = dict(checkpoint["state_dict"])
         if self._shards_to_load is not None:
             load_shards(self._shards_to_load, model=sharded)

@@ -10,6 +10,7 @@ import torch
 from coldstart.ranker.sharding import (
     ShardingConfig,
     gather_full,
+    is_sharded,
     load_shards,
     save_shards,
     shard_model,
@@ -29,7 +30,9 @@ def _sharded(model: torch.nn.Module, constraints: dict[str, str]) -> torch.nn.Mo
 
 
 def _tables(dmp: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in dmp.state_dict().items() if not isinstance(v, torch.Tensor)}
+    tables = {k: v for k, v in dmp.state_dict().items() if is_sharded(v)}
+    assert len(tables) == 4, list(tables)  # item_id, item_sid, user_id, user_history
+    return tables
 
 
 def save(rank: int, world: int, root: str, constraints: dict[str, str]) -> None:
@@ -67,6 +70,6 @@ def load(rank: int, world: int, root: str, constraints: dict[str, str]) -> None:
     if rank == 0:
         want = torch.load(Path(root) / "reference.pt", weights_only=False)
         for part in ("tables", "fused"):
-            assert set(got[part]) == set(want[part]), part
+            assert set(got[part]) == set(want[part]) and want[part], part
             for key in want[part]:
                 torch.testing.assert_close(got[part][key], want[part][key], rtol=0, atol=0)
