@@ -51,6 +51,23 @@ class RankerArtifact:
     def dim(self) -> int:
         return int(self.warm_vectors.shape[1])
 
+    def positive_score(self) -> float:
+        """Mean user . item score of the known (seen) positives on trained items: the score
+        an online warm-up estimate gives its mean engaging user (ranker.warmup)."""
+        from coldstart.ranker.warmup import positive_score
+
+        user_row = {_py(u): r for r, u in enumerate(self.user_ids)}
+        item_row = {_py(i): r for r, i in enumerate(self.warm_ids)}
+        pairs = [
+            (user_row[u], item_row[i])
+            for u, items in self.seen.items()
+            if u in user_row
+            for i in items
+            if i in item_row
+        ]
+        rows = np.asarray(pairs, np.int64).reshape(-1, 2)
+        return positive_score(self.user_vectors, self.warm_vectors, rows[:, 0], rows[:, 1])
+
     @classmethod
     def load(cls, directory: str | Path, method: str | None = None) -> RankerArtifact:
         """Read a method directory, or a ranker stage directory plus `method`."""
@@ -110,10 +127,10 @@ def open_ranker_stores(
     backend: str = "faiss",
     settings: Mapping[str, Any] | None = None,
     with_cold: bool = False,
-) -> tuple[Any, Any]:
-    """(warm store, cold store) under `root` (root/warm/<store>, root/cold/<store>): built from
-    the artifact when absent (cold: its non-warm items with `with_cold`, else empty), reopened
-    otherwise. settings: the backend's sections besides the index keys (e.g. {"store": {...}})."""
+) -> tuple[Any, Any, Any]:
+    """(warm store, cold store, warm-up state store) under `root` (root/warm/<store>,
+    root/cold/<store>, root/events/<store>): built from the artifact when absent (cold: its
+    non-warm items with `with_cold`, else empty; events: empty), reopened otherwise. settings: the backend's sections besides the index keys (e.g. {"store": {...}})."""
     from coldstart.index.registry import get_backend
 
     chosen = get_backend(backend)
@@ -126,22 +143,27 @@ def open_ranker_stores(
     else:  # other stores name their own exact index; inner product, raw vectors
         index_keys.update(metric="ip", normalize=False)
     built = {**base, chosen.sections[0]: index_keys}
+    # The warm-up state (index.recommend): [v0, sum of engaging users, n] per item, 2 D + 1.
+    state_dim = 2 * artifact.dim + 1
+    state_keys = {**index_keys, "dim": state_dim}
     stores = []
     for part, ids, vectors in (
         ("warm", artifact.warm_ids, artifact.warm_vectors),
         ("cold", artifact.cold_ids, artifact.cold_vectors),
+        ("events", artifact.warm_ids[:0], np.zeros((0, state_dim), np.float32)),
     ):
+        settings_ = {**built, chosen.sections[0]: state_keys} if part == "events" else built
         location = root / part / chosen.local_name
         if location.exists():
-            stores.append(chosen.open(str(location), built))
+            stores.append(chosen.open(str(location), settings_))
             continue
         location.parent.mkdir(parents=True, exist_ok=True)
         if part == "cold" and not with_cold:
             ids, vectors = ids[:0], vectors[:0]
         source = {"ranker": str(artifact.directory), "method": artifact.method, "segment": part}
-        store, _ = chosen.build([_py(i) for i in ids], vectors, str(location), built, source)
+        store, _ = chosen.build([_py(i) for i in ids], vectors, str(location), settings_, source)
         stores.append(store)
-    return stores[0], stores[1]
+    return stores[0], stores[1], stores[2]
 
 
 def open_ranker_service(
@@ -150,10 +172,14 @@ def open_ranker_service(
     backend: str = "faiss",
     settings: Mapping[str, Any] | None = None,
     with_cold: bool = False,
+    warmup: Any = None,
 ) -> RankerService:
     """The index.recommend.RankerService of an artifact: its stores (open_ranker_stores), user
-    vectors, seen items and cold-item path."""
-    warm, cold = open_ranker_stores(artifact, root, backend, settings, with_cold)
+    vectors, seen items, cold-item path and online warm-up (ranker.warmup; `warmup` a
+    WarmupConfig, default WarmupConfig()); warmed items are rebuilt from their state."""
+    from coldstart.ranker.warmup import WarmupConfig, warmup_fn
+
+    warm, cold, events = open_ranker_stores(artifact, root, backend, settings, with_cold)
     row = {_py(u): r for r, u in enumerate(artifact.user_ids)}
     users = artifact.user_vectors
 
@@ -169,7 +195,8 @@ def open_ranker_service(
     def history_user(item_ids: list[Any]) -> np.ndarray:
         return user_map(user_map.rows_of(item_ids))  # uploads (no catalogue row) add nothing
 
-    return RankerService(
+    config = warmup or WarmupConfig()
+    service = RankerService(
         warm=warm,
         cold=cold,
         user_vector=user_vector,
@@ -178,8 +205,18 @@ def open_ranker_service(
         content_dim=int(cold_item.content_dim) if cold_item is not None else 0,
         history_user=history_user if user_map is not None else None,
         user_id_type=_id_type(artifact.user_ids),
-        info={"method": artifact.method, "artifact": str(artifact.directory)},
+        info={
+            "method": artifact.method,
+            "artifact": str(artifact.directory),
+            "warmup_kappa": config.kappa,
+        },
+        events=events,
+        warmup=warmup_fn(config, artifact.positive_score()),
     )
+    rebuilt = service.rebuild_warmup()
+    if rebuilt:
+        log.info("warm-up: %d served vectors rebuilt from their state", rebuilt)
+    return service
 
 
 def add_ranker_arguments(p: Any) -> None:

@@ -72,6 +72,7 @@ class AppState:
     store: VectorStore | None = None
     error: str | None = None
     batcher: MicroBatcher | None = None
+    content: bool = True  # False: a ranker served alone, no content store to load
     search_pool: concurrent.futures.ThreadPoolExecutor = field(default_factory=_search_pool)
 
     # ----------------------------------------------------------------- loading
@@ -97,7 +98,10 @@ class AppState:
         return f"index failed to load: {self.error}" if self.error else "index loading"
 
     def require_store(self) -> VectorStore:
-        """The loaded store; 503 (Retry-After) while it loads or when loading failed."""
+        """The loaded store; 503 (Retry-After) while it loads or when loading failed; 501
+        when the server has no content store (a ranker served alone)."""
+        if not self.content:
+            raise HTTPError(501, "no content index: this server serves a ranker only (--index)")
         if self.store is None:
             raise HTTPError(503, self.loading_detail(), {"Retry-After": "1"})
         return self.store

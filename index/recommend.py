@@ -9,12 +9,21 @@ Two stores, one per segment, so either segment is searched without an id filter:
   warm: the items the method trained on (their vectors from the artifact)
   cold: items served through the cold-item path: uploads (and the artifact's non-warm items
         when loaded); an upload is acknowledged once the store has it durably.
+Warming up online (`record_events`, POST /v1/events): an engagement event on a cold item
+updates that item's state in a third store, `events` (one row per item: [v0 (D), sum of the
+engaging users' vectors (D), summed event weight n (1)], dimension 2D + 1), then the item's
+served vector in the cold store becomes warmup(v0, sum, n) (the app layer's function, e.g.
+ranker.warmup.warm_vectors). Both writes are durable before the answer; a crash between them
+is repaired when the service opens (`rebuild_warmup` recomputes every item from its state).
+An upload (re-)sets an item's state; a delete removes it.
+
 Ties: results are ordered by score, then warm before cold, then by the store's order; scores
 are returned unrounded (float32 values) so a client can apply its own tie rule.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +58,8 @@ class RankerService:
         first), or None when the method cannot compute one.
     user_id_type: "int" or "str" (how a path parameter is read).
     info: what /v1/ranker reports (method, dims, artifact).
+    events: the warm-up state store (dimension 2 D + 1, see the module docstring), or None.
+    warmup(base (N, D), user_sum (N, D), n (N,)) -> (N, D): served vectors from state.
     """
 
     warm: VectorStore
@@ -60,6 +71,10 @@ class RankerService:
     history_user: Callable[[list[ItemId]], np.ndarray] | None = None
     user_id_type: str = "int"
     info: dict[str, Any] = field(default_factory=dict)
+    events: VectorStore | None = None
+    warmup: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
+    # Events read-modify-write an item's state: one writer at a time.
+    _events_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def dim(self) -> int:
@@ -150,16 +165,104 @@ class RankerService:
                 f"content has {x.shape[1]} values, the method reads {self.content_dim}"
             )
         vectors = self.cold_item(x)  # (N, D)
-        return self.cold.upsert(norm, vectors)
+        if self.events is None:
+            return self.cold.upsert(norm, vectors)
+        with self._events_lock:  # new content: the item starts again from v0, no events
+            self.events.delete(norm)
+            return self.cold.upsert(norm, vectors)
+
+    # ----------------------------------------------------------------- warming up online
+    def record_events(self, events: Sequence[tuple[Any, Any, float]]) -> dict[str, Any]:
+        """Apply engagement events (user id, item id, weight >= 0) to cold items; answers
+        once the state and the served vectors are durable: {lsn, applied, ignored}.
+
+        Events on trained (warm) items are ignored (they learn at the next retrain). Nothing
+        is written when any event names an unknown user (UnknownUser) or an item no store
+        holds, or has a bad weight (InvalidInput)."""
+        if self.events is None or self.warmup is None:
+            raise InvalidInput(f"method {self.info.get('method')!r} does not warm up online")
+        users = [self.user_id(u) for u, _, _ in events]
+        items = [self.warm.schema.normalize_id(i) for _, i, _ in events]
+        weights = np.asarray([w for _, _, w in events], np.float64)
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise InvalidInput("event values (weights) must be finite and >= 0")
+        rows = [self.user_vector(u) for u in users]
+        unknown = sorted({str(u) for u, r in zip(users, rows) if r is None})
+        if unknown:
+            raise UnknownUser(f"unknown users {unknown[:20]}")
+        with self._events_lock:
+            cold = self.cold.contains(items)
+            warm = self.warm.contains(items)
+            missing = sorted({str(i) for i, c, w in zip(items, cold, warm) if not (c or w)})
+            if missing:
+                raise InvalidInput(f"unknown (deleted or never added) items: {missing[:20]}")
+            live = [j for j, c in enumerate(cold) if c and weights[j] > 0]
+            if not live:
+                return {"lsn": self.cold.lsn, "applied": 0, "ignored": len(events)}
+            order = list(dict.fromkeys(items[j] for j in live))  # distinct, first-seen order
+            pos = {i: r for r, i in enumerate(order)}
+            base, user_sum, n = self._state(order)
+            for j in live:
+                r = pos[items[j]]
+                user_sum[r] += weights[j] * np.asarray(rows[j], np.float64)
+                n[r] += weights[j]
+            d = self.dim
+            state = np.concatenate([base, user_sum, n[:, None]], axis=1).astype(np.float32)
+            self.events.upsert(order, state)  # durable first: a crash after it is rebuilt
+            vectors = self.warmup(state[:, :d], state[:, d : 2 * d], state[:, 2 * d])
+            lsn = self.cold.upsert(order, vectors)
+        return {"lsn": int(lsn), "applied": len(live), "ignored": len(events) - len(live)}
+
+    def _state(self, ids: list[ItemId]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(base (N, D), user_sum (N, D) float64, n (N,) float64) of cold items; an item
+        without state starts from its served vector (its content-derived v0)."""
+        assert self.events is not None
+        d = self.dim
+        base = np.zeros((len(ids), d), np.float32)
+        user_sum = np.zeros((len(ids), d), np.float64)
+        n = np.zeros(len(ids), np.float64)
+        has = self.events.contains(ids)
+        old = [i for i, h in zip(ids, has) if h]
+        if old:
+            state = self.events.get(old)  # (M, 2D + 1)
+            rows = [r for r, h in enumerate(has) if h]
+            base[rows], user_sum[rows], n[rows] = state[:, :d], state[:, d : 2 * d], state[:, 2 * d]
+        new = [r for r, h in enumerate(has) if not h]
+        if new:
+            base[new] = self.cold.get([ids[r] for r in new])
+        return base, user_sum, n
+
+    def rebuild_warmup(self) -> int:
+        """Recompute every warmed item's served vector from its stored state and rewrite
+        those that differ (a crash between the two writes of `record_events`); returns how
+        many were rewritten. Runs when the service opens."""
+        if self.events is None or self.warmup is None or self.events.count() == 0:
+            return 0
+        d, total = self.dim, self.events.count()
+        # The state store has no listing: an exact search with k = count returns every id.
+        ids = self.events.search(np.zeros((1, 2 * d + 1), np.float32), total).ids[0]
+        ids = [i for i, c in zip(ids, self.cold.contains(ids)) if c]
+        if not ids:
+            return 0
+        state = self.events.get(ids)
+        want = self.warmup(state[:, :d], state[:, d : 2 * d], state[:, 2 * d])
+        stale = [r for r, v in enumerate(self.cold.get(ids)) if not np.array_equal(v, want[r])]
+        if stale:
+            self.cold.upsert([ids[r] for r in stale], want[stale])
+        return len(stale)
 
     def delete_item(self, item_id: Any) -> tuple[int, int]:
         """Remove an item from whichever store holds it: (removed, lsn)."""
         norm = self.warm.schema.normalize_id(item_id)
+        if self.events is not None:
+            with self._events_lock:
+                self.events.delete([norm])
         removed, lsn = self.cold.delete([norm])
         if not removed:
             removed, lsn = self.warm.delete([norm])
         return removed, lsn
 
     def close(self) -> None:
-        for store in (self.warm, self.cold):
-            store.close()
+        for store in (self.warm, self.cold, self.events):
+            if store is not None:
+                store.close()

@@ -48,15 +48,32 @@ TEXT_METRICS = {
 }
 
 
-def router(state: AppState) -> APIRouter:
-    """GET /health, GET /ready, GET /metrics (open), POST /v1/snapshot (write token)."""
+def router(state: AppState, ranker: Any = None) -> APIRouter:
+    """GET /health, GET /ready, GET /metrics (open), POST /v1/snapshot (write token).
+
+    ranker: an index.recommend.RankerService; without a content store (state.content False)
+    readiness, item counts and snapshots are those of its stores."""
     api = APIRouter()
     docs = state.docs
+
+    def ranker_items() -> int:
+        return int(ranker.warm.count()) + int(ranker.cold.count())
 
     @api.get("/health", tags=["ops"], **docs(Health))
     async def health() -> dict[str, Any]:
         """Liveness: the process answers. Says whether the index is loaded and where it runs."""
         store = state.store
+        if not state.content:  # a ranker alone: its stores opened before the app started
+            return {
+                "status": "ok",
+                "ready": True,
+                "error": None,
+                "items": await run_in_threadpool(ranker_items),
+                "device": None,
+                "backend": ranker.warm.health().get("backend"),
+                "batching": False,
+                "faiss_threads": None,
+            }
         facts = store.health() if store is not None else {}
         items, error = None, state.error
         if store is not None:
@@ -79,6 +96,9 @@ def router(state: AppState) -> APIRouter:
     async def ready() -> JSONResponse:
         """Readiness: 200 once the index is loaded, 503 before (or if loading failed)."""
         store = state.store
+        if not state.content:
+            items = await run_in_threadpool(ranker_items)
+            return JSONResponse({"ready": True, "items": items, "lsn": ranker.cold.lsn})
         if store is None:
             detail = state.loading_detail()
             return error_json(503, detail, {"Retry-After": "1"}, ready=False, error=state.error)
@@ -101,12 +121,13 @@ def router(state: AppState) -> APIRouter:
     async def snapshot() -> JSONResponse:
         """Persist now: FAISS writes a snapshot (and resets the write-ahead log); Milvus seals
         its in-memory segments (flush)."""
-        store = state.require_store()
+        # A ranker alone: its stores (the lsn reported is the cold, upload store's).
+        stores = [state.require_store()] if state.content else [ranker.warm, ranker.cold]
         try:
-            written = await run_in_threadpool(store.flush)
+            written = [await run_in_threadpool(store.flush) for store in stores]
         except OSError as err:  # disk full...: the log still holds every write
             log.error("snapshot failed: %s", err)
             raise HTTPError(503, f"snapshot failed: {err}", {"Retry-After": "5"}) from err
-        return JSONResponse({"written": written, "lsn": store.lsn})
+        return JSONResponse({"written": any(written), "lsn": stores[-1].lsn})
 
     return api

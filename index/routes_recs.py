@@ -4,7 +4,8 @@ create_app when the app layer hands it one (`coldstart serve --ranker ...`).
 Reads: GET /v1/ranker, GET /v1/users/{id}/recommendations, POST /v1/recommendations (a user the
 model never saw, by history). Writes (bearer token): POST /v1/ranker/items (an item from its
 text and/or image, through the encoder and the method's cold-item path),
-DELETE /v1/ranker/items/{id}. Bad input is a 4xx: unknown user 404, empty history or unknown
+DELETE /v1/ranker/items/{id}, POST /v1/events (engagement moves an uploaded item's vector
+towards the users who engaged with it; index.recommend). Bad input is a 4xx: unknown user 404, empty history or unknown
 history ids 422, k outside 1..max_k 422, a trained item's id uploaded 409.
 """
 
@@ -62,6 +63,25 @@ class ItemAdded(BaseModel):
 class ItemDeleted(BaseModel):
     deleted: ItemIdT
     lsn: int
+
+
+class Event(_Strict):
+    user: ItemIdT = Field(description="a user the model knows")
+    item: ItemIdT = Field(description="a served item (events on trained items are ignored)")
+    event: StrictStr = Field(min_length=1, max_length=64, description="e.g. click, view, rating")
+    value: float = Field(
+        1.0, ge=0, allow_inf_nan=False, description="weight of the event (0: recorded as none)"
+    )
+
+
+class EventsRequest(_Strict):
+    events: list[Event] = Field(min_length=1, max_length=10_000)
+
+
+class EventsApplied(BaseModel):
+    lsn: int = Field(description="sequence number of the durable write to the item vectors")
+    applied: int = Field(description="events that moved an uploaded (cold) item's vector")
+    ignored: int = Field(description="events on trained items, or of weight 0")
 
 
 class _HistoryRules(_Strict):
@@ -123,6 +143,7 @@ def router(state: AppState, service: RankerService) -> APIRouter:
     history_model, upload_model = _body("history", max_k), _body("form", max_k)
     history_body = Depends(json_body(history_model))
     upload_form = Depends(form_body(upload_model))
+    events_body = Depends(json_body(EventsRequest))
     tags = ["recommendations"]
 
     async def run(fn: Any, *args: Any) -> Any:
@@ -223,6 +244,20 @@ def router(state: AppState, service: RankerService) -> APIRouter:
         lsn = await run(service.add_items, [form.id], content)
         item = service.warm.schema.normalize_id(form.id)
         return JSONResponse({"id": item, "lsn": int(lsn)})
+
+    @api.post(
+        "/v1/events",
+        tags=tags,
+        dependencies=state.write,
+        **docs(EventsApplied, 404, 422, 503, auth="write", json=EventsRequest),
+    )
+    async def events(body: Any = events_body) -> JSONResponse:
+        """Engagement events (user, item, event, value). Each moves an uploaded item's vector
+        from its content-derived value towards an ID row estimated from the users who engaged
+        with it, gated by the event count n / (n + kappa). Acknowledged once durable; 404 for
+        an unknown user, 422 for an unknown item (nothing is applied then)."""
+        triples = [(e.user, e.item, e.value) for e in body.events]
+        return JSONResponse(await run(service.record_events, triples))
 
     @api.delete(
         "/v1/ranker/items/{item_id}",

@@ -96,7 +96,7 @@ def warn_about_auth(config: ServerConfig, token: str | None) -> list[str]:
 
 
 def create_app(
-    load: Callable[[], VectorStore] | VectorStore,
+    load: Callable[[], VectorStore] | VectorStore | None,
     config: ServerConfig | None = None,
     encode: EncodeFn | None = None,
     id_rows: IdRows | None = None,
@@ -117,7 +117,11 @@ def create_app(
     catalogue / media: what the browsing page at `/` shows about an item (index.browse).
     ranker: a trained ranker served from its own stores (index.recommend): adds the
     recommendation routes (index.routes_recs); its stores close with the app.
+    load None (a ranker alone): no content index, so no search, item or cold-start routes;
+    /ready and /health report the ranker's stores.
     """
+    if load is None and ranker is None:
+        raise ValueError("create_app needs a content store (load), a ranker, or both")
     config = config or ServerConfig()
     token = config.token()
     warn_about_auth(config, token)
@@ -142,14 +146,17 @@ def create_app(
         docs=docs,
         encode=encode,
         id_rows=id_rows,
+        content=load is not None,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loader = asyncio.create_task(asyncio.to_thread(state.load, load))
-        state.start_batcher()
+        if load is not None:
+            loader = asyncio.create_task(asyncio.to_thread(state.load, load))
+            state.start_batcher()
         yield
-        await loader
+        if load is not None:
+            await loader
         await state.close(close_store=close_on_shutdown)
         if ranker is not None and close_on_shutdown:
             await asyncio.to_thread(ranker.close)
@@ -173,11 +180,14 @@ def create_app(
     browse = browse or BrowseConfig()
     thumbnails = Thumbnails(media, config, browse) if media is not None else None
     app.state.thumbnails = thumbnails
+    content = (
+        [routes_search.router(state), routes_items.router(state), routes_coldstart.router(state)]
+        if load is not None
+        else []
+    )
     for router in (
-        routes_ops.router(state),
-        routes_search.router(state),
-        routes_items.router(state),
-        routes_coldstart.router(state),
+        routes_ops.router(state, ranker),
+        *content,
         routes_browse.router(state, browse, catalogue, thumbnails),
         *([routes_recs.router(state, ranker)] if ranker is not None else []),
     ):

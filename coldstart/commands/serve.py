@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
             "directory with --index DIR, or a Milvus collection with --backend milvus --uri ...): "
             "search by vector, id or media; live upsert/delete (bearer token); /health, /ready, "
             "/metrics, OpenAPI docs at /docs; a browsing page at / (titles from --catalogue, "
-            "thumbnails from --media shards). The same routes, errors and auth on every backend."
+            "thumbnails from --media shards). The same routes, errors and auth on every backend. "
+            "With --ranker, recommendations from a trained method; --ranker alone (no --index) "
+            "serves only those (and /health, /ready, /metrics)."
         ),
         epilog=backends_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -105,14 +107,17 @@ def main(argv: list[str]) -> int:
 
     try:
         raw = load_yaml(args.config) if args.config else {}
-        choice = store_choice(args, raw, "serve")
         server = _server_config(args, ServerConfig.from_dict(raw.get("server", {})))
-        # An open store, or (faiss) a function that opens it in the server's loader thread.
-        load, schema = choice.backend.serving(choice.location, choice.settings)
+        load = schema = None  # --ranker alone: no content index (no search routes)
+        if not args.ranker or _content_store_given(args, raw):
+            choice = store_choice(args, raw, "serve")
+            # An open store, or (faiss) a function that opens it in the server's loader thread.
+            load, schema = choice.backend.serving(choice.location, choice.settings)
     except STORE_ERRORS as err:
         print(f"coldstart serve: {err}", file=sys.stderr)
         return 2
     opened = None if callable(load) else load  # opened before binding the port: close on error
+    ranker = None
 
     try:
         encode = None
@@ -120,19 +125,22 @@ def main(argv: list[str]) -> int:
             from coldstart.serving import make_encode
 
             encode, enc_dim = make_encode(args.encoder, args.pretrained)
-            if enc_dim != schema.dim:
+            if schema is not None and enc_dim != schema.dim:
                 raise ValueError(
                     f"encoder {args.encoder!r} has dim {enc_dim}, the index has {schema.dim}"
                 )
         browse = BrowseConfig.from_dict(raw.get("browse", {}))
-        catalogue, media = _load_browse(args, schema.id_type)
         from coldstart.ranker_serving import ranker_from_args
 
         ranker = ranker_from_args(args, enc_dim if args.encoder else None)
+        id_type = schema.id_type if schema is not None else ranker.warm.schema.id_type
+        catalogue, media = _load_browse(args, id_type)
     except (FileNotFoundError, ValueError, OSError) as err:
         print(f"coldstart serve: {err}", file=sys.stderr)
         if opened is not None:
             opened.close()
+        if ranker is not None:
+            ranker.close()
         return 2
 
     from coldstart.index.api import Contract
@@ -141,7 +149,7 @@ def main(argv: list[str]) -> int:
         load,
         server,
         encode=encode,
-        contract=Contract.from_schema(schema),  # the document's vector/id shape
+        contract=Contract.from_schema(schema) if schema is not None else None,
         catalogue=catalogue,
         media=media,
         browse=browse,
@@ -159,6 +167,19 @@ def main(argv: list[str]) -> int:
         if media is not None:
             media.close()
     return 0
+
+
+def _content_store_given(args: argparse.Namespace, raw: dict) -> bool:
+    """Whether the flags or the --config YAML name a content store (its location)."""
+    from coldstart.index.registry import backends
+
+    for backend in backends():
+        for opt in backend.options:
+            if opt.key is None and "serve" in opt.commands and getattr(args, opt.dest, None):
+                return True
+        if backend.location_key and (raw.get(backend.sections[0]) or {}).get(backend.location_key):
+            return True
+    return False
 
 
 def _server_config(args: argparse.Namespace, server: Any) -> Any:
