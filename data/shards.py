@@ -643,6 +643,39 @@ def _parse_scalar(value: str) -> Any:
         return value
 
 
+def _folder_media(folder: Path) -> dict[str, dict[str, Any]]:
+    """key -> {"images": [paths in carousel order], "video": path | None} of a pack folder:
+    `<key>.<ext>` (one image, the first by name when several), `<key>.<n>.<ext>` and `<key>/`
+    (a sub-folder of images, by name) for carousels, `<key>.mp4|webm` for a video."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.iterdir()):
+        stem, _, ext = path.name.partition(".")
+        if stem.startswith("."):
+            continue
+        if path.is_dir():
+            members = [
+                p for p in sorted(path.iterdir())
+                if p.is_file() and p.name.partition(".")[2].lower() in IMAGE_EXTENSIONS
+            ]  # fmt: skip
+            found.setdefault(path.name, {"images": {}, "video": None})["images"].update(
+                {n: p for n, p in enumerate(members)}
+            )
+            continue
+        kind = media_kind(ext) if path.is_file() else None
+        if kind is None:
+            continue
+        entry = found.setdefault(stem, {"images": {}, "video": None})
+        if kind[0] == "video":
+            entry["video"] = entry["video"] or path
+        else:
+            entry["images"].setdefault(kind[1], path)  # same position twice: the first
+    return {
+        key: {"images": [e["images"][n] for n in sorted(e["images"])], "video": e["video"]}
+        for key, e in found.items()
+        if e["images"] or e["video"]
+    }
+
+
 def pack_folder(
     images: str | os.PathLike,
     texts: str | os.PathLike | None,
@@ -650,20 +683,21 @@ def pack_folder(
     maxcount: int = 1000,
     key_column: str | None = None,
 ) -> dict[str, Any]:
-    """Pack `<key>.<jpg|jpeg|png|webp>` from a folder plus CSV rows into shards.
+    """Pack the media of a folder plus CSV rows into shards.
 
-    CSV: a key column (`key`, else `item_id`, or `key_column`), an optional `text` column, and
-    any other columns, which go to `<key>.json` (numbers parsed; `item_id` always present). Image
-    bytes are stored unchanged. Samples are written in key order. Returns counts: written,
-    shards, images without a CSV row (still packed), CSV rows without an image (not packed),
-    unreadable images (not packed).
+    Media per key: `<key>.<jpg|jpeg|png|webp>` (a photo), `<key>.<n>.<ext>` or a sub-folder
+    `<key>/` of images (a carousel, in index / name order), `<key>.mp4|webm` (a video; an item
+    may have images too). CSV: a key column (`key`, else `item_id`, or `key_column`), an
+    optional `text` column, and any other columns, which go to `<key>.json` (numbers parsed;
+    `item_id` always present). Media bytes are stored unchanged, after a check: images decode
+    (data.images), videos pass the video decoder's guards and yield a frame (data.video).
+    Samples are written in key order. Returns counts: written, shards, photos, carousels,
+    videos, media without a CSV row (still packed), CSV rows without media (not packed),
+    unreadable media by reason (not packed).
     """
-    folder = Path(images)
-    files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        stem, _, ext = path.name.partition(".")
-        if path.is_file() and ext.lower() in IMAGE_EXTENSIONS and not stem.startswith("."):
-            files.setdefault(stem, path)
+    from coldstart.data.video import VideoRejected, decode_video
+
+    files = _folder_media(Path(images))
     rows: dict[str, dict[str, str]] = {}
     if texts is not None:
         with open(texts, newline="", encoding="utf-8") as handle:
@@ -683,13 +717,36 @@ def pack_folder(
         key_col = "key"
     counts: Counter = Counter()
 
+    def checked(key: str) -> Sample | None:
+        """The key's media as a sample (bytes), or None (counted) when one of them is bad."""
+        media = files[key]
+        payloads = [p.read_bytes() for p in media["images"]]
+        try:
+            for payload in payloads:
+                decode_image(payload)
+        except SkipSample as skip:
+            counts[f"skipped_{skip.reason}"] += 1
+            return None
+        sample: Sample = {"key": key}
+        if len(payloads) > 1:
+            sample["images"] = payloads
+        elif payloads:
+            sample["image"] = payloads[0]
+        if media["video"] is not None:
+            sample["video"] = media["video"].read_bytes()
+            try:
+                decode_video(sample["video"], 1)
+            except VideoRejected as err:
+                counts[f"skipped_{err.reason}"] += 1
+                return None
+        counts["videos" if "video" in sample else "_"] += 1
+        counts["carousels" if len(payloads) > 1 else "photos" if payloads else "_"] += 1
+        return sample
+
     def samples() -> Iterator[Sample]:
         for key in sorted(files, key=lambda k: (len(k), k) if k.isdigit() else (1 << 30, k)):
-            payload = files[key].read_bytes()
-            try:
-                decode_image(payload)
-            except SkipSample as skip:
-                counts[f"skipped_{skip.reason}"] += 1
+            sample = checked(key)
+            if sample is None:
                 continue
             row = rows.get(key)
             if row is None:
@@ -705,15 +762,93 @@ def pack_folder(
                 }
                 meta.setdefault("item_id", _parse_scalar(key))
             counts["written"] += 1
-            yield {"key": key, "image": payload, "text": text, "json": meta}
+            yield {**sample, "text": text, "json": meta}
 
     paths = write_shards(samples(), pattern, maxcount=maxcount)
     return {
         "shards": paths,
         "written": counts["written"],
+        "photos": counts["photos"],
+        "carousels": counts["carousels"],
+        "videos": counts["videos"],
         "images_without_row": counts["images_without_row"],
         "rows_without_image": len(set(rows) - set(files)),
         "skipped": {
             k.removeprefix("skipped_"): v for k, v in counts.items() if k.startswith("skipped_")
+        },
+    }
+
+
+def media_summary(
+    urls: str | os.PathLike | Iterable[str | os.PathLike], decode: bool = True
+) -> dict[str, Any]:
+    """What shards hold, by media type: photos, carousels (images per item), videos (format,
+    codec, frame size and duration from each container's header; no frame decoded) and items
+    without media; samples that do not read are counted by reason. For `coldstart data inspect`."""
+    from statistics import median
+
+    from coldstart.data.video import VideoLimits, VideoRejected, probe_video
+
+    reader = ShardReader(
+        urls, config=DecodeConfig(decode_images=decode, require_image=False, accept_video=True)
+    )
+    kinds: Counter = Counter()
+    carousel_sizes: list[int] = []
+    seconds: list[float] = []
+    formats: Counter = Counter()
+    codecs: Counter = Counter()
+    sizes: Counter = Counter()
+    rejected: Counter = Counter()
+    samples = 0
+    for sample in reader:
+        samples += 1
+        n_images = len(sample.get("images") or sample.get("images_bytes") or [])
+        if n_images > 1:
+            kinds["carousel"] += 1
+            carousel_sizes.append(n_images)
+        elif n_images == 1:
+            kinds["photo"] += 1
+        if "video_bytes" in sample:
+            kinds["video"] += 1
+            try:  # the header only: durations of long videos too, no limit applied
+                info = probe_video(sample["video_bytes"], VideoLimits(None, None))
+            except VideoRejected as err:
+                rejected[err.reason] += 1
+                continue
+            formats[info.format] += 1
+            codecs[info.codec] += 1
+            sizes[f"{info.width}x{info.height}"] += 1
+            if info.seconds is not None:
+                seconds.append(info.seconds)
+        elif not n_images:
+            kinds["none"] += 1
+    duration = (
+        {
+            "min": round(min(seconds), 3),
+            "median": round(median(seconds), 3),
+            "max": round(max(seconds), 3),
+            "total": round(sum(seconds), 3),
+        }
+        if seconds
+        else None
+    )
+    return {
+        "shards": len(reader.urls),
+        "samples": samples,
+        "skipped": dict(reader.skipped),
+        "media": {k: kinds[k] for k in ("photo", "carousel", "video", "none")},
+        "carousel_images": {
+            "min": min(carousel_sizes),
+            "max": max(carousel_sizes),
+            "mean": round(sum(carousel_sizes) / len(carousel_sizes), 2),
+        }
+        if carousel_sizes
+        else None,  # fmt: skip
+        "videos": {
+            "seconds": duration,
+            "formats": dict(formats),
+            "codecs": dict(codecs),
+            "frame_sizes": dict(sizes.most_common(5)),
+            "unreadable": dict(rejected),
         },
     }

@@ -76,15 +76,9 @@ def _no_time_warning(inter, requests: dict, max_size: int) -> str | None:  # noq
 
 def _inspect(args: argparse.Namespace) -> int:
     if args.shards:
-        from coldstart.data.shards import ShardReader
+        from coldstart.data.shards import media_summary
 
-        reader = ShardReader(args.shards, decode=not args.no_decode)
-        count = sum(1 for _ in reader)
-        print(
-            json.dumps(
-                {"shards": len(reader.urls), "samples": count, "skipped": reader.skipped}, indent=2
-            )
-        )
+        print(json.dumps(media_summary(args.shards, decode=not args.no_decode), indent=2))
         return 0
     dataset = _load(args)
     inter, items = dataset.interactions, dataset.items
@@ -147,11 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     pack = sub.add_parser(
         "pack",
-        help="write webdataset shards from a folder of images plus a CSV of texts/ids",
-        description="Pack <key>.jpg|png|webp from --images with the rows of --texts (columns: "
-        "key or item_id, text, any extra columns -> <key>.json) into tar shards.",
+        help="write webdataset shards from a folder of media plus a CSV of texts/ids",
+        description="Pack the media of --images with the rows of --texts (columns: key or "
+        "item_id, text, any extra columns -> <key>.json) into tar shards. Media per key: "
+        "<key>.jpg|png|webp (a photo), <key>.<n>.jpg or a folder <key>/ of images (a carousel, "
+        "in order), <key>.mp4|webm (a video).",
     )
-    pack.add_argument("--images", required=True, help="folder of images named <key>.<ext>")
+    pack.add_argument(
+        "--images", required=True, help="folder of media: <key>.<ext>, <key>.<n>.<ext>, <key>/"
+    )
     pack.add_argument(
         "--texts", default=None, help="CSV with key (or item_id), text, extra columns"
     )
@@ -164,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = sub.add_parser(
         "inspect",
-        help="summarize a dataset (counts, load reports, requests, rare ids), or count shard samples",
+        help="summarize a dataset (counts, load reports, requests, rare ids), or shards (samples, "
+        "media types, carousel sizes, video formats and durations)",
     )
     _add_dataset_args(inspect)
     inspect.add_argument(

@@ -90,3 +90,39 @@ def test_shards_carry_videos_and_carousels(tmp_path):
     assert both["c"]["video_ext"] == "mp4" and both["c"]["image"].size == (8, 8)
     with pytest.raises(ValueError, match="neither MP4 nor WebM"):
         write_shards([{"key": "d", "video": b"nope"}], str(tmp_path / "x-%03d.tar"))
+
+
+def test_pack_and_inspect_videos_and_carousels(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from coldstart.commands.data import main as data_main
+
+    folder = tmp_path / "media"
+    (folder / "3").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(folder / "1.jpg")  # a photo
+    for n, colour in enumerate(("red", "green", "blue")):  # carousel by index ...
+        Image.new("RGB", (8, 8), colour).save(folder / f"2.{n}.png")
+        Image.new("RGB", (8, 8), colour).save(folder / "3" / f"{n}.jpg")  # ... and by folder
+    (folder / "4.mp4").write_bytes(moving_pattern_video(4, seconds=2.0))
+    (folder / "5.webm").write_bytes(moving_pattern_video(5, seconds=1.0, container="webm"))
+    long = moving_pattern_video(6, seconds=54_000, frame_seconds=18_000)
+    (folder / "6.mp4").write_bytes(long)  # 10 hours: refused by the pack check
+    (folder / "7.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom not really")
+    (tmp_path / "t.csv").write_text("key,text\n4,a moving bar\n2,three colours\n")
+    out = str(tmp_path / "shards" / "s-%03d.tar")
+    args = ["pack", "--images", str(folder), "--texts", str(tmp_path / "t.csv"), "--out", out]
+    assert data_main(args) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert (stats["written"], stats["photos"], stats["carousels"], stats["videos"]) == (5, 1, 2, 2)
+    assert stats["skipped"] == {"video_too_long": 1, "corrupt_video": 1}
+    assert data_main(["inspect", "--shards", str(tmp_path / "shards")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["samples"] == 5 and report["skipped"] == {}
+    assert report["media"] == {"photo": 1, "carousel": 2, "video": 2, "none": 0}
+    assert report["carousel_images"] == {"min": 3, "max": 3, "mean": 3.0}
+    videos = report["videos"]
+    assert videos["formats"] == {"mp4": 1, "webm": 1} and videos["codecs"] == {"h264": 1, "vp9": 1}
+    assert videos["seconds"]["max"] == pytest.approx(2.0, abs=0.1)
+    assert videos["seconds"]["total"] == pytest.approx(3.0, abs=0.2)
