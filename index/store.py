@@ -206,6 +206,9 @@ def repair_index(
     return report
 
 
+_WARNED_UNSEALED: set[Path] = set()
+
+
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     """The manifest, its seal checked (IndexDamaged), and its lsn against its snapshot's."""
     directory = Path(directory)
@@ -215,7 +218,8 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     raw, sealed = load_manifest(path)
     if raw.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown format {raw.get('format')!r}, expected {FORMAT}")
-    if not sealed:
+    if not sealed and path.resolve() not in _WARNED_UNSEALED:
+        _WARNED_UNSEALED.add(path.resolve())  # serve checks before binding, then loads: say it once
         log.warning(
             "%s: written before checksums, so its snapshot files are not verified; the next "
             "snapshot (a write, then POST /v1/snapshot or a clean stop) adds them",
