@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,13 @@ from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coldstart.data.images import CorruptImage, ImageRejected, NotAnImage, decode_image
+from coldstart.data.video import (
+    CorruptVideo,
+    NotAVideo,
+    VideoLimits,
+    VideoRejected,
+    decode_video,
+)
 from coldstart.index.backend import (
     MAX_ABS_UNNORMALIZED,
     MAX_ID_CHARS,
@@ -55,6 +63,7 @@ from coldstart.index.backend import (
     string_id_problem,
 )
 
+log = logging.getLogger(__name__)
 # Bodies larger than this are parsed and validated in a worker thread (a thread hop costs
 # ~50 us, parsing 64 KiB of JSON about as much; a multi-megabyte body would stall the loop).
 OFFLOAD_BYTES = 64 * 1024
@@ -376,6 +385,11 @@ def build_models(contract: Contract, encoder: bool = True) -> Models:
     )
     media_fields: dict[str, Any] = {
         "image": _optional(bytes, "an image (JPEG, PNG, WebP, GIF)"),
+        "video": _optional(
+            bytes,
+            "a video (MP4, WebM): frames sampled uniformly in time through the image "
+            "tower, pooled; limits on bytes, duration and frame size",
+        ),
         "text": _optional(str, "title, description or tags", min_length=1),
         "k": (_int(1, contract.max_k, form=True, description="neighbours"), 10),
     }
@@ -391,7 +405,7 @@ def build_models(contract: Contract, encoder: bool = True) -> Models:
 
 
 _ONE_OF_VECTOR_TEXT = {"oneOf": [{"required": ["vector"]}, {"required": ["text"]}]}
-_IMAGE_OR_TEXT = {"anyOf": [{"required": ["image"]}, {"required": ["text"]}]}
+_IMAGE_OR_TEXT = {"anyOf": [{"required": [part]} for part in ("image", "video", "text")]}
 _INSERT_NEEDS_ID = {
     "anyOf": [{"properties": {"insert": {"const": False}}}, {"required": ["item_id"]}]
 }
@@ -399,8 +413,8 @@ _INSERT_NEEDS_ID = {
 
 def _rules(self: Any, media: bool) -> Any:
     vector, text = getattr(self, "vector", None), getattr(self, "text", None)
-    if media and getattr(self, "image", None) is None and text is None:
-        raise ValueError("send an image and/or text")
+    if media and text is None and all(getattr(self, f, None) is None for f in ("image", "video")):
+        raise ValueError("send an image, a video and/or text")
     if not media and (vector is None) == (text is None):
         raise ValueError("send exactly one of vector or text")
     if getattr(self, "insert", False) and getattr(self, "item_id", None) is None:
@@ -429,7 +443,7 @@ class _SearchMediaRules(_Strict):
 _MEDIA_AND_ID = {
     "anyOf": [
         {"required": [part], **extra}
-        for part in ("image", "text")
+        for part in ("image", "video", "text")
         for extra in ({"properties": {"insert": {"const": False}}}, {"required": [part, "item_id"]})
     ]
 }
@@ -476,7 +490,7 @@ def json_body(model: type[BaseModel]) -> Callable[[Request], Awaitable[BaseModel
 
 
 def form_body(
-    model: type[BaseModel], files: tuple[str, ...] = ("image",)
+    model: type[BaseModel], files: tuple[str, ...] = ("image", "video")
 ) -> Callable[[Request], Awaitable[BaseModel]]:
     """A dependency: a multipart/form-data body validated as `model`; `files` are read as
     bytes (413 over the body limit comes from the middleware). URL-encoded forms without
@@ -531,7 +545,10 @@ class _Invalid(RequestValidationError):
 
 
 # What an image upload may be: the formats the one decoder reads (data.images).
-IMAGE_UPLOAD = {"image": {"contentType": "image/png, image/jpeg, image/webp, image/gif"}}
+IMAGE_UPLOAD = {
+    "image": {"contentType": "image/png, image/jpeg, image/webp, image/gif"},
+    "video": {"contentType": "video/mp4, video/webm"},
+}
 # Uploads may decode JPEGs at a reduced scale down to this side (PIL draft): encoders resize
 # to a few hundred pixels anyway.
 DRAFT_SIDE = 4096
@@ -549,6 +566,25 @@ def decode_upload(data: bytes, max_pixels: int, draft_side: int = DRAFT_SIDE) ->
         raise HTTPError(422, str(err)) from err
     except ImageRejected as err:  # DecompressionBomb, OversizedImage
         raise HTTPError(413, str(err)) from err
+
+
+def decode_video_upload(data: bytes, limits: VideoLimits, frames: int) -> list[Image.Image]:
+    """K RGB frames sampled uniformly from an uploaded video, through the one bomb-safe video
+    decoder (data.video.decode_video), whose refusals become errors of the error model: 413
+    over the byte or duration limit (the duration read from the container, nothing decoded) or
+    a frame over the pixel limit, 415 not an MP4 / WebM, 422 truncated, corrupt or without a
+    decodable frame."""
+    try:
+        return decode_video(data, frames, limits)[0]
+    except NotAVideo as err:
+        raise HTTPError(415, f"upload is {err}") from err
+    except CorruptVideo as err:
+        raise HTTPError(422, str(err)) from err
+    except VideoRejected as err:  # OversizedVideo, VideoTooLong, FrameBomb
+        raise HTTPError(413, str(err)) from err
+    except Exception as err:  # FFmpeg raising something unforeseen on hostile bytes: a 422
+        log.warning("video upload refused: %s: %s", type(err).__name__, err)
+        raise HTTPError(422, f"undecodable video: {type(err).__name__}") from err
 
 
 # ------------------------------------------------------------------------- route docs

@@ -84,6 +84,11 @@ class ServerConfig:
     max_vectors_per_request: int = 1024
     max_body_bytes: int = 8 * 1024 * 1024  # larger bodies get 413 (Starlette has no limit)
     max_image_pixels: int = 40_000_000  # decompression-bomb guard (width * height)
+    # Video uploads (data.video): encoded bytes, duration stated by the container (checked
+    # before any frame is decoded) and frames sampled; frame size is max_image_pixels.
+    max_video_bytes: int = 8 * 1024 * 1024
+    max_video_seconds: float = 600.0
+    video_frames: int = 8
     # Slow clients: a request body must arrive in full within this many seconds of the app
     # first reading it (else 408, connection closed); None: no limit.
     body_timeout_s: float | None = 30.0

@@ -15,7 +15,7 @@ from coldstart.index.api import IMAGE_UPLOAD, form_body, json_body
 from coldstart.index.app_state import AppState, finite_scores, hits
 from coldstart.index.backend import VectorStore
 from coldstart.index.coldstart import estimate_row
-from coldstart.index.routes_search import Hits
+from coldstart.index.routes_search import Hits, embed_media
 
 
 class ColdStartResponse(BaseModel):
@@ -97,12 +97,11 @@ def router(state: AppState) -> APIRouter:
         ),
     )
     async def cold_start_media(request: Request, form: Any = cold_start_form) -> JSONResponse:
-        """Like /v1/coldstart, from raw media (multipart image and/or text)."""
+        """Like /v1/coldstart, from raw media (multipart image, video and/or text)."""
         if form.insert:
             state.require_write(request)
         store = state.require_store()
-        images = await state.images(form.image)
-        vector = await state.embed(images, [form.text] if form.text else [], store)
+        vector = await embed_media(state, form, store)
         out = await cold_start_item(state, store, vector, form.k, form.item_id, form.insert)
         return JSONResponse(out)
 

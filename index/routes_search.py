@@ -10,8 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
-from coldstart.index.api import IMAGE_UPLOAD, form_body, json_body
+from coldstart.data.video import VideoLimits
+from coldstart.index.api import IMAGE_UPLOAD, decode_video_upload, form_body, json_body
 from coldstart.index.app_state import AppState, hits
+from coldstart.index.backend import VectorStore
 
 ItemIdT = StrictInt | StrictStr
 
@@ -27,6 +29,31 @@ class SearchResponse(BaseModel):
 
 class Neighbors(Hits):
     id: ItemIdT = Field(description="the item whose neighbours these are (excluded from them)")
+
+
+async def embed_media(state: AppState, form: Any, store: VectorStore) -> np.ndarray:
+    """(D,) vector of a media form (image, video, text) through the injected encoder.
+
+    A video is K frames sampled uniformly (state.config.video_frames) whose vectors are
+    averaged into one (the encoder's mean of unit rows, as the embed job's mean pooling); the
+    item's parts (image, video, text) are then fused as the normalized sum of their unit
+    vectors, which is what the encoder does for an image and a text (mean fusion).
+    """
+    images = await state.images(form.image)
+    texts = [form.text] if form.text else []
+    if getattr(form, "video", None) is None:
+        return await state.embed(images, texts, store)
+    config = state.config
+    limits = VideoLimits(config.max_video_bytes, config.max_video_seconds, config.max_image_pixels)
+    frames = await run_in_threadpool(
+        decode_video_upload, form.video, limits, config.video_frames
+    )  # 413 / 415 / 422 on a bad video, before the encoder sees anything
+    parts = [await state.embed(frames, [], store)]  # the video: its frames pooled
+    parts += [await state.embed([image], [], store) for image in images]
+    parts += [await state.embed([], [text], store) for text in texts]
+    units = [p / max(float(np.linalg.norm(p)), 1e-12) for p in parts]
+    fused = np.sum(units, axis=0)  # (D,)
+    return fused / max(float(np.linalg.norm(fused)), 1e-12)
 
 
 def router(state: AppState) -> APIRouter:
@@ -79,10 +106,10 @@ def router(state: AppState) -> APIRouter:
         **docs(Hits, 501, 503, auth="read", form=models.search_media, encoding=IMAGE_UPLOAD),
     )
     async def search_media(form: Any = search_media_form) -> JSONResponse:
-        """Search by raw media: the image and/or text go through the encoder, then the index."""
+        """Search by raw media: the image, video (frames sampled and pooled) and/or text go
+        through the encoder, then the index."""
         store = state.require_store()
-        images = await state.images(form.image)
-        vector = await state.embed(images, [form.text] if form.text else [], store)
+        vector = await embed_media(state, form, store)
         ids, scores = await state.search(store.schema.prepare(vector), form.k)
         return JSONResponse(hits(ids[0], scores[0]))
 

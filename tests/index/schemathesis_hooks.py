@@ -1,4 +1,5 @@
-"""Schemathesis hooks for the contract test: image uploads are real images.
+"""Schemathesis hooks for the contract test: image uploads are real images, video uploads real
+videos (small moving patterns written by PyAV, data.video_synth).
 
 The document says an upload is `image/png, image/jpeg, image/webp, image/gif` (an OpenAPI
 `encoding`); JSON Schema cannot say "bytes that decode as an image", so without this schemathesis
@@ -33,3 +34,18 @@ for media_type, fmt in (
     ("image/gif", "GIF"),
 ):
     schemathesis.openapi.media_type(media_type, _images(fmt))
+
+
+def _videos(container: str) -> st.SearchStrategy[bytes]:
+    from coldstart.data.video_synth import moving_pattern_video
+
+    sides = st.integers(2, 24).map(lambda n: 2 * n)  # H.264 / VP9 want even sides
+    return st.builds(
+        lambda seed, w, h: moving_pattern_video(seed, width=w, height=h, seconds=0.5,
+                                                container=container),
+        st.integers(0, 1000), sides, sides,
+    )  # fmt: skip
+
+
+for media_type, container in (("video/mp4", "mp4"), ("video/webm", "webm")):
+    schemathesis.openapi.media_type(media_type, _videos(container))
