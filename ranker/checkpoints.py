@@ -29,6 +29,19 @@ from lightning.pytorch.trainer.states import TrainerFn
 RNG_KEY = "rng_states"
 
 
+class CheckpointDamaged(RuntimeError):
+    """A checkpoint (file or shards directory) that cannot be read whole: refused, never half
+    loaded. The message names the path."""
+
+
+def refuse_damaged(path: Any, error: BaseException) -> CheckpointDamaged:
+    """The error to raise for `path` that failed to load with `error`."""
+    return CheckpointDamaged(
+        f"damaged checkpoint {path}: {type(error).__name__}: {str(error).strip()[:300]} "
+        "(resume from an older checkpoint, or delete this one)"
+    )
+
+
 def rng_state() -> dict[str, Any]:
     """This process's RNG states (python, numpy, torch CPU, and CUDA when present)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()

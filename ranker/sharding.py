@@ -35,6 +35,8 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
+from coldstart.ranker.checkpoints import refuse_damaged
+
 SHARDING_TYPES = ("table_wise", "row_wise", "column_wise", "table_row_wise")
 TABLE_OPTIMIZERS = ("rowwise_adagrad", "sgd", "adagrad")
 
@@ -516,7 +518,10 @@ def load_shards(
     if fused:
         state["fused"] = _chunked(fused, chunk_bytes)
     if state:
-        dcp.load(state, checkpoint_id=Path(path))
+        try:
+            dcp.load(state, checkpoint_id=Path(path))
+        except (Exception, dcp.api.CheckpointException) as error:  # missing or truncated: refused
+            raise refuse_damaged(path, error) from error
 
 
 def read_whole(path: str | Path, part: str = "model") -> dict[str, torch.Tensor]:
@@ -525,15 +530,18 @@ def read_whole(path: str | Path, part: str = "model") -> dict[str, torch.Tensor]
     part: "model" ({key: tensor}) or "fused" ({"<parameter>.<state name>": tensor})."""
     import torch.distributed.checkpoint as dcp
 
-    reader = dcp.FileSystemReader(Path(path))
-    entries = reader.read_metadata().state_dict_metadata
-    whole = {
-        key.removeprefix(part + "."): torch.empty(tuple(m.size), dtype=m.properties.dtype)
-        for key, m in entries.items()
-        if key.startswith(part + ".")
-    }
-    # (DCP joins nested keys with dots, so the flat keys land where they were saved.)
-    dcp.load({part: whole}, storage_reader=reader, no_dist=True)
+    try:
+        reader = dcp.FileSystemReader(Path(path))
+        entries = reader.read_metadata().state_dict_metadata
+        whole = {
+            key.removeprefix(part + "."): torch.empty(tuple(m.size), dtype=m.properties.dtype)
+            for key, m in entries.items()
+            if key.startswith(part + ".")
+        }
+        # (DCP joins nested keys with dots, so the flat keys land where they were saved.)
+        dcp.load({part: whole}, storage_reader=reader, no_dist=True)
+    except (Exception, dcp.api.CheckpointException) as error:  # missing or truncated: refused
+        raise refuse_damaged(path, error) from error
     return whole
 
 
@@ -693,7 +701,10 @@ class TorchRecStrategy(DDPStrategy):
                 shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> Any:
-        checkpoint = super().load_checkpoint(checkpoint_path, weights_only=weights_only)
+        try:
+            checkpoint = super().load_checkpoint(checkpoint_path, weights_only=weights_only)
+        except (RuntimeError, EOFError, OSError) as error:  # truncated or garbled file
+            raise refuse_damaged(checkpoint_path, error) from error
         if self._sharded() and SHARDS_KEY in checkpoint:
             # Read into the shards by load_model_state_dict / load_optimizer_state_dict;
             # LitRanker.on_load_checkpoint would otherwise read whole tables.
