@@ -98,14 +98,22 @@ class _ToDevice:
 class ImageTextBatch(_ToDevice):
     """Paired media for contrastive training.
 
-    images: (B, 3, H, W) float, already preprocessed by the encoder's transform.
+    images: (B, 3, H, W) float, already preprocessed by the encoder's transform; with videos in
+            the batch, (B_img, 3, H, W) for the rows `image_rows`.
     tokens: (B, L) int64 token ids from the encoder's tokenizer.
     keys:   B sample keys (strings).
+    frames: None, or (V, K, 3, H, W) float: K frames of each of V videos (video-text pairs),
+            padded past `frame_mask` (V, K) bool; `video_rows` (V,) / `image_rows` (B_img,)
+            int64 say which batch rows are videos / images.
     """
 
     images: Any
     tokens: Any
     keys: list[str] = field(default_factory=list)
+    frames: Any = None
+    frame_mask: Any = None
+    video_rows: Any = None
+    image_rows: Any = None
 
 
 @dataclass

@@ -23,7 +23,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from coldstart.data.schema import ImageTextBatch
-from coldstart.data.shards import ShardReader, expand_urls, image_keys
+from coldstart.data.shards import DecodeConfig, ShardReader, expand_urls, image_keys
+from coldstart.data.video import VideoRejected, decode_video
 from coldstart.encoders.base import Preprocessor
 from coldstart.encoders.catalogue import CatalogueTexts, load_catalogue_texts
 
@@ -51,8 +52,10 @@ class PairBatches(IterableDataset):
         buffer: int = 256,
         catalogue: CatalogueTexts | None = None,
         steps_per_rank: int | None = None,
+        video_frames: int = 0,
     ) -> None:
         super().__init__()
+        self.video_frames = video_frames  # > 0: video-text pairs too, K frames each
         self.urls = urls
         self.pre = preprocessor
         self.batch_size = batch_size
@@ -88,9 +91,11 @@ class PairBatches(IterableDataset):
         consumers = world * (info.num_workers if info is not None else 1)
         # Fewer shards than consumers: every consumer reads every shard, keeps every n-th sample.
         split_by = "shard" if len(self.urls) >= consumers else "sample"
+        config = DecodeConfig(accept_video=self.video_frames > 0)
         reader = ShardReader(
-            self.urls, seed=self.seed, shuffle=self.train, buffer=self.buffer, split_by=split_by
-        )
+            self.urls, seed=self.seed, shuffle=self.train, buffer=self.buffer, split_by=split_by,
+            config=config,
+        )  # fmt: skip
         reader.skipped = self.skipped
         return reader
 
@@ -102,9 +107,31 @@ class PairBatches(IterableDataset):
         return self.steps_per_rank // workers + (worker < self.steps_per_rank % workers)
 
     def _collate(self, rows: list[tuple[torch.Tensor, str, str]]) -> ImageTextBatch:
-        images = torch.stack([r[0] for r in rows])  # (B, 3, H, W)
         tokens = self.pre.text([r[1] for r in rows])  # (B, L)
-        return ImageTextBatch(images=images, tokens=tokens, keys=[r[2] for r in rows])
+        keys = [r[2] for r in rows]
+        videos = [i for i, r in enumerate(rows) if r[0].ndim == 4]  # (k, 3, H, W) frames
+        if not videos:
+            images = torch.stack([r[0] for r in rows])  # (B, 3, H, W)
+            return ImageTextBatch(images=images, tokens=tokens, keys=keys)
+        pics = [i for i, r in enumerate(rows) if r[0].ndim == 3]
+        k = self.video_frames
+        frames = torch.zeros(len(videos), k, *rows[videos[0]][0].shape[1:])  # (V, K, 3, H, W)
+        mask = torch.zeros(len(videos), k, dtype=torch.bool)
+        for j, i in enumerate(videos):
+            n = len(rows[i][0])
+            frames[j, :n], mask[j, :n] = rows[i][0], True
+        return ImageTextBatch(
+            images=torch.stack([rows[i][0] for i in pics]) if pics else None,
+            tokens=tokens, keys=keys, frames=frames, frame_mask=mask,
+            video_rows=torch.tensor(videos), image_rows=torch.tensor(pics),
+        )  # fmt: skip
+
+    def _media(self, sample: dict[str, Any]) -> torch.Tensor:
+        """(3, H, W) of an image sample, or (k, 3, H, W) of a video's k <= K frames."""
+        if sample.get("image") is None and sample.get("video_bytes") is not None:
+            frames, _ = decode_video(sample["video_bytes"], self.video_frames)
+            return torch.stack([self.pre.image(f) for f in frames])
+        return self.pre.image(sample["image"])
 
     def __iter__(self) -> Iterator[ImageTextBatch]:
         reader = self._reader()
@@ -121,7 +148,10 @@ class PairBatches(IterableDataset):
                     self.skipped["missing_text"] += 1
                     continue
                 try:
-                    pixels = self.pre.image(sample["image"])
+                    pixels = self._media(sample)
+                except VideoRejected as err:
+                    self.skipped[err.reason] += 1
+                    continue
                 except Exception:  # noqa: BLE001 - a bad image must not end the epoch
                     self.skipped["transform_error"] += 1
                     continue
@@ -167,7 +197,8 @@ def synthetic_pair_shards(
 
 
 class ImageTextDataModule(L.LightningDataModule):
-    """Shards of (image, text) pairs for `LitContrastive`.
+    """Shards of (image, text) pairs for `LitContrastive`; with `video_frames` K > 0 also
+    (video, text) pairs (K frames sampled uniformly, pooled by the model's `video_pool`).
 
     train/val/test: shard specs (brace pattern, glob, directory), or "synthetic": class-visible
     synthetic pairs written once to `synthetic_dir` (a demo that runs anywhere). catalogue:
@@ -187,6 +218,7 @@ class ImageTextDataModule(L.LightningDataModule):
         catalogue: str | None = None,
         samples_per_epoch: int | None = None,
         synthetic_dir: str = "runs/data/synthetic-pairs",
+        video_frames: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -244,6 +276,7 @@ class ImageTextDataModule(L.LightningDataModule):
             buffer=self.hparams.shuffle_buffer,
             catalogue=self._catalogue,
             steps_per_rank=steps,
+            video_frames=self.hparams.video_frames,
         )
         ds.epoch = self.trainer.current_epoch if self.trainer is not None else 0
         return self._loader(ds, self.hparams.num_workers)
@@ -255,6 +288,7 @@ class ImageTextDataModule(L.LightningDataModule):
             self.hparams.batch_size,
             train=False,
             catalogue=self._catalogue,
+            video_frames=self.hparams.video_frames,
         )
         return self._loader(ds, min(self.hparams.num_workers, len(ds.urls)))
 

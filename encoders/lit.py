@@ -19,6 +19,7 @@ from torch import nn
 
 from coldstart.data.schema import ImageTextBatch
 from coldstart.encoders.loss import ClipLoss, retrieval_recall
+from coldstart.encoders.pooling import TemporalPooling
 from coldstart.encoders.registry import create_encoder
 
 
@@ -50,6 +51,9 @@ class LitContrastive(L.LightningModule):
         max_logit_scale: clamp of exp(logit_scale), as in CLIP (100).
         local_loss, gather_with_grad: see `ClipLoss` / `gather_features`.
         recall_ks: k values of the logged image->text and text->image recall.
+        video_pooling: None, or "attention" / "mean": a `TemporalPooling` (`video_pool`) over
+            the frames of video-text pairs, trained with the towers; the embed job loads it
+            from this checkpoint with `--video-pooling-state` (its `video_pool.*` weights).
     """
 
     def __init__(
@@ -66,11 +70,15 @@ class LitContrastive(L.LightningModule):
         gather_with_grad: bool = True,
         recall_ks: tuple[int, ...] = (1, 5, 10),
         lr_schedule: str = "cosine",
+        video_pooling: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.encoder = create_encoder(encoder, pretrained, **(encoder_overrides or {}))
         self.encoder.train()
+        self.video_pool = (
+            TemporalPooling(self.encoder.dim, video_pooling) if video_pooling else None
+        )
         # Learnable temperature: reuse the CLIP model's own logit scale so a fine-tuned model
         # keeps it; towers without one (e.g. composite) get a fresh parameter here.
         self._own_scale = self.encoder.logit_scale is None
@@ -85,10 +93,22 @@ class LitContrastive(L.LightningModule):
         return raw.exp().clamp(max=self.hparams.max_logit_scale)
 
     def forward(self, batch: ImageTextBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> image (B, D), text (B, D), both L2-normalized, with gradients."""
-        image = F.normalize(self.encoder.image_features(batch.images), dim=-1)
+        """-> media (B, D), text (B, D), both L2-normalized, with gradients. A video row's media
+        vector is its frames' vectors pooled by `video_pool` (mean without one)."""
+        if batch.frames is None:  # image-text pairs only (towers in their original order)
+            image = F.normalize(self.encoder.image_features(batch.images), dim=-1)
+            return image, F.normalize(self.encoder.text_features(batch.tokens), dim=-1)
         text = F.normalize(self.encoder.text_features(batch.tokens), dim=-1)
-        return image, text
+        v, k = batch.frames.shape[:2]
+        frames = self.encoder.image_features(batch.frames.flatten(0, 1)).view(v, k, -1)
+        pool = self.video_pool or TemporalPooling(frames.shape[-1], "mean")
+        media = text.new_zeros(text.shape).index_copy(
+            0, batch.video_rows, pool(frames, batch.frame_mask).to(text.dtype)
+        )  # (B, D): out of place, so gradients reach the pooling and the towers
+        if batch.images is not None and len(batch.images):
+            pics = F.normalize(self.encoder.image_features(batch.images), dim=-1)
+            media = media.index_copy(0, batch.image_rows, pics.to(text.dtype))
+        return media, text
 
     # -- steps ---------------------------------------------------------------------------------
     def training_step(self, batch: ImageTextBatch, batch_idx: int) -> torch.Tensor:

@@ -145,3 +145,55 @@ def test_attention_pooling_state(hetero, tmp_path):
     )  # fmt: skip
     att1 = _table(tmp_path / "att1", "video")
     assert max(float(np.abs(att1[i] - mean[i]).max()) for i in mean) > 1e-3
+
+
+def test_fine_tuning_trains_the_attention_pooling(tmp_path):
+    """Video-caption pairs (plus image-caption pairs) through LitContrastive: the attention
+    pooling leaves its mean start, and the embed job uses the trained weights from the .ckpt."""
+    import lightning as L
+
+    from coldstart.encoders.datamodule import ImageTextDataModule
+    from coldstart.encoders.lit import LitContrastive
+
+    syn = make_synthetic(n_items=16, n_classes=4, image_size=32, seed=4)
+    samples = []
+    for n, key in enumerate(syn.dataset.items["media_key"]):
+        sample = {"key": key, "text": f"class {n % 4} item", "json": {"item_id": n}}
+        if n % 2:
+            sample["video"] = moving_pattern_video(n % 4, seconds=1.0)
+        else:
+            sample["image"] = syn.images[key]
+        samples.append(sample)
+    spec = write_shards(samples, str(tmp_path / "pairs-%03d.tar"), maxcount=8)
+    torch.manual_seed(0)
+    model = LitContrastive("tiny-clip", lr=1e-2, video_pooling="attention", warmup_steps=0)
+    data = ImageTextDataModule(
+        train=str(tmp_path / "pairs-{000..001}.tar"), val=spec[0], batch_size=8, num_workers=0,
+        video_frames=K,
+    )  # fmt: skip
+    trainer = L.Trainer(
+        max_steps=4, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=str(tmp_path), accelerator="cpu", num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    assert float(model.video_pool.score.weight.abs().max()) > 0  # left the mean
+    ckpt = tmp_path / "ft.ckpt"
+    trainer.save_checkpoint(ckpt)
+    out = tmp_path / "emb"
+    manifest = build_embeddings(
+        EmbedConfig(
+            encoder="tiny-clip", pretrained=str(ckpt), inputs=[str(tmp_path / "pairs-*.tar")],
+            out=str(out), batch_size=4, num_workers=0, progress=False, video_frames=K,
+            video_pooling="attention", video_pooling_state=str(ckpt),
+        )
+    )  # fmt: skip
+    assert manifest.extra["video"]["pooling"] == "attention"
+    video = _table(out, "video")
+    enc = create_encoder("tiny-clip", pretrained=str(ckpt))
+    pool = model.video_pool.eval()
+    for item in (1, 3):
+        frames, _ = decode_video(samples[item]["video"], K)
+        with torch.no_grad():
+            expect = pool(enc.encode_image(frames).unsqueeze(0))[0].numpy()
+        np.testing.assert_allclose(video[item], expect, atol=1e-5)
