@@ -95,6 +95,7 @@ class SyntheticConfig:
     popularity: float = 0.0
     timestamps: bool = True
     seed: int = 0
+    taste_groups: int = 0
 
 
 def make_synthetic(
@@ -109,6 +110,7 @@ def make_synthetic(
     seed: int = SyntheticConfig.seed,
     content_noise: float = SyntheticConfig.content_noise,
     popularity: float = SyntheticConfig.popularity,
+    taste_groups: int = SyntheticConfig.taste_groups,
 ) -> SyntheticData:
     """Deterministic synthetic catalogue, images, captions and interaction log for a seed.
 
@@ -117,8 +119,12 @@ def make_synthetic(
     content_noise: share of items whose title, genres and caption name a random class instead
       of their own (content weakly informative); their image still shows the true class.
     popularity: Zipf exponent of item popularity inside a class (0: uniform), so an item's ID
-      carries evidence its content does not. Both knobs draw from their own random streams:
-      at 0 the data equal those of earlier versions for the same seed.
+      carries evidence its content does not.
+    taste_groups: > 0 partitions the classes at random into this many groups of unrelated
+      colours and patterns, and each user likes classes of one group only: which classes go
+      together is known to co-engagement, not to any title (an upstream encoder tuned on
+      co-engagement can learn it). These knobs draw from their own random streams: at 0 the
+      data equal those of earlier versions for the same seed.
     """
     if n_classes > len(COLOURS) * len(PATTERNS):
         raise ValueError(f"at most {len(COLOURS) * len(PATTERNS)} classes")
@@ -140,9 +146,24 @@ def make_synthetic(
         genres.append([colour, pattern])
     items = pd.DataFrame({ITEM_ID: item_ids, TITLE: titles, GENRES: genres, MEDIA_KEY: keys})
 
-    user_classes = np.stack(
-        [rng.choice(n_classes, size=classes_per_user, replace=False) for _ in range(n_users)]
-    )
+    if taste_groups > 0:
+        side = np.random.default_rng([seed, 3])
+        groups = np.array_split(side.permutation(n_classes), taste_groups)
+        if min(len(g) for g in groups) < classes_per_user:
+            raise ValueError(
+                f"taste_groups={taste_groups} leaves groups smaller than classes_per_user="
+                f"{classes_per_user}"
+            )
+        user_classes = np.stack(
+            [
+                side.choice(groups[side.integers(taste_groups)], classes_per_user, replace=False)
+                for _ in range(n_users)
+            ]
+        )
+    else:
+        user_classes = np.stack(
+            [rng.choice(n_classes, size=classes_per_user, replace=False) for _ in range(n_users)]
+        )
     by_class = {c: item_ids[item_class == c] for c in range(n_classes)}
     weights: dict[int, np.ndarray] = {}
     if popularity > 0:  # a fixed random popularity rank per item inside its class

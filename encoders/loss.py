@@ -95,3 +95,32 @@ def retrieval_recall(
         for k in ks:
             out[f"{direction}_r{k}"] = hit[:, :k].any(dim=1).float().mean().item()
     return out
+
+
+def logq_infonce(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    logit_scale: torch.Tensor,
+    log_q_a: torch.Tensor,
+    log_q_b: torch.Tensor,
+    ids_a: torch.Tensor | None = None,
+    ids_b: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric in-batch softmax over item<->item pairs with the popularity (logQ) correction.
+
+    a, b: (B, D) L2-normalized, row i of each is a positive pair. log_q_a, log_q_b: (B,) log of
+    the probability that the row's item appears in a batch: in-batch negatives are drawn by
+    popularity, so each candidate's logit is lowered by its log q (Yi et al. 2019) and popular
+    items are not pushed away merely for being frequent. ids_a, ids_b: (B,) item ids; a
+    candidate that is the same item as the row's positive (an accidental hit) is masked.
+    Returns a scalar.
+    """
+    logits = logit_scale * a @ b.T  # (B, B)
+    labels = torch.arange(a.shape[0], device=a.device)
+    a2b = logits - log_q_b.unsqueeze(0)
+    b2a = logits.T - log_q_a.unsqueeze(0)
+    if ids_a is not None and ids_b is not None:
+        eye = torch.eye(a.shape[0], dtype=torch.bool, device=a.device)
+        a2b = a2b.masked_fill((ids_b.unsqueeze(0) == ids_b.unsqueeze(1)) & ~eye, float("-inf"))
+        b2a = b2a.masked_fill((ids_a.unsqueeze(0) == ids_a.unsqueeze(1)) & ~eye, float("-inf"))
+    return 0.5 * (F.cross_entropy(a2b, labels) + F.cross_entropy(b2a, labels))

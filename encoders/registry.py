@@ -3,6 +3,8 @@
 Names resolve, in order, to:
 - a preset of this registry (`list_encoders()`: tiny-clip, small-clip, minilm, ...);
 - "A+B": a composite encoder, images from preset A and texts from preset B;
+- "adapter:<name>": encoder <name> with a trainable residual adapter per modality
+  (encoders.adapter; what the experiment's encoder stage trains in its frozen mode);
 - "hf-clip:<path or hub id>" / "hf-text:<path or hub id>": Hugging Face CLIPModel / text model;
 - a local directory (open_clip_config.json -> open_clip; config.json with model_type "clip" ->
   HF CLIP; any other config.json -> HF text encoder);
@@ -85,7 +87,10 @@ def resolve_config(name: str, pretrained: str | None = None, **overrides: Any) -
     if unknown:
         raise TypeError(f"unknown encoder option(s) {sorted(unknown)}; known: {sorted(fields)}")
     spec: dict[str, Any]
-    if name in PRESETS:
+    if name.startswith("adapter:"):  # encoders.adapter: "<base>" + a residual adapter
+        base = name[len("adapter:") :]
+        spec = {"backend": "adapted", "extra": {"base": base}}
+    elif name in PRESETS:
         spec = dict(PRESETS[name])
     elif "+" in name and not os.path.exists(name):
         image, text = name.split("+", 1)
@@ -147,6 +152,11 @@ def build_encoder(config: EncoderConfig) -> Encoder:
         image = create_encoder(config.image_encoder, device=config.device)
         text = create_encoder(config.text_encoder, device=config.device)
         encoder = backends.CompositeEncoder(config, image, text)
+    elif config.backend == "adapted":
+        from coldstart.encoders.adapter import AdaptedEncoder
+
+        base = create_encoder(config.extra["base"], device=config.device)
+        encoder = AdaptedEncoder(config, base)
     else:
         raise ValueError(f"unknown encoder backend {config.backend!r}")
     if config.pretrained and str(config.pretrained).endswith(".ckpt"):

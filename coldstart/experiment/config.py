@@ -23,6 +23,7 @@ from coldstart.data.synthetic import SyntheticConfig  # so is the synthetic gene
 # The embed and index sections take their shared defaults from the domain classes (one home per
 # default); a value an experiment wants otherwise (batch 128) is written in its YAML file.
 from coldstart.encoders.config import EmbedConfig
+from coldstart.encoders.tune_config import ItemTuneConfig
 from coldstart.index.config import IndexConfig
 
 
@@ -47,6 +48,42 @@ class DataConfig:
 
 
 @dataclass
+class TrainerConfig:
+    """Where and how every stage that trains or infers runs (encoder, embed, ranker): Lightning's
+    Trainer arguments. "auto" lets Lightning choose (the CPU here; a GPU where there is one, at
+    32-bit precision). `--set trainer.accelerator=gpu --set trainer.precision=bf16-mixed` is all
+    a GPU machine needs; a stage's own `trainer:` overrides single keys.
+    devices: "auto" or a count.
+    """
+
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    precision: str = "auto"
+
+
+@dataclass
+class StageTrainerConfig:
+    """One stage's overrides of the top-level `trainer:` section; null keeps that value."""
+
+    accelerator: str | None = None
+    devices: str | None = None
+    strategy: str | None = None
+    precision: str | None = None
+
+
+@dataclass
+class EncoderStageConfig(ItemTuneConfig):
+    """The optional encoder stage: fine-tunes the embed section's encoder contrastively on the
+    split's TRAINING part (encoders.engagement; the knobs are ItemTuneConfig's), and the embed
+    stage then embeds with its checkpoint. enabled: false (the default) skips it and leaves
+    every downstream key as it was."""
+
+    enabled: bool = False
+    trainer: StageTrainerConfig = field(default_factory=StageTrainerConfig)
+
+
+@dataclass
 class EmbedStageConfig:
     """The embed stage: item content -> vectors with a registered encoder (encoders.create_encoder),
     run as an encoders.embed job (EmbedConfig, whose defaults the shared fields take).
@@ -67,6 +104,7 @@ class EmbedStageConfig:
     batch_size: int = EmbedConfig.batch_size
     num_workers: int = EmbedConfig.num_workers  # DataLoader workers (tokenizing, decoding)
     threads: int = 0  # torch threads for encoding; 0 keeps torch's default
+    trainer: StageTrainerConfig = field(default_factory=StageTrainerConfig)
 
 
 @dataclass
@@ -101,6 +139,7 @@ class RankerStageConfig:
     methods: list[str] = field(default_factory=lambda: _default_methods())
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)
+    trainer: StageTrainerConfig = field(default_factory=StageTrainerConfig)
 
 
 @dataclass
@@ -146,12 +185,14 @@ class DimsConfig:
 
 @dataclass
 class ExperimentConfig:
-    """One experiment: data -> split -> embed -> index -> ranker -> evaluate -> report."""
+    """One experiment: data -> split -> [encoder] -> embed -> index -> ranker -> evaluate -> report."""
 
     name: str = "experiment"
     output_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    encoder: EncoderStageConfig = field(default_factory=EncoderStageConfig)
     embed: EmbedStageConfig = field(default_factory=EmbedStageConfig)
     index: IndexStageConfig = field(default_factory=IndexStageConfig)
     ranker: RankerStageConfig = field(default_factory=RankerStageConfig)
@@ -256,3 +297,28 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
                 raise ConfigError(f"override {item!r}: {part} is not a section")
         node[parts[-1]] = yaml.safe_load(value)
     return from_dict(ExperimentConfig, raw, str(path))
+
+
+def resolve_trainer(base: TrainerConfig, stage: StageTrainerConfig) -> dict[str, Any]:
+    """The top-level trainer section with a stage's overrides -> Lightning Trainer kwargs.
+
+    Returns {accelerator, devices, strategy, precision}: devices an int when a count was given,
+    precision None for "auto" (Lightning's default, 32-true).
+    """
+    merged = {
+        f.name: getattr(stage, f.name)
+        if getattr(stage, f.name) is not None
+        else getattr(base, f.name)
+        for f in dataclasses.fields(TrainerConfig)
+    }
+    devices = str(merged["devices"])
+    merged["devices"] = int(devices) if devices.isdigit() else devices
+    if merged["precision"] in ("auto", None):
+        merged["precision"] = None
+    return merged
+
+
+def trainer_key(resolved: dict[str, Any]) -> dict[str, Any]:
+    """What a stage's cache key takes from its resolved trainer: only the values that differ
+    from "auto", so configs that leave the trainer alone keep their keys (and cached artifacts)."""
+    return {k: v for k, v in resolved.items() if v not in ("auto", None)}

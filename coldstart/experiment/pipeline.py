@@ -6,6 +6,8 @@ upstream keys):
     (data: synthetic files, loader "synthetic" only) -> split
     split -> embed (keyed by the catalogue's content, not the split: every split seed of one
                     data set shares one embedding) -> index
+    (encoder enabled:) split, untuned embed -> encoder -> embed (the tuned encoder's export,
+                    per split: it learned from that split's train part) -> index
     split, embed -> ranker; split, embed, ranker -> evaluate
     split, embed -> stability
     split, embed -> dims
@@ -27,9 +29,19 @@ from typing import Any
 
 from coldstart.experiment import stages
 from coldstart.experiment.artifacts import Artifact, ArtifactStore
-from coldstart.experiment.config import ExperimentConfig
+from coldstart.experiment.config import ExperimentConfig, resolve_trainer, trainer_key
 
-STAGE_ORDER = ("data", "split", "embed", "index", "ranker", "evaluate", "stability", "dims")
+STAGE_ORDER = (
+    "data",
+    "split",
+    "encoder",
+    "embed",
+    "index",
+    "ranker",
+    "evaluate",
+    "stability",
+    "dims",
+)
 
 
 @dataclass
@@ -83,9 +95,12 @@ def run_experiment(
     data_cfg = config.data
     if data_cfg.loader == "synthetic":
         # Written as foreign files + a YAML mapping, then read by the generic loader.
+        synthetic_section = _section(data_cfg.synthetic)
+        if not synthetic_section["taste_groups"]:  # added later: at 0 the data (and key) hold
+            del synthetic_section["taste_groups"]
         artifacts["data"] = store.run(
             "data",
-            _section(data_cfg.synthetic),
+            synthetic_section,
             [],
             lambda out: stages.build_synthetic_data(data_cfg.synthetic, config.name, out),
             version=stages.VERSIONS["data"],
@@ -115,12 +130,20 @@ def run_experiment(
 
     artifacts["split"] = run_split()
 
+    trainers = {
+        name: resolve_trainer(config.trainer, getattr(config, name).trainer)
+        for name in ("encoder", "embed", "ranker")
+    }
     embed_section = {
         "embed": _section(config.embed),
         "posters": config.data.posters,
         # The catalogue, not the split: split seeds of one data set share their embeddings.
         "catalogue": stages.catalogue_fingerprint(artifacts["split"].path, config.embed),
     }
+    # Only a trainer that differs from "auto" enters the key: default configs keep their keys.
+    del embed_section["embed"]["trainer"]
+    if trainer_key(trainers["embed"]):
+        embed_section["trainer"] = trainer_key(trainers["embed"])
     if not config.data.posters:
         # Without posters the image settings change nothing: keep them out of the key.
         for key in ("image_encoder", "fusion", "image_weight"):
@@ -129,9 +152,47 @@ def run_experiment(
         "embed",
         embed_section,
         [],
-        lambda out: stages.build_embed(artifacts["split"].path, config.embed, config.data, out),
+        lambda out: stages.build_embed(
+            artifacts["split"].path, config.embed, config.data, out, trainer=trainers["embed"]
+        ),
         version=stages.VERSIONS["embed"],
     )
+    if config.encoder.enabled:
+        # The untuned export stays cached (and shared by split seeds); the tuned one is per split.
+        base_embed = artifacts["embed"]
+        encoder_section = {
+            "encoder": {k: v for k, v in _section(config.encoder).items() if k != "trainer"},
+            "trainer": trainer_key(trainers["encoder"]),
+        }
+        artifacts["encoder"] = store.run(
+            "encoder",
+            encoder_section,
+            [artifacts["split"], base_embed],
+            lambda out: stages.build_encoder(
+                artifacts["split"].path,
+                base_embed.path,
+                config.encoder,
+                config.embed,
+                config.data,
+                trainers["encoder"],
+                out,
+            ),
+            version=stages.VERSIONS["encoder"],
+        )
+        artifacts["embed"] = store.run(
+            "embed",
+            embed_section,
+            [artifacts["encoder"]],
+            lambda out: stages.build_embed(
+                artifacts["split"].path,
+                config.embed,
+                config.data,
+                out,
+                encoder_dir=artifacts["encoder"].path,
+                trainer=trainers["embed"],
+            ),
+            version=stages.VERSIONS["embed"],
+        )
     artifacts["index"] = store.run(
         "index",
         index_section(config.index),
@@ -146,6 +207,13 @@ def run_experiment(
         **_section(config.ranker),
         "resolved": {m: stages.resolved_params(config.ranker, m) for m in config.ranker.methods},
     }
+    del ranker_section["trainer"]  # the plain loop's output does not depend on it (see below)
+    if trainer_key(trainers["ranker"]):
+        log(
+            f"[ranker] trainer {trainer_key(trainers['ranker'])}: the experiment's ranker stage "
+            "trains with the plain fp32 loop on the CPU (ranker.train.fit_ranker); the setting "
+            "applies to the encoder and embed stages"
+        )
     artifacts["ranker"] = store.run(
         "ranker",
         ranker_section,

@@ -22,6 +22,7 @@ from coldstart.experiment.config import (
     DataConfig,
     DimsConfig,
     EmbedStageConfig,
+    EncoderStageConfig,
     EvaluateConfig,
     IndexStageConfig,
     RankerStageConfig,
@@ -34,6 +35,7 @@ from coldstart.experiment.config import (
 VERSIONS = {
     "data": 1,
     "split": 1,
+    "encoder": 1,
     "embed": 3,
     "index": 1,
     "ranker": 6,  # 6: cold_item/, history_user/ maps and seen.parquet beside the vectors
@@ -120,16 +122,47 @@ def load_split(split_dir: Path) -> Any:
 # --------------------------------------------------------------------------- embed
 
 
+def embed_encoder(cfg: EmbedStageConfig, data: DataConfig) -> tuple[str, str | None]:
+    """(registry name, pretrained) the embed stage runs: with posters and an image encoder, the
+    composite `<image_encoder>+<encoder>` (no single pretrained tag applies to it)."""
+    if data.posters and cfg.image_encoder:
+        return f"{cfg.image_encoder}+{cfg.encoder}", None
+    return cfg.encoder, cfg.pretrained
+
+
+def embed_trainer(resolved: dict[str, Any]) -> dict[str, Any]:
+    """A resolved trainer section (config.resolve_trainer) -> the embed job's accelerator,
+    devices and precision. The job splits its work by shard over `devices` processes (DDP when
+    more than one), so "auto" devices is one and the strategy is the job's own."""
+    precision = resolved["precision"] or "32"
+    precision = {"32-true": "32", "bf16": "bf16-mixed", "16": "16-mixed"}.get(precision, precision)
+    devices = resolved["devices"]
+    return {
+        "accelerator": resolved["accelerator"],
+        "devices": devices if isinstance(devices, int) else 1,
+        "precision": precision,
+    }
+
+
 def build_embed(
-    split_dir: Path, cfg: EmbedStageConfig, data: DataConfig, out: Path
+    split_dir: Path,
+    cfg: EmbedStageConfig,
+    data: DataConfig,
+    out: Path,
+    encoder_dir: Path | None = None,
+    trainer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Embed the split's catalogue (and posters when shards are given) with the encoders' batch
     job (encoders.embed.build_embeddings: Lightning predict, one part per shard / text chunk).
 
     With posters the job runs a composite encoder, `<image_encoder>+<encoder>` (images from the
     first, texts from the second, one space), and writes "image", "text" and "fused" rows.
-    Downstream stages read "fused" when present, else "text".
+    Downstream stages read "fused" when present, else "text". encoder_dir: an encoder stage's
+    artifact; its checkpoint (and the registry name it was trained as) replace the encoder.
+    trainer: a resolved trainer section (default: CPU, 32-bit, one process).
     """
+    import json
+
     import coldstart.encoders.embed as embed
     from coldstart.data.embeddings import EmbeddingManifest
 
@@ -138,7 +171,11 @@ def build_embed(
 
         torch.set_num_threads(cfg.threads)
     inputs = [str(split_dir / "items.parquet")]
-    encoder, fusion_weights = cfg.encoder, {}
+    encoder, pretrained = embed_encoder(cfg, data)
+    fusion_weights = {}
+    if encoder_dir is not None:
+        tuned = json.loads((encoder_dir / "artifact.json").read_text())["summary"]
+        encoder, pretrained = tuned["encoder"], str(encoder_dir / tuned["checkpoint"])
     if data.posters:
         from coldstart.data.shards import expand_urls
 
@@ -147,21 +184,21 @@ def build_embed(
         if not shards or missing:
             raise FileNotFoundError(f"poster shards not found: {data.posters} ({missing[:3]})")
         inputs = [*shards, *inputs]
-        if cfg.image_encoder:
-            encoder = f"{cfg.image_encoder}+{cfg.encoder}"
         if cfg.fusion == "weighted":
             fusion_weights = {"image": cfg.image_weight, "text": 1.0 - cfg.image_weight}
+    devices = embed_trainer(trainer) if trainer else {}
     job = embed.EmbedConfig(
         encoder=encoder,
         inputs=inputs,
         out=str(out),
-        pretrained=cfg.pretrained if not data.posters or not cfg.image_encoder else None,
+        pretrained=pretrained,
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
         text_fields=tuple(cfg.text_fields),
         fusion=cfg.fusion,
         fusion_weights=fusion_weights,
         progress=True,
+        **devices,
     )
     manifest: EmbeddingManifest = embed.build_embeddings(job)
     return {
@@ -173,6 +210,63 @@ def build_embed(
         "skipped": dict(manifest.skipped),
         "parts": len(manifest.parts),
     }
+
+
+def build_encoder(
+    split_dir: Path,
+    base_embed_dir: Path | None,
+    cfg: EncoderStageConfig,
+    embed_cfg: EmbedStageConfig,
+    data: DataConfig,
+    trainer: dict[str, Any],
+    out: Path,
+) -> dict[str, Any]:
+    """The encoder stage: encoders.engagement.fit_item_encoder on the split's TRAIN part and its
+    warm items only (val, test and cold interactions, and cold items, are never read).
+
+    base_embed_dir: the untuned embed export (frozen mode: the backbone's cached vectors).
+    """
+    from coldstart.data.embeddings import EmbeddingManifest, read_embeddings
+    from coldstart.data.io import read_table
+    from coldstart.data.schema import ITEM_ID
+    from coldstart.data.split import SPLIT_COLUMN
+    from coldstart.encoders.engagement import fit_item_encoder
+    from coldstart.encoders.tune_config import ItemTuneConfig
+
+    if embed_cfg.threads > 0:
+        import torch
+
+        torch.set_num_threads(embed_cfg.threads)
+    # Only the files that may be learned from: the catalogue (for warm ids and texts) and train.
+    items = read_table(split_dir / "items.parquet")
+    warm = items.loc[items[SPLIT_COLUMN] == "warm", ITEM_ID].to_numpy()
+    train = read_table(split_dir / "train.parquet")
+    tune = ItemTuneConfig(
+        **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(ItemTuneConfig)}
+    )
+    features = texts = None
+    if cfg.mode == "frozen":
+        if base_embed_dir is None:
+            raise ValueError("the frozen encoder mode needs the untuned embed export")
+        modalities = EmbeddingManifest.load(base_embed_dir).modalities
+        features = {
+            m: read_embeddings(base_embed_dir, m) for m in ("text", "image") if m in modalities
+        }
+    else:
+        from coldstart.data.schema import item_text
+
+        texts = {
+            r[ITEM_ID]: item_text(r, tuple(embed_cfg.text_fields)) for r in items.to_dict("records")
+        }
+    encoder, pretrained = embed_encoder(embed_cfg, data)
+    print(
+        f"[encoder] {tune.objective} ({tune.mode}) on {len(train)} train rows, {len(warm)} warm items",
+        file=sys.stderr,
+        flush=True,
+    )
+    return fit_item_encoder(
+        encoder, pretrained, warm, train, tune, out, trainer, features=features, texts=texts
+    )
 
 
 def content_vectors(embed_dir: Path) -> tuple[np.ndarray, np.ndarray]:

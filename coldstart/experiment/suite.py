@@ -116,6 +116,10 @@ def run_suite(suite: SuiteConfig, log: Callable[[str], None] = print) -> dict[st
                         "seconds": round(time.perf_counter() - t0, 1),
                         "run_dir": str(result.run_dir),
                         "methods": result.metrics["methods"],
+                        # the optional encoder stage's own time (its build, not a cache hit)
+                        "encoder_seconds": result.metrics["stages"]
+                        .get("encoder", {})
+                        .get("build_seconds"),
                     }
                 )
     summary = summarize(runs, suite)
@@ -248,6 +252,10 @@ def suite_markdown(result: dict[str, Any]) -> str:
             + ", ".join(f"{seg} {users[seg].get('users')}" for seg in SEGMENTS)
             + "."
         )
+        timed = [r for r in result["runs"] if r["dataset"] == ds and r.get("encoder_seconds")]
+        for variant in dict.fromkeys(r["variant"] for r in timed):
+            secs = [r["encoder_seconds"] for r in timed if r["variant"] == variant]
+            lines.append(f"- encoder stage ({variant}): {sum(secs) / len(secs):.1f} s per split.")
         for name, check in block["targets"].items():
             parts = []
             for seg in ("cold", "warm"):
