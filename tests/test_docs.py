@@ -171,6 +171,7 @@ def test_metrics_json_schema_in_docs_matches_a_real_run(tmp_path):
     raw["stability"].update(enabled=True, params={"epochs": 1})
     raw["dims"].update(enabled=True, method="warmstart", dims=[8], qps_queries=20)
     raw["dims"]["params"] = {"epochs": 1}
+    raw["encoder"].update(enabled=True, epochs=1)  # the optional stage, so its entry is checked
     config = tmp_path / "experiment.yaml"
     config.write_text(yaml.safe_dump(raw))
     out = io.StringIO()

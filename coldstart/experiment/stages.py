@@ -264,9 +264,52 @@ def build_encoder(
         file=sys.stderr,
         flush=True,
     )
-    return fit_item_encoder(
+    summary = fit_item_encoder(
         encoder, pretrained, warm, train, tune, out, trainer, features=features, texts=texts
     )
+    if features is not None:
+        summary["examples"] = tuned_neighbours(items, features["text"], out / summary["checkpoint"])
+    return summary
+
+
+def tuned_neighbours(
+    items: pd.DataFrame, base: tuple[np.ndarray, np.ndarray], checkpoint: Path, n: int = 5
+) -> list[dict[str, Any]]:
+    """For `n` cold-test items (seeded pick): their 5 nearest warm items by title before and
+    after the frozen-mode adapter in `checkpoint`, so a person can see what it learned.
+
+    base: (ids (N,), untuned text vectors (N, D)); read only after training (cold items'
+    content exists at serving time; it never entered the fit).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from coldstart.data.schema import ITEM_ID, TITLE
+    from coldstart.data.split import SPLIT_COLUMN
+    from coldstart.encoders.adapter import ResidualAdapter
+
+    ids, before = base
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    prefix = "encoder.adapters.text."
+    adapter = ResidualAdapter(before.shape[1])  # the text adapter alone: no backbone to load
+    adapter.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    with torch.no_grad():
+        after = F.normalize(adapter(F.normalize(torch.from_numpy(before), dim=-1)), dim=-1).numpy()
+    split_of = dict(zip(items[ITEM_ID].tolist(), items[SPLIT_COLUMN].tolist()))
+    title_of = dict(zip(items[ITEM_ID].tolist(), items.get(TITLE, items[ITEM_ID]).tolist()))
+    labels = np.array([split_of.get(i) for i in ids.tolist()])
+    warm, cold = np.flatnonzero(labels == "warm"), np.flatnonzero(labels == "cold_test")
+    if not len(cold) or not len(warm):
+        return []
+    pick = np.sort(np.random.default_rng(0).choice(cold, min(n, len(cold)), replace=False))
+    out = []
+    for row in pick:
+        near = {}
+        for name, vectors in (("before", before), ("after", after)):
+            sims = vectors[warm] @ vectors[row]
+            near[name] = [str(title_of.get(ids[warm[j]])) for j in np.argsort(-sims)[:5]]
+        out.append({"item": str(title_of.get(ids[row])), **near})
+    return out
 
 
 def content_vectors(embed_dir: Path) -> tuple[np.ndarray, np.ndarray]:

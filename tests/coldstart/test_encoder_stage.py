@@ -187,6 +187,8 @@ def test_the_stage_feeds_the_embed_stage_and_is_cached(tmp_path: Path) -> None:
     assert tuned.key != off.artifacts["embed"].key
     assert tuned.manifest["upstream"]["encoder"]["key"] == on.artifacts["encoder"].key
     assert tuned.manifest["summary"]["encoder"] == "adapter:tiny-clip"
+    examples = on.artifacts["encoder"].manifest["summary"]["examples"]
+    assert examples and all(len(e["before"]) == len(e["after"]) == 5 for e in examples)
     again = run_experiment(config, log=lambda s: None)
     assert again.stage_status("encoder") == "reused" and again.stage_status("embed") == "reused"
 
