@@ -32,7 +32,8 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from coldstart.data.resources import package_path
-from coldstart.index.api import HTTPError, decode_upload
+from coldstart.data.video import VideoLimits
+from coldstart.index.api import HTTPError, decode_upload, decode_video_upload
 from coldstart.index.catalogue import ByteLRU, Catalogue, ItemId, MediaStore
 from coldstart.index.config import ServerConfig, _from_dict
 
@@ -106,6 +107,18 @@ def decode_reduced(data: bytes, side: int, max_pixels: int) -> Image.Image:
     # reducing_gap: `reduce` first, LANCZOS only over the last <= 3x (fast, same quality).
     image.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=3.0)
     return image
+
+
+def poster_frame(data: bytes, side: int, server: ServerConfig) -> Image.Image:
+    """The frame at the middle of a stored video, longest side at most `side`: the thumbnail of
+    a video item. Decoded through the upload decoder with the server's video limits (413 / 415
+    / 422 as for uploads)."""
+    from PIL import Image
+
+    limits = VideoLimits(server.max_video_bytes, server.max_video_seconds, server.max_image_pixels)
+    (frame,) = decode_video_upload(data, limits, 1)  # K = 1: the centre of the video
+    frame.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return frame
 
 
 def encode_jpeg(image: Image.Image, size: int, quality: int) -> bytes:
@@ -198,18 +211,22 @@ class Thumbnails:
         if master is not None:
             return master
         ref = self.media.refs[item_id]
+        limit = self.server.max_video_bytes if ref.video else self.server.max_body_bytes
         try:
-            if ref.size > self.server.max_body_bytes:
+            if ref.size > limit:
                 raise HTTPError(
                     413,
-                    f"stored image of {ref.size} bytes exceeds the "
-                    f"{self.server.max_body_bytes}-byte limit",
+                    f"stored {'video' if ref.video else 'image'} of {ref.size} bytes exceeds "
+                    f"the {limit}-byte limit",
                 )
             data = self.media.read(item_id)
             with self._decode_slots:
                 self.decodes += 1
-                master = decode_reduced(
-                    data, self.config.max_thumb_size, self.server.max_image_pixels
+                side = self.config.max_thumb_size
+                master = (
+                    poster_frame(data, side, self.server)
+                    if ref.video
+                    else decode_reduced(data, side, self.server.max_image_pixels)
                 )
         except HTTPError as err:
             log.warning("image of item %r rejected: %s", item_id, err.detail)

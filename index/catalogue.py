@@ -169,6 +169,11 @@ class MediaRef:
     size: int
     ext: str
 
+    @property
+    def video(self) -> bool:
+        """An MP4 / WebM member: thumbnails show its poster frame (index.browse)."""
+        return self.ext in ("mp4", "webm")
+
 
 class MediaStore:
     """Item images read in place from uncompressed webdataset tar shards."""
@@ -194,7 +199,7 @@ class MediaStore:
         key (an int when all digits). The first image of
         an id wins; later ones are counted as duplicates.
         """
-        from coldstart.data.shards import IMAGE_EXTENSIONS, _item_id, _split_name, expand_urls
+        from coldstart.data.shards import _item_id, _split_name, expand_urls, media_kind
 
         shards = expand_urls(urls)
         if not shards:
@@ -222,7 +227,10 @@ class MediaStore:
                     key, ext = _split_name(member.name)
                     if not ext or key.rsplit("/", 1)[-1].startswith("."):
                         continue
-                    if ext in IMAGE_EXTENSIONS and key not in images:
+                    kind = media_kind(ext)  # a photo, a carousel's image, or a video
+                    if kind is not None and (
+                        key not in images or images[key].video and kind[0] == "image"
+                    ):  # an image wins over a video (its poster frame is the fallback)
                         images[key] = MediaRef(number, member.offset_data, member.size, ext)
                     elif ext == "json" and member.size <= MAX_JSON_MEMBER:
                         handle = tar.extractfile(member)
@@ -247,7 +255,10 @@ class MediaStore:
                     counts["duplicate_id"] += 1
                     continue
                 refs[item_id] = ref
-        report = {"shards": len(shards), "images": len(refs), "skipped": dict(counts)}
+        videos = sum(1 for ref in refs.values() if ref.video)
+        report = {"shards": len(shards), "images": len(refs) - videos, "skipped": dict(counts)}
+        if videos:  # items whose thumbnail is a video's poster frame
+            report["videos"] = videos
         return cls(shards, refs, report)
 
     def __len__(self) -> int:

@@ -355,19 +355,29 @@
 
   function imageSearch(file) {
     if (!file) return;
-    if (!file.type.startsWith("image/")) {
-      setMessage($("message"), `${file.name} is not an image`);
+    // A video goes up as `video` (the server samples its frames); the preview plays it muted.
+    const isVideo = file.type.startsWith("video/");
+    if (!isVideo && !file.type.startsWith("image/")) {
+      setMessage($("message"), `${file.name} is not an image or a video`);
       return;
     }
     history.pushState(null, "", "#image");
-    const preview = el("img", "thumb");
-    preview.alt = "your image";
+    const preview = el(isVideo ? "video" : "img", "thumb");
+    if (isVideo) {
+      preview.muted = true;
+      preview.loop = true;
+      preview.autoplay = true;
+      preview.setAttribute("aria-label", "your video");
+    } else {
+      preview.alt = "your image";
+    }
     const url = URL.createObjectURL(file);
     state.imageUrls.push(url);
     preview.src = url;
     const form = new FormData();
-    form.append("image", file, file.name || "upload");
-    return runSearch(form, { kicker: "Items that look like", title: file.name || "your image", media: preview });
+    form.append(isVideo ? "video" : "image", file, file.name || "upload");
+    const title = file.name || (isVideo ? "your video" : "your image");
+    return runSearch(form, { kicker: "Items that look like", title, media: preview });
   }
 
   async function openItem(id) {

@@ -196,6 +196,28 @@ def test_image_upload_searches_by_image(page, env, api, tmp_path):
     shot(page, "image-search")
 
 
+def test_video_upload_searches_by_video(page, env, api, tmp_path):
+    """A dropped/picked MP4 goes up as `video` (frames sampled and pooled by the server) and
+    plays muted as the search's preview."""
+    from selenium.webdriver.common.by import By
+
+    from coldstart.data.video_synth import moving_pattern_video
+
+    path = tmp_path / "query.mp4"
+    path.write_bytes(moving_pattern_video(2, seconds=1.0))
+    page.find_element(By.ID, "image-input").send_keys(str(path))
+    wait_for(page, lambda d: len(grid(d)) == 12, what="video results")
+    wait_idle(page)
+    expected = api.post(
+        "/v1/search/media", files={"video": ("q.mp4", path.read_bytes(), "video/mp4")},
+        data={"k": 12},
+    ).json()  # fmt: skip
+    assert [c["id"] for c in grid(page)] == [str(i) for i in expected["ids"]]
+    preview = page.find_element(By.CSS_SELECTOR, "#context-media video")
+    assert page.execute_script("return arguments[0].muted", preview) is True
+    shot(page, "video-search")
+
+
 def test_new_item_panel_then_insert_with_the_token(page, env, api):
     from selenium.webdriver.common.by import By
 

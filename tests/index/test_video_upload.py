@@ -88,3 +88,38 @@ def test_bad_videos_are_clear_4xx_and_the_server_lives(server):
     assert client.get("/health").status_code == 200
     r = client.post("/v1/search/media", files={"video": ("a.mp4", good, MP4)})
     assert r.status_code == 200
+
+
+def test_video_items_show_a_poster_frame(durable, tmp_path):
+    """The browsing page's thumbnails: a video item's is the frame at the middle of its video;
+    a carousel's is its first image; a bad stored video answers 4xx once and stays rejected."""
+    import io
+
+    from PIL import Image
+
+    from coldstart.data.shards import write_shards
+    from coldstart.index.browse import BrowseConfig
+    from coldstart.index.catalogue import MediaStore
+
+    clip = moving_pattern_video(3, width=96, height=64, seconds=2.0)
+    samples = [
+        {"key": "v", "video": clip, "json": {"item_id": 1}},
+        {"key": "c", "images": [np.full((8, 8, 3), 200, np.uint8)] * 2, "json": {"item_id": 2}},
+        {"key": "bad", "video": clip[:300], "json": {"item_id": 4}},
+    ]
+    media = MediaStore.scan(write_shards(samples, str(tmp_path / "m-%02d.tar")))
+    assert media.report == {"shards": 1, "images": 1, "skipped": {}, "videos": 2}
+    app = create_app(durable, ServerConfig(), media=media, browse=BrowseConfig())
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        wait_ready(client)
+        r = client.get("/v1/items/1/image", params={"size": 64})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        poster = Image.open(io.BytesIO(r.content))
+        (middle,), _ = decode_video(clip, 1)
+        assert poster.size == (64, 43) or max(poster.size) == 64
+        small = middle.resize(poster.size)
+        assert np.abs(np.asarray(poster, float) - np.asarray(small, float)).mean() < 12
+        assert client.get("/v1/items/2/image").status_code == 200  # a carousel's first image
+        for _ in range(2):
+            assert client.get("/v1/items/4/image").status_code == 422
+        assert client.get("/health").status_code == 200
