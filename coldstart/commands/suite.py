@@ -29,6 +29,13 @@ def main(argv: list[str]) -> int:
         "--out", default=None, help="where suite.json and suite.md go (default: output_dir)"
     )
     parser.add_argument(
+        "--part",
+        choices=("val", "test"),
+        default=None,
+        help="score this part instead of the suite's own (the same rankers: only the "
+        "evaluation reruns), e.g. a val sweep reported on test",
+    )
+    parser.add_argument(
         "--publish",
         default=None,
         metavar="FILE",
@@ -40,6 +47,8 @@ def main(argv: list[str]) -> int:
     offline_environment()
 
     suite = load_suite(args.config, args.set)
+    if args.part:
+        suite.part = args.part
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
