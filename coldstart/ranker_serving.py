@@ -51,10 +51,10 @@ class RankerArtifact:
     def dim(self) -> int:
         return int(self.warm_vectors.shape[1])
 
-    def positive_score(self) -> float:
-        """Mean user . item score of the known (seen) positives on trained items: the score
-        an online warm-up estimate gives its mean engaging user (ranker.warmup)."""
-        from coldstart.ranker.warmup import positive_score
+    def warmup(self, config: Any = None) -> Any:
+        """ranker.warmup.warmup_fn of this method (`config` a WarmupConfig, default
+        WarmupConfig()), its scale from the known (seen) positives on trained items."""
+        from coldstart.ranker.warmup import WarmupConfig, warmup_fn
 
         user_row = {_py(u): r for r, u in enumerate(self.user_ids)}
         item_row = {_py(i): r for r, i in enumerate(self.warm_ids)}
@@ -66,7 +66,13 @@ class RankerArtifact:
             if i in item_row
         ]
         rows = np.asarray(pairs, np.int64).reshape(-1, 2)
-        return positive_score(self.user_vectors, self.warm_vectors, rows[:, 0], rows[:, 1])
+        return warmup_fn(
+            config or WarmupConfig(),
+            self.user_vectors,
+            self.warm_vectors,
+            rows[:, 0],
+            rows[:, 1],
+        )
 
     @classmethod
     def load(cls, directory: str | Path, method: str | None = None) -> RankerArtifact:
@@ -177,7 +183,7 @@ def open_ranker_service(
     """The index.recommend.RankerService of an artifact: its stores (open_ranker_stores), user
     vectors, seen items, cold-item path and online warm-up (ranker.warmup; `warmup` a
     WarmupConfig, default WarmupConfig()); warmed items are rebuilt from their state."""
-    from coldstart.ranker.warmup import WarmupConfig, warmup_fn
+    from coldstart.ranker.warmup import WarmupConfig
 
     warm, cold, events = open_ranker_stores(artifact, root, backend, settings, with_cold)
     row = {_py(u): r for r, u in enumerate(artifact.user_ids)}
@@ -211,7 +217,7 @@ def open_ranker_service(
             "warmup_kappa": config.kappa,
         },
         events=events,
-        warmup=warmup_fn(config, artifact.positive_score()),
+        warmup=artifact.warmup(config),
     )
     rebuilt = service.rebuild_warmup()
     if rebuilt:

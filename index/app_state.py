@@ -73,6 +73,8 @@ class AppState:
     error: str | None = None
     batcher: MicroBatcher | None = None
     content: bool = True  # False: a ranker served alone, no content store to load
+    # Coroutine functions awaited at shutdown (e.g. a router's upload batch queue).
+    closers: list[Callable[[], Any]] = field(default_factory=list)
     search_pool: concurrent.futures.ThreadPoolExecutor = field(default_factory=_search_pool)
 
     # ----------------------------------------------------------------- loading
@@ -171,6 +173,8 @@ class AppState:
         """Stop searching; close the store too when `close_store`."""
         if self.batcher is not None:
             await self.batcher.close()
+        for closer in self.closers:
+            await closer()
         self.search_pool.shutdown(wait=False)
         if self.store is not None and close_store:
             await asyncio.to_thread(self.store.close)

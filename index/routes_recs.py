@@ -11,6 +11,7 @@ history ids 422, k outside 1..max_k 422, a trained item's id uploaded 409.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from coldstart.index.api import (
 )
 from coldstart.index.app_state import AppState
 from coldstart.index.backend import InvalidInput
+from coldstart.index.batching import BatchQueue
 from coldstart.index.recommend import SEGMENTS, Conflict, RankerService, UnknownUser
 from coldstart.index.routes_search import ItemIdT
 
@@ -136,25 +138,101 @@ def _answer(ids: list, scores: list[float], segments: list[str]) -> dict[str, An
     return {"ids": ids, "scores": clipped.tolist(), "segments": segments}
 
 
+def upload_batch(
+    service: RankerService, encode: Any, batch: list[tuple[Any, list[Any], list[str]]]
+) -> list[Any]:
+    """Add N uploads (id, images, texts): their content in one encoder call (`encode.many`
+    when the encoder has it), then one durable write per run of distinct ids (a later upload
+    of an id wins). Returns per upload its lsn, or the exception that upload alone raises."""
+    many = getattr(encode, "many", None)
+    try:
+        if many is None:
+            raise RuntimeError("no batch encoder")
+        content = np.asarray(many([(i, t) for _, i, t in batch]), np.float32)
+        vectors: list[Any] = list(content)
+    except Exception:  # each upload alone: its own error, the others still land
+        vectors = []
+        for _, images, texts in batch:
+            try:
+                vectors.append(np.asarray(encode(images, texts), np.float32).reshape(-1))
+            except Exception as err:
+                vectors.append(err)
+    results: list[Any] = [None] * len(batch)
+    group: list[int] = []
+
+    def write(rows: list[int]) -> None:
+        try:
+            lsn = service.add_items(
+                [batch[r][0] for r in rows], np.stack([vectors[r] for r in rows])
+            )
+            for r in rows:
+                results[r] = lsn
+        except Exception:
+            if len(rows) == 1:
+                raise
+            for r in rows:  # attribute the failure to the upload(s) that cause it
+                try:
+                    write([r])
+                except Exception as err:
+                    results[r] = err
+
+    def flush() -> None:
+        if group:
+            try:
+                write(group)
+            except Exception as err:
+                results[group[0]] = err
+            group.clear()
+
+    for r, vector in enumerate(vectors):
+        if isinstance(vector, BaseException):
+            results[r] = vector
+            continue
+        if any(batch[g][0] == batch[r][0] for g in group):
+            flush()
+        group.append(r)
+    flush()
+    return results
+
+
 def router(state: AppState, service: RankerService) -> APIRouter:
     """The routes of the module docstring over `service`."""
     api = APIRouter()
     docs, max_k = state.docs, state.config.max_k
     history_model, upload_model = _body("history", max_k), _body("form", max_k)
+    # Concurrent uploads share one encoder call and one durable write (index.batching).
+    uploads = None
+    if state.config.batching and state.encode is not None:
+        uploads = BatchQueue(
+            partial(upload_batch, service, state.encode),
+            state.config.max_batch_size,
+            state.config.max_wait_ms,
+            thread_name_prefix="ranker-upload",
+        )
+        state.closers.append(uploads.close)
     history_body = Depends(json_body(history_model))
     upload_form = Depends(form_body(upload_model))
     events_body = Depends(json_body(EventsRequest))
     tags = ["recommendations"]
 
     async def run(fn: Any, *args: Any) -> Any:
+        return await mapped(run_in_threadpool(fn, *args))
+
+    async def mapped(awaitable: Any) -> Any:
         try:
-            return await run_in_threadpool(fn, *args)
+            return await awaitable
         except UnknownUser as err:
             raise HTTPError(404, str(err)) from None
         except Conflict as err:
             raise HTTPError(409, str(err)) from None
         except InvalidInput as err:
             raise HTTPError(422, str(err)) from None
+
+    def upload_one(upload: tuple[Any, list[Any], list[str]]) -> int:
+        result = upload_batch(service, state.encode, [upload])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return int(result)
 
     @api.get("/v1/ranker", tags=tags, dependencies=state.read, **docs(RankerInfo, auth="read"))
     async def ranker_info() -> JSONResponse:
@@ -239,10 +317,11 @@ def router(state: AppState, service: RankerService) -> APIRouter:
                 raise HTTPError(409, f"item {form.id!r} exists (send replace=true)")
         images = await state.images(form.image)
         texts = [form.text] if form.text else []
-        content = await run(state.encode, images, texts)
-        content = np.asarray(content, np.float32).reshape(1, -1)
-        lsn = await run(service.add_items, [form.id], content)
         item = service.warm.schema.normalize_id(form.id)
+        if uploads is not None:
+            lsn = await mapped(uploads.submit((item, images, texts)))
+        else:
+            lsn = await run(upload_one, (item, images, texts))
         return JSONResponse({"id": item, "lsn": int(lsn)})
 
     @api.post(

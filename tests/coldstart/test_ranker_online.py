@@ -16,15 +16,31 @@ def test_warm_vectors_start_at_content_and_move_to_the_engaged_users() -> None:
     users = rng.standard_normal((5, 4))
     s = np.stack([np.zeros(4), users[0], users[1:].sum(0)])
     n = np.array([0.0, 1.0, 4.0])
-    out = warm_vectors(base, s, n, kappa=2.0, target=3.0)
+    out = warm_vectors(base, s, n, kappa=2.0, scale=3.0)
     np.testing.assert_array_equal(out[0], base[0])  # no events: v0 exactly
     for r in (1, 2):
         g = n[r] / (n[r] + 2.0)
-        v_id = (out[r] - (1 - g) * base[r]) / g
-        assert float(s[r] / n[r] @ v_id) == pytest.approx(3.0, rel=1e-4)
-    # kappa -> 0: the ID-row estimate alone; the mean engaged user scores the target.
-    only = warm_vectors(base, s, n, kappa=0.0, target=3.0)
-    assert float(users[1:].mean(0) @ only[2]) == pytest.approx(3.0, rel=1e-4)
+        np.testing.assert_allclose(out[r], (1 - g) * base[r] + g * 3.0 * s[r] / n[r], rtol=1e-5)
+    # kappa 0: the ID-row estimate alone, c times the mean engaging user.
+    only = warm_vectors(base, s, n, kappa=0.0, scale=3.0)
+    np.testing.assert_allclose(only[2], 3.0 * users[1:].mean(0), rtol=1e-5)
+    # Coordinates every user shares (item biases) keep v0's value.
+    fixed = np.array([False, False, True, False])
+    kept = warm_vectors(base, s, n, kappa=2.0, scale=3.0, fixed=fixed)
+    np.testing.assert_array_equal(kept[:, 2], base[:, 2])
+    np.testing.assert_array_equal(kept[:, :2], out[:, :2])
+
+
+def test_id_scale_makes_a_user_score_its_own_estimate_at_the_mean_positive() -> None:
+    from coldstart.ranker.warmup import id_scale
+
+    rng = np.random.default_rng(1)
+    users, items = rng.standard_normal((6, 3)), rng.standard_normal((4, 3))
+    ur, ir = np.array([0, 1, 2, 2]), np.array([0, 1, 2, 3])
+    c = id_scale(users, items, ur, ir)
+    t = np.mean([users[u] @ items[i] for u, i in zip(ur, ir)]) - users.mean(0) @ items.mean(0)
+    assert c * np.mean([users[u] @ users[u] for u in ur]) == pytest.approx(max(t, 0))
+    assert id_scale(users, -items, ur, ir) >= 0  # never away from the engaged users
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +103,6 @@ def test_events_move_a_cold_item_and_a_crash_between_writes_is_rebuilt(artifact,
 
 def test_ranker_alone_over_http_and_events_survive_kill_9(artifact, tmp_path):
     data, f, directory = artifact
-    cold = int(data.item_ids[data.item_split == "cold_test"][0])
     user = int(data.user_ids[0])
     args = ("--ranker", str(directory), "--ranker-store", str(tmp_path / "s"))
     args += ("--ranker-cold-items", "--insecure-writes")
@@ -105,6 +120,7 @@ def test_ranker_alone_over_http_and_events_survive_kill_9(artifact, tmp_path):
         assert srv.client.post("/v1/search", json={"vectors": [[0.0]], "k": 1}).status_code == 404
         assert "/v1/search" not in srv.client.get("/openapi.json").json()["paths"]
         before = top(srv)
+        cold = before["ids"][-1]  # the cold item this user likes least
         events = [{"user": user, "item": cold, "event": "click"}] * 5
         r = srv.client.post("/v1/events", json={"events": events})
         assert r.status_code == 200 and r.json()["applied"] == 5, r.text
@@ -113,9 +129,61 @@ def test_ranker_alone_over_http_and_events_survive_kill_9(artifact, tmp_path):
         bad = {"events": [{"user": user, "item": cold, "event": "click", "value": -1}]}
         assert srv.client.post("/v1/events", json=bad).status_code == 422
         after = top(srv)
-        # The user's own engagement moves the item up their list.
-        assert after["ids"].index(cold) < before["ids"].index(cold)
+
+        # The served vector is the warm-up of (v0, 5 u, 5): the score moved to exactly that.
+        from coldstart.ranker_serving import RankerArtifact
+
+        art = RankerArtifact.load(directory)
+        u = art.user_vectors[list(art.user_ids).index(user)]
+        v0 = art.cold_vectors[list(art.cold_ids).index(cold)]
+        want = float(art.warmup()(v0[None], 5 * u[None], np.array([5.0]))[0] @ u)
+        got = after["scores"][after["ids"].index(cold)]
+        assert got == pytest.approx(want, rel=1e-5) and got != pytest.approx(float(v0 @ u))
         srv.kill()  # kill -9: acknowledged events are durable
     with ServeProcess(None, *args, log=tmp_path / "serve.log") as srv:
         srv.wait_ready()
         assert top(srv) == after
+
+
+def test_concurrent_uploads_share_an_encoder_call_and_fail_alone(artifact, tmp_path):
+    import concurrent.futures
+
+    import httpx
+
+    from coldstart.index.config import ServerConfig
+    from coldstart.index.server import create_app
+    from tests.index.conftest import live_server, wait_ready
+
+    data, f, directory = artifact
+    calls: list[int] = []
+
+    def encode(images, texts):
+        seed = sum(map(ord, texts[0]))
+        return np.random.default_rng(seed).standard_normal(data.content.shape[1])
+
+    def many(items):
+        calls.append(len(items))
+        return np.stack([encode(i, t) for i, t in items])
+
+    encode.many = many
+    service = _service(directory, tmp_path / "s")
+    warm = str(int(data.item_ids[data.item_split == "warm"][0]))
+    app = create_app(
+        None, ServerConfig(insecure_writes=True, max_wait_ms=100), encode=encode, ranker=service
+    )
+    ids = [str(10_000 + j) for j in range(12)] + [warm]
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        wait_ready(client)
+
+        def upload(item: str) -> int:
+            return client.post(
+                "/v1/ranker/items", data={"id": item, "text": f"t{item}"}
+            ).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(len(ids)) as pool:
+            codes = list(pool.map(upload, ids))
+    assert codes == [200] * 12 + [409]  # the trained id fails alone
+    assert max(calls) > 1 and sum(calls) == len(ids)  # batches formed
+    want = service.cold_item(np.stack([encode([], [f"t{i}"]) for i in ids[:12]]))
+    got = service.cold.get([int(i) for i in ids[:12]])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-8)  # stores closed with the app
