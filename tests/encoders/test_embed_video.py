@@ -197,3 +197,25 @@ def test_fine_tuning_trains_the_attention_pooling(tmp_path):
         with torch.no_grad():
             expect = pool(enc.encode_image(frames).unsqueeze(0))[0].numpy()
         np.testing.assert_allclose(video[item], expect, atol=1e-5)
+
+
+def test_video_benchmark_reports_its_keys():
+    """benchmarks/embed_throughput.py --media video at a tiny size: the issue's JSON keys."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "embed_throughput.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--media", "video", "--encoder", "tiny-clip", "--videos",
+         "4", "--batch-size", "2", "--frames", "3", "--video-size", "64x48", "--video-seconds",
+         "1", "--forward-batches", "2"],
+        capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    (line,) = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+    assert line["bench"] == "embed_video" and line["frames_per_video"] == 3
+    assert line["videos"] == 4 and line["skipped"] == {}
+    for key in ("videos_per_s", "frames_per_s", "forward_frames_per_s", "pipeline_vs_forward"):
+        assert line[key] > 0
+    assert line["frames_per_s"] == pytest.approx(3 * line["videos_per_s"], rel=0.01)
