@@ -187,3 +187,37 @@ def test_concurrent_uploads_share_an_encoder_call_and_fail_alone(artifact, tmp_p
     want = service.cold_item(np.stack([encode([], [f"t{i}"]) for i in ids[:12]]))
     got = service.cold.get([int(i) for i in ids[:12]])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-8)  # stores closed with the app
+
+
+@pytest.mark.slow  # ~30 s on shared cores: 7 fits of a small method
+def test_warmup_benchmark_feeds_the_first_n_by_time_and_prints_its_keys() -> None:
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
+    from tests.index.conftest import REPO_ROOT
+
+    path = REPO_ROOT / "benchmarks" / "warmup_curve.py"
+    spec = importlib.util.spec_from_file_location("warmup_curve", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    data = bench.synthetic_data(300, 200, 0.5, 1.0, 0)
+    part = data.parts["cold_test"]
+    fed_data, fed = bench.fed_split(data, 2)
+    for item in np.unique(part.items):
+        rows = np.flatnonzero(part.items == item)
+        first = rows[np.argsort(part.timestamps[rows], kind="stable")[:2]]
+        assert set(first) == set(fed[part.items[fed] == item])  # the item's first 2 by time
+    assert len(fed_data.train.items) == len(data.train.items) + len(fed)
+    assert len(fed_data.parts["cold_test"].items) == len(part.items) - len(fed)
+    cmd = [sys.executable, str(path), "--method", "content_projection", "--items", "300"]
+    cmd += ["--users", "200", "--epochs", "1", "--dim", "8", "--retrain", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["n"] for r in rows] == [0, 1, 2, 5, 10, 20]
+    keys = {"bench", "n", "online_recall_at_20", "retrain_recall_at_20"}
+    assert all(keys | {"content_only_recall_at_20"} <= r.keys() for r in rows)
+    assert rows[0]["online_recall_at_20"] == rows[0]["content_only_recall_at_20"]
+    assert rows[1]["retrain_recall_at_20"] is not None
