@@ -17,6 +17,8 @@ what Lightning's checkpoint leaves out:
 from __future__ import annotations
 
 import random
+import time
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -88,19 +90,29 @@ class LastCheckpoint(ModelCheckpoint):
     every training epoch (after its validation), and makes it resume exactly (RNG states).
 
     dirpath: the checkpoint directory (`--ckpt_path last` finds last.ckpt there).
-    every_n_train_steps: mid-epoch cadence; 0 = epoch ends only.
+    every_n_train_steps: mid-epoch cadence in steps; 0 = none.
+    every_n_minutes: mid-epoch cadence in wall-clock minutes (rank 0's clock decides for every
+      rank, since a save is collective); None = none. Both may be given.
     """
 
-    def __init__(self, dirpath: str | None = None, every_n_train_steps: int = 0) -> None:
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        every_n_train_steps: int = 0,
+        every_n_minutes: float | None = None,
+    ) -> None:
+        interval = None if every_n_minutes is None else timedelta(minutes=every_n_minutes)
         super().__init__(
             dirpath=dirpath,
             save_last=True,
             save_top_k=0,
             # (Lightning takes one trigger; the hooks below also write at every epoch end.)
-            every_n_train_steps=every_n_train_steps or None,
-            every_n_epochs=None if every_n_train_steps else 1,
+            every_n_train_steps=None if interval is not None else every_n_train_steps or None,
+            train_time_interval=interval,
+            every_n_epochs=None if every_n_train_steps or interval is not None else 1,
             enable_version_counter=False,  # always the same last.ckpt, never last-v1.ckpt
         )
+        self._every_n_train_steps = every_n_train_steps
         self._rng_to_restore: dict[str, Any] | None = None
 
     # -------------------------------------------------------------- when to write
@@ -113,7 +125,14 @@ class LastCheckpoint(ModelCheckpoint):
         self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any
     ) -> None:
         every = self._every_n_train_steps
-        if every >= 1 and trainer.global_step % every == 0:
+        due = every >= 1 and trainer.global_step % every == 0
+        if self._train_time_interval is not None:
+            now = time.monotonic()
+            since = now - (self._last_time_checked or now)
+            late = since >= self._train_time_interval.total_seconds()
+            if trainer.strategy.broadcast(late):
+                self._last_time_checked, due = now, True
+        if due:
             self._write(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -137,6 +156,7 @@ class LastCheckpoint(ModelCheckpoint):
         self._rng_to_restore = states[rank] if len(states) == world else None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)  # starts the clock of every_n_minutes
         # Restored here, after the sanity check and the loader's setup, right before the first
         # step: what an uninterrupted run would draw next.
         if self._rng_to_restore is not None:

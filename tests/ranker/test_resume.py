@@ -126,3 +126,30 @@ SHARDED = ["--model.method=warmstart", "--model.params.tables=torchrec"]
 )
 def test_killed_two_process_run_resumes_bitwise(tmp_path: Path, extra: list[str]) -> None:
     _kill_and_resume(tmp_path, 11, *extra)  # ckpt at 10, mid-epoch 1 of both ranks
+
+
+def test_a_time_cadence_writes_last_mid_epoch(tmp_path: Path) -> None:
+    """every_n_minutes: last.ckpt is rewritten once the interval has passed (0: every step)."""
+    import lightning as L
+
+    from coldstart.ranker.checkpoints import LastCheckpoint
+    from coldstart.ranker.lit import LitRanker, RankerDataModule
+
+    seen: list[tuple[int, int]] = []
+
+    class Watch(L.Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+            if trainer.global_step:
+                saved = torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"]
+                seen.append((trainer.global_step, saved))
+
+    trainer = L.Trainer(
+        max_steps=4,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Watch(), LastCheckpoint(str(tmp_path), every_n_minutes=0)],
+    )
+    model = LitRanker("warmstart", {"dim": 8, "epochs": 1, "batch_requests": 32})
+    trainer.fit(model, RankerDataModule(dataset="synthetic"))
+    assert seen == [(1, 1), (2, 2), (3, 3)]
