@@ -11,7 +11,9 @@ what Lightning's checkpoint leaves out:
 - the RNG states of every rank (ID dropout draws from torch's generator): `LastCheckpoint`
   stores them (gathered from all ranks) and restores each rank's own when training restarts;
 - the data loader's position inside the epoch: the ranker's training loader derives its epoch
-  and offset from `trainer.global_step` (`epoch_position`), which the checkpoint restores.
+  and offset from the training batches consumed by all ranks (`epoch_position`), which its
+  data module keeps in the checkpoint (so a resume on another number of processes continues
+  the epoch too, up to the world - 1 batches an epoch leaves out to keep ranks equal).
 """
 
 from __future__ import annotations
@@ -77,12 +79,12 @@ def all_rng_states() -> list[dict[str, Any]]:
     return states
 
 
-def epoch_position(steps_done: int, batches_per_epoch: int) -> tuple[int, int]:
-    """(epoch, batches of it already trained) after `steps_done` optimizer steps, with a fixed
-    number of batches per epoch (per rank) and one step per batch."""
+def epoch_position(batches_done: int, batches_per_epoch: int) -> tuple[int, int]:
+    """(epoch, batches of it already trained) after `batches_done` training batches, with a
+    fixed number of batches per epoch."""
     if batches_per_epoch <= 0:
         return 0, 0
-    return divmod(steps_done, batches_per_epoch)
+    return divmod(batches_done, batches_per_epoch)
 
 
 class LastCheckpoint(ModelCheckpoint):

@@ -60,23 +60,23 @@ def synthetic_ranker_data(
 class _Batches(IterableDataset):
     """Request batches of one epoch, sharded across DDP ranks (equal count per rank).
 
-    The epoch and the offset into it follow from `steps_done()` (batches trained so far, per
-    rank), restored with a checkpoint: a run resumed mid-epoch trains next the batch an
-    uninterrupted run would (ranker.checkpoints).
+    The epoch and the offset into it follow from `batches_done()` (batches trained so far, all
+    ranks together), restored with a checkpoint: a run resumed mid-epoch trains next the batch
+    an uninterrupted run would (ranker.checkpoints), on any number of processes.
     """
 
-    def __init__(self, batches: RequestBatches, steps_done: Callable[[], int]) -> None:
-        self.batches, self.steps_done = batches, steps_done
+    def __init__(self, batches: RequestBatches, batches_done: Callable[[], int]) -> None:
+        self.batches, self.batches_done = batches, batches_done
 
     def __iter__(self):  # noqa: ANN204
         world, rank = 1, 0
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
-        per_rank = len(self.batches) // world
-        epoch, done = epoch_position(self.steps_done(), per_rank)
-        first = done * world
+        limit = (len(self.batches) // world) * world
+        epoch, done = epoch_position(self.batches_done(), limit)
+        first = (done // world) * world  # every rank gets the same number of batches
         for i, batch in enumerate(self.batches.epoch_batches(epoch, first), start=first):
-            if i >= per_rank * world:
+            if i >= limit:
                 break
             if i % world == rank:
                 yield batch
@@ -104,6 +104,7 @@ class RankerDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.data: RankerData | None = None
+        self._resumed = {"batches": 0, "global_step": 0}  # see _batches_done
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
@@ -142,18 +143,29 @@ class RankerDataModule(L.LightningDataModule):
         train = dataclasses.replace(lit.resolved.train)
         if lit.config.loss != "bce":
             train.label_threshold = None  # labels only matter to the BCE loss
-        trainer = self.trainer
         return DataLoader(
-            _Batches(
-                RequestBatches(self.data, lit.ranker.history_len, train),
-                lambda: trainer.global_step * trainer.accumulate_grad_batches,
-            ),
+            _Batches(RequestBatches(self.data, lit.ranker.history_len, train), self._batches_done),
             batch_size=None,
             num_workers=self.hparams.num_workers,
             # Its own generator: starting an epoch draws no number from torch's global RNG,
             # whose stream (ID dropout) a resumed run must replay exactly.
             generator=torch.Generator(),
         )
+
+    def _batches_done(self) -> int:
+        """Training batches consumed so far by all ranks together: those of the checkpoint
+        resumed from (by its own number of processes) plus the steps since times this run's."""
+        trainer = self.trainer
+        since = trainer.global_step - self._resumed["global_step"]
+        return (
+            self._resumed["batches"] + since * trainer.accumulate_grad_batches * trainer.world_size
+        )
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches": self._batches_done(), "global_step": self.trainer.global_step}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resumed = dict(state_dict)
 
     def _one(self) -> DataLoader:
         # Evaluation ranks the whole catalogue in one step; the loader only triggers it.

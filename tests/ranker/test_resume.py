@@ -153,3 +153,20 @@ def test_a_time_cadence_writes_last_mid_epoch(tmp_path: Path) -> None:
     model = LitRanker("warmstart", {"dim": 8, "epochs": 1, "batch_requests": 32})
     trainer.fit(model, RankerDataModule(dataset="synthetic"))
     assert seen == [(1, 1), (2, 2), (3, 3)]
+
+
+@pytest.mark.slow
+def test_a_two_process_sharded_run_resumes_on_one(tmp_path: Path) -> None:
+    """2 -> 1 process through Lightning: the sharded checkpoint reshards onto one process and
+    the next epoch is a whole one (24 batches in all: 6 steps of 2 ranks, then 12 steps)."""
+    run = _fit(
+        tmp_path, *SHARDED, "--trainer.strategy=torchrec", *TWO[:1], "--trainer.max_epochs=1"
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _last(tmp_path)["global_step"] == 6
+    one = [*SHARDED, "--trainer.strategy=torchrec", "--trainer.devices=1", "--ckpt_path", "last"]
+    run = _fit(tmp_path, *one, "--trainer.max_epochs=2")
+    assert run.returncode == 0, run.stderr[-3000:]
+    last = _last(tmp_path)
+    assert last["global_step"] == 18 and last["RankerDataModule"]["batches"] == 24
+    assert float(_final_val(tmp_path)["val/cold/recall@20"]) > 0
