@@ -18,3 +18,21 @@ class KillAtStep(Callback):
     ) -> None:
         if trainer.global_step == int(os.environ.get("COLDSTART_KILL_AT_STEP", "-1")):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillWhileSaving(Callback):
+    """SIGKILLs every rank inside the checkpoint save at step $COLDSTART_KILL_IN_SAVE_AT_STEP:
+    after the ranks wrote their table shards, before the checkpoint file naming them exists."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        import coldstart.ranker.sharding as sharding
+
+        original = sharding.save_shards
+        step = int(os.environ.get("COLDSTART_KILL_IN_SAVE_AT_STEP", "-1"))
+
+        def save_then_die(*args: Any, **kwargs: Any) -> None:
+            original(*args, **kwargs)
+            if trainer.global_step == step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        sharding.save_shards = save_then_die

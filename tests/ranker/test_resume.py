@@ -20,18 +20,27 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "ranker" / "synthetic.yaml"  # 12 steps per epoch, last.ckpt every 5
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 KILL = "--trainer.callbacks+=tests.ranker.resume_checks.KillAtStep"
+KILL_IN_SAVE = "--trainer.callbacks+=tests.ranker.resume_checks.KillWhileSaving"
 
 
-def _fit(cwd: Path, *extra: str, kill_at: int = -1) -> subprocess.CompletedProcess:
+def _fit(
+    cwd: Path, *extra: str, kill_at: int = -1, kill_in_save_at: int = -1
+) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
         "OMP_NUM_THREADS": "1",
         "COLDSTART_KILL_AT_STEP": str(kill_at),
+        "COLDSTART_KILL_IN_SAVE_AT_STEP": str(kill_in_save_at),
     }
     cmd = [sys.executable, "-m", "coldstart", "ranker", "fit", "--config", str(CONFIG), *QUIET]
     return subprocess.run(
-        [*cmd, KILL, *extra], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [*cmd, KILL, KILL_IN_SAVE, *extra],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -62,13 +71,14 @@ def _assert_same_tensors(a: object, b: object, path: str = "") -> None:
         assert a == b, f"{path}: {a!r} != {b!r}"
 
 
-def _kill_and_resume(tmp_path: Path, kill_at: int, *extra: str) -> None:
+def _kill_and_resume(tmp_path: Path, kill_at: int, *extra: str, in_save: bool = False) -> None:
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole.mkdir(), killed.mkdir()
     run = _fit(whole, *extra)
     assert run.returncode == 0, run.stderr[-3000:]
 
-    crash = _fit(killed, *extra, kill_at=kill_at)
+    kill = {"kill_in_save_at": kill_at} if in_save else {"kill_at": kill_at}
+    crash = _fit(killed, *extra, **kill)
     assert crash.returncode == -signal.SIGKILL, crash.stderr[-3000:]
     saved = _last(killed)["global_step"]
     assert 0 < saved < kill_at  # killed after a checkpoint, steps past it lost
@@ -170,3 +180,14 @@ def test_a_two_process_sharded_run_resumes_on_one(tmp_path: Path) -> None:
     last = _last(tmp_path)
     assert last["global_step"] == 18 and last["RankerDataModule"]["batches"] == 24
     assert float(_final_val(tmp_path)["val/cold/recall@20"]) > 0
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_saving_resumes_from_the_previous_checkpoint(tmp_path: Path) -> None:
+    """Killed inside the save at step 10, after the ranks wrote their shards but before the
+    checkpoint file: last.ckpt still names step 6's complete shards, the run resumes from it and
+    ends bitwise where the uninterrupted run ends; the orphaned shards are then removed."""
+    extra = [*TWO, *SHARDED, "--trainer.strategy=torchrec"]
+    _kill_and_resume(tmp_path, 10, *extra, in_save=True)
+    shards = list((tmp_path / "killed/runs/ranker/synthetic/checkpoints").glob("*.shards-*"))
+    assert len(shards) == 1
