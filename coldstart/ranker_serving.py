@@ -188,6 +188,7 @@ def open_ranker_service(
     warm, cold, events = open_ranker_stores(artifact, root, backend, settings, with_cold)
     row = {_py(u): r for r, u in enumerate(artifact.user_ids)}
     users = artifact.user_vectors
+    user_list = [_py(u) for u in artifact.user_ids]
 
     def user_vector(user_id: Any) -> np.ndarray | None:
         r = row.get(user_id)
@@ -218,6 +219,7 @@ def open_ranker_service(
         },
         events=events,
         warmup=artifact.warmup(config),
+        users=lambda: user_list,
     )
     rebuilt = service.rebuild_warmup()
     if rebuilt:

@@ -73,6 +73,8 @@ class RankerService:
     info: dict[str, Any] = field(default_factory=dict)
     events: VectorStore | None = None
     warmup: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
+    # The ids of the users the model knows, in a stable order (GET /v1/users); None: none listed.
+    users: Callable[[], Sequence[ItemId]] | None = None
     # Events read-modify-write an item's state: one writer at a time.
     _events_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

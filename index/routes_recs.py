@@ -1,7 +1,8 @@
 """Recommendation routes over a served ranker (index.recommend.RankerService), included by
 create_app when the app layer hands it one (`coldstart serve --ranker ...`).
 
-Reads: GET /v1/ranker, GET /v1/users/{id}/recommendations, POST /v1/recommendations (a user the
+Reads: GET /v1/ranker, GET /v1/users (some known users), GET /v1/users/{id}/history (their
+seen items), GET /v1/users/{id}/recommendations, POST /v1/recommendations (a user the
 model never saw, by history). Writes (bearer token): POST /v1/ranker/items (an item from its
 text and/or image, through the encoder and the method's cold-item path),
 DELETE /v1/ranker/items/{id}, POST /v1/events (engagement moves an uploaded item's vector
@@ -45,6 +46,21 @@ class Recommendations(BaseModel):
         "true ties"
     )
     segments: list[str] = Field(description="warm (trained item) or cold (cold-item path)")
+
+
+class UserList(BaseModel):
+    ids: list[ItemIdT] = Field(description="users the model knows, in the artifact's order")
+    total: int = Field(description="how many users the model knows")
+    offset: int
+
+
+class UserHistory(BaseModel):
+    user: ItemIdT
+    items: list[ItemIdT] = Field(
+        description="items the user is known to have engaged with (what exclude_seen masks), "
+        "up to limit"
+    )
+    total: int = Field(description="length of the whole history")
 
 
 class RankerInfo(BaseModel):
@@ -248,6 +264,37 @@ def router(state: AppState, service: RankerService) -> APIRouter:
                 "cold_items": int(await run_in_threadpool(service.cold.count)),
             }
         )
+
+    @api.get("/v1/users", tags=tags, dependencies=state.read, **docs(UserList, 422, auth="read"))
+    async def list_users(
+        limit: int = Query(100, ge=1, le=1000, description="users to return"),
+        offset: int = Query(0, ge=0, le=2**31 - 1, description="users to skip"),
+    ) -> JSONResponse:
+        """Some users the model knows (for picking one; read-only), in a stable order."""
+        everyone = list(service.users()) if service.users is not None else []
+        return JSONResponse(
+            {"ids": everyone[offset : offset + limit], "total": len(everyone), "offset": offset}
+        )
+
+    @api.get(
+        "/v1/users/{user_id}/history",
+        tags=tags,
+        dependencies=state.read,
+        **docs(UserHistory, 404, 422, auth="read"),
+    )
+    async def user_history(
+        user_id: str,
+        limit: int = Query(100, ge=1, le=10_000, description="history items to return"),
+    ) -> JSONResponse:
+        """The items a known user engaged with (404 for a user the model does not know)."""
+
+        def answer() -> dict[str, Any]:
+            uid = service.user_id(user_id)
+            service.vector_of_user(uid)  # UnknownUser -> 404
+            seen = list(service.seen(uid))
+            return {"user": uid, "items": seen[:limit], "total": len(seen)}
+
+        return JSONResponse(await run(answer))
 
     @api.get(
         "/v1/users/{user_id}/recommendations",

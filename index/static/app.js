@@ -13,6 +13,7 @@
   }
   const TOKEN_KEY = "coldstart.token";
   const NEW_ITEM_K = 6;
+  const HISTORY_LIMIT = 48;
   const state = {
     authReads: Boolean(settings.auth_reads),
     meta: new Map(), // id -> Promise<meta | null>
@@ -306,7 +307,8 @@
     }
   }
 
-  function setContext({ kicker, title, fields, media, back }) {
+  function setContext({ kicker, title, fields, media, back, user }) {
+    userMode(Boolean(user));
     show($("context"), true);
     show($("empty"), false);
     $("context-kicker").textContent = kicker || "";
@@ -405,12 +407,102 @@
     await fillResults(seq, () => api(itemPath(id, "neighbors") + `?k=${k()}`));
   }
 
+  // ------------------------------------------------------------------ for a user (a ranker)
+  function userMode(on) {
+    show($("user-view"), on);
+    show($("results"), !on);
+  }
+
+  // Whether the server serves a ranker (GET /v1/ranker): only then the user panel shows.
+  // A plain fetch, never a token prompt: a server without a ranker answers 404, nothing breaks.
+  async function probeRanker() {
+    const headers = { Accept: "application/json" };
+    if (token()) headers.Authorization = "Bearer " + token();
+    try {
+      const res = await fetch("/v1/ranker", { headers, credentials: "omit" });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const info = await res.json();
+      const users = await fetch("/v1/users?limit=200", { headers, credentials: "omit" });
+      if (!users.ok) throw new Error(`HTTP ${users.status}`);
+      const list = await users.json();
+      const pick = $("user-pick");
+      pick.replaceChildren(...list.ids.map((id) => {
+        const opt = el("option", null, `user ${id}`);
+        opt.value = String(id);
+        return opt;
+      }));
+      const more = list.total > list.ids.length ? ` (the first ${list.ids.length})` : "";
+      $("user-hint").textContent =
+        `${info.method}: ${Number(list.total).toLocaleString("en")} users${more}, ` +
+        `${info.warm_items} trained and ${info.cold_items} new items. Pick one: their history and what the ranker recommends them.`;
+      show($("user-panel"), true);
+      document.body.dataset.ranker = "ready";
+      const hash = location.hash.replace(/^#/, "");
+      if (hash.startsWith("user=")) pick.value = decodeURIComponent(hash.slice(5));
+    } catch (_) {
+      show($("user-panel"), false);
+      document.body.dataset.ranker = "none";
+    }
+  }
+
+  function markSegments(container, segments) {
+    [...container.children].forEach((node, i) => {
+      const segment = segments[i] || "";
+      node.dataset.segment = segment;
+      node.classList.toggle("cold", segment === "cold");
+      if (segment === "cold") {
+        const badge = el("span", "badge-cold", "cold");
+        badge.title = "a new item: served from its content (the cold-item path)";
+        node.querySelector(".media-wrap").append(badge);
+      }
+    });
+  }
+
+  async function openUser(id) {
+    const seq = ++state.seq;
+    setMessage($("message"), "");
+    setContext({ kicker: "For a user", title: `user ${id}`, back: true, user: true });
+    if ([...$("user-pick").options].some((o) => o.value === String(id))) $("user-pick").value = String(id);
+    $("user-recs").replaceChildren();
+    $("user-history").replaceChildren();
+    delete $("user-recs").dataset.count;
+    delete $("user-history").dataset.count;
+    busy(true);
+    const q = encodeURIComponent(String(id));
+    try {
+      const [hist, recs] = await Promise.all([
+        api(`/v1/users/${q}/history?limit=${HISTORY_LIMIT}`),
+        api(`/v1/users/${q}/recommendations?k=${k()}&exclude_seen=true`),
+      ]);
+      if (seq !== state.seq) return;
+      const cold = recs.segments.filter((s) => s === "cold").length;
+      renderFields($("context-fields"), {
+        history: `${hist.total} item(s)`,
+        recommended: `${recs.ids.length} (${cold} new, cold), seen items excluded`,
+      });
+      $("user-recs-title").textContent = `Recommendations (${recs.ids.length})`;
+      renderGrid($("user-recs"), recs.ids, recs.scores);
+      markSegments($("user-recs"), recs.segments);
+      const shown = hist.items.length < hist.total ? `, the first ${hist.items.length}` : "";
+      $("user-history-title").textContent = `History (${hist.total}${shown})`;
+      renderGrid($("user-history"), hist.items, [], { compact: true });
+      if (!hist.total) $("user-history").append(el("p", "hint", "No known history."));
+    } catch (err) {
+      if (seq !== state.seq) return;
+      setMessage($("message"), err.message);
+    } finally {
+      if (seq === state.seq) busy(false);
+    }
+  }
+
   function route() {
     const hash = location.hash.replace(/^#/, "");
     if (hash.startsWith("item=")) return openItem(decodeURIComponent(hash.slice(5)));
     if (hash.startsWith("q=")) return textSearch(decodeURIComponent(hash.slice(2)));
+    if (hash.startsWith("user=")) return openUser(decodeURIComponent(hash.slice(5)));
     if (!hash) {
       state.seq++;
+      userMode(false);
       show($("context"), false);
       show($("empty"), true);
       $("results").replaceChildren();
@@ -630,6 +722,17 @@
     });
     $("new-clear").addEventListener("click", () => setNewImage(null));
     $("insert").addEventListener("click", insertNewItem);
+
+    $("user-panel").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const id = $("user-pick").value;
+      if (!id) return;
+      const target = "#user=" + encodeURIComponent(id);
+      if (location.hash === target) openUser(id);
+      else location.hash = target;
+    });
+    $("user-pick").addEventListener("change", () => $("user-panel").requestSubmit());
+    track(probeRanker());
 
     window.addEventListener("hashchange", route);
     pollHealth();

@@ -2,6 +2,7 @@
 `coldstart serve` process over them. Used by the browser tests and by the README screenshot:
 
     python -m tests.index.browse_env --out docs/browse_page.png
+    python -m tests.index.browse_env --user-view --out docs/browse_user.png  # with a ranker
 
 Items come from `data.synthetic` (images where the class is visible); the index holds each
 item's fused image + title vector from the tiny random-init open_clip preset, whose weights are
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,6 +49,8 @@ class BrowseEnv:
     id_rows: Path
     items: pd.DataFrame
     images: dict[int, np.ndarray]  # item id -> (H, W, 3) uint8
+    vectors: np.ndarray | None = None  # (N, D) content vector of each row of `items`
+    dataset: Any = None  # data.synthetic's dataset (users and their interactions)
 
 
 def build_env(
@@ -135,8 +139,43 @@ def build_env(
         parts=[part],
     ).save(root / "id_rows")
     return BrowseEnv(
-        root, root / "index", catalogue, shards, weights, root / "id_rows", items, images
+        root,
+        root / "index",
+        catalogue,
+        shards,
+        weights,
+        root / "id_rows",
+        items,
+        images,
+        x,
+        syn.dataset,
     )
+
+
+def build_ranker(env: BrowseEnv, method: str = "content_projection", seed: int = 0) -> Path:
+    """A small trained ranker over the env's items and synthetic users (its content vectors
+    are the index's, so uploads through the server's encoder take its cold-item path); returns
+    the method directory for `serve(env, "--ranker", dir, "--ranker-store", store)`."""
+    from coldstart.data.split import cold_start_split
+    from coldstart.ranker.data import build_ranker_data
+    from coldstart.ranker.methods import export_vectors, fit_method, resolve_method
+
+    split = cold_start_split(env.dataset, seed=seed)
+    ids = np.asarray([int(i) for i in env.items["item_id"]])
+    data = build_ranker_data(split, ids, env.vectors)
+    params = {"dim": ID_ROW_DIM, "epochs": 2}
+    fitted = fit_method(method, data, params=params)
+    out = env.root / "ranker" / method
+    export_vectors(
+        out,
+        data,
+        fitted.items,
+        fitted.users,
+        resolve_method(method, params),
+        fitted.cold_item,
+        fitted.history_user,
+    )
+    return out
 
 
 @contextmanager
@@ -210,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         "--pretrained",
         help="tiny-clip checkpoint (coldstart encoder fit --config configs/encoders/tiny-clip.yaml)",
     )
+    p.add_argument(
+        "--user-view",
+        action="store_true",
+        help="serve a small trained ranker too, upload --new-item to it, and screenshot the "
+        "'for a user' view of a user it recommends that new (cold) item",
+    )
     args = p.parse_args(argv)
     missing = browser_missing()
     if missing:
@@ -221,9 +266,47 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.work).mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="env-", dir=args.work))  # never reuse an old index
     env = build_env(scratch, n_items=args.items, pretrained=args.pretrained)
+    if args.user_view:
+        method = build_ranker(env)
+        with serve(env, "--ranker", str(method), "--ranker-store", str(scratch / "store")) as url:
+            user_screenshot(url, args)
+        return 0
     with serve(env) as url:
         screenshot(url, args)
     return 0
+
+
+def user_screenshot(url: str, args: argparse.Namespace, k: int = 48) -> None:
+    """Upload --new-item to the served ranker, then show the first user it is recommended to."""
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with httpx.Client(base_url=url, timeout=60) as client:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        data = {"id": "90001", "text": args.new_item or "a yellow pattern of rings"}
+        client.post("/v1/ranker/items", data=data, headers=headers).raise_for_status()
+        users = client.get("/v1/users", params={"limit": 1000}).json()["ids"]
+        rank = {}  # the user who ranks the new item highest
+        for u in users:
+            recs = client.get(f"/v1/users/{u}/recommendations", params={"k": k}).json()
+            if "cold" in recs["segments"]:
+                rank[u] = recs["segments"].index("cold")
+        user = min(rank, key=rank.get) if rank else users[0]
+    driver = make_driver(Path(args.work) / f"profile-{os.getpid()}", 1280, 900)
+    try:
+        from selenium.webdriver.support.ui import Select
+
+        driver.get(f"{url}/")
+        Select(driver.find_element(By.ID, "k")).select_by_value(str(k))
+        driver.execute_script("location.hash = arguments[0]", f"user={user}")
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: d.find_element(By.ID, "user-recs").get_attribute("data-count"))
+        wait.until(_images_settled)
+        _save(driver, args.out)
+        print(json.dumps({"screenshot": args.out, "url": url, "user": user}))
+    finally:
+        driver.quit()
 
 
 def screenshot(url: str, args: argparse.Namespace) -> None:

@@ -22,6 +22,7 @@ from tests.index.browse_env import (
     XSS_TITLE,
     browser_missing,
     build_env,
+    build_ranker,
     make_driver,
     serve,
 )
@@ -360,3 +361,84 @@ def test_auth_reads_asks_for_the_token_and_loads_images_with_it(driver, env, mon
         assert TOKEN not in driver.current_url
         shot(driver, "auth-reads")
     media.close()
+
+
+# ------------------------------------------------------------------ for a user (a served ranker)
+NEW_RANKER_ITEM = "90001"
+
+
+@pytest.fixture(scope="module")
+def ranker_url(env, tmp_path_factory):
+    """A second server over a copy of the env's index, with a small trained ranker."""
+    import dataclasses
+    import shutil
+
+    root = tmp_path_factory.mktemp("ranker")
+    shutil.copytree(env.index, root / "index")
+    method = build_ranker(env)
+    served = dataclasses.replace(env, index=root / "index")
+    with serve(served, "--ranker", str(method), "--ranker-store", str(root / "store")) as base:
+        yield base
+
+
+def test_without_a_ranker_the_user_view_is_hidden(page):
+    from selenium.webdriver.common.by import By
+
+    wait_for(page, lambda d: d.execute_script("return document.body.dataset.ranker"), what="probe")
+    assert page.execute_script("return document.body.dataset.ranker") == "none"
+    assert not page.find_element(By.ID, "user-panel").is_displayed()
+    assert search_text(page, "a blue pattern of dots")  # the rest still works
+
+
+def test_for_a_user_history_and_recommendations_with_an_upload_marked_cold(driver, ranker_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    with httpx.Client(base_url=ranker_url, timeout=30) as client:
+        info = client.get("/v1/ranker").json()
+        added = client.post(
+            "/v1/ranker/items",
+            data={"id": NEW_RANKER_ITEM, "text": "a yellow pattern of rings"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert added.status_code == 200, added.text
+        users = client.get("/v1/users", params={"limit": 5}).json()["ids"]
+        assert client.get("/v1/users/123456789/history").status_code == 404
+        user = users[0]
+        # k = 48 exceeds every served item (trained ones + the upload): the upload is among them.
+        k = 48
+        assert info["warm_items"] + 1 <= k
+        history = client.get(f"/v1/users/{user}/history").json()
+        recs = client.get(f"/v1/users/{user}/recommendations", params={"k": k}).json()
+    assert int(NEW_RANKER_ITEM) in recs["ids"]
+
+    driver.set_window_size(1280, 900)
+    driver.get(ranker_url + "/")
+    wait_idle(driver)
+    assert driver.execute_script("return document.body.dataset.ranker") == "ready"
+    assert driver.find_element(By.ID, "user-panel").is_displayed()
+    Select(driver.find_element(By.ID, "k")).select_by_value(str(k))
+    Select(driver.find_element(By.ID, "user-pick")).select_by_value(str(user))
+    driver.find_element(By.ID, "user-show").click()  # the first user is picked already
+    wait_for(driver, lambda d: len(grid(d, "user-recs")) == len(recs["ids"]), what="recs")
+    wait_idle(driver)
+    assert driver.current_url.endswith(f"#user={user}")
+    assert not driver.find_element(By.ID, "results").is_displayed()
+    cards = grid(driver, "user-recs")
+    assert [c["id"] for c in cards] == [str(i) for i in recs["ids"]]
+    shown = [c["id"] for c in grid(driver, "user-history")]
+    assert shown == [str(i) for i in history["items"]] and shown
+    assert not set(shown) & {c["id"] for c in cards}  # seen items are excluded
+    marks = driver.execute_script(
+        """return [...document.querySelectorAll('#user-recs .card')].map(c =>
+             [c.dataset.id, c.dataset.segment, !!c.querySelector('.badge-cold')]);"""
+    )
+    for item, segment, badge in marks:
+        cold = item == NEW_RANKER_ITEM
+        assert (segment, badge) == (("cold", True) if cold else ("warm", False)), item
+    shot(driver, "for-a-user")
+
+    # An unknown user: the server's 404 shows as a message, the page keeps working.
+    driver.get(ranker_url + "/#user=123456789")
+    wait_for(driver, lambda d: d.find_element(By.ID, "message").is_displayed(), what="404")
+    assert "unknown user" in driver.find_element(By.ID, "message").text
