@@ -74,9 +74,11 @@ def training_pairs(
     timed = TIMESTAMP in train.columns and train[TIMESTAMP].nunique() > 1
     stamps = None
     if timed:
-        ts = train[TIMESTAMP].to_numpy()[keep]
-        # datetime64 -> seconds; numbers are seconds already
-        stamps = ts.astype("datetime64[s]").astype(np.int64) if ts.dtype.kind == "M" else ts
+        ts = train[TIMESTAMP]
+        if pd.api.types.is_datetime64_any_dtype(ts):  # the schema's int seconds, or datetimes
+            ts = ts.dt.tz_localize(None) if ts.dt.tz is not None else ts
+            ts = ts.astype("datetime64[s]").astype(np.int64)
+        stamps = ts.to_numpy()[keep]
     pairs = co_engagement_pairs(
         users, rows[keep].astype(np.int64), stamps, cfg.context, cfg.window_s, cfg.seed
     )

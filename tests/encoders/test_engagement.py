@@ -116,3 +116,17 @@ def test_bad_settings_are_refused() -> None:
         ItemTuneConfig(mode="whole", objective="clip").validate()
     with pytest.raises(ValueError, match="objective"):
         ItemTuneConfig(objective="likes").validate()
+
+
+def test_training_pairs_read_int_seconds_and_datetimes_and_drop_non_warm_items() -> None:
+    from coldstart.encoders.engagement import training_pairs
+
+    cfg = ItemTuneConfig(window_s=60)
+    seconds = pd.DataFrame(
+        {"user_id": [1, 1, 1, 1], "item_id": [5, 6, 7, 9], "timestamp": [0, 10, 100000, 100005]}
+    )
+    stamped = seconds.assign(timestamp=pd.to_datetime(seconds["timestamp"], unit="s", utc=True))
+    for train in (seconds, stamped):
+        # 9 is not among the learnable items: its row goes before pairing, so 7 stays alone.
+        pairs, counts = training_pairs(train, np.array([5, 6, 7]), cfg)
+        assert pairs.tolist() == [[0, 1]] and counts.tolist() == [1, 1, 0]
