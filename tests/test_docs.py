@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from coldstart import cli
+from tests.exports import write_export
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -72,21 +73,10 @@ def build_samples(backend: str) -> list[tuple[Path, list[str], bool]]:
 
 def _export(directory: Path, n: int = 300, dim: int = 16) -> Path:
     """A tiny embedding export (one Parquet part + manifest), as `coldstart embed` writes."""
-    from coldstart.data.embeddings import EmbeddingManifest, write_part
     from coldstart.data.synthetic import clustered_vectors
 
     vectors, _ = clustered_vectors(n, dim, n_clusters=8, seed=0)
-    part = write_part(directory, "part-00000.parquet", np.arange(n), "text", vectors, source="t")
-    EmbeddingManifest(
-        encoder="test",
-        encoder_config={},
-        weights_sha256="0" * 64,
-        dim=dim,
-        normalized=True,
-        modalities=["text"],
-        parts=[part],
-    ).save(directory)
-    return directory
+    return write_export(directory, np.arange(n), vectors, modality="text")
 
 
 def _index_build(argv: list[str], capsys) -> dict:

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import coldstart.data.io as io_mod
-from coldstart.data.embeddings import EmbeddingManifest, write_part
 from coldstart.data.split import PARTS, cold_start_split, load_split, write_split
 from coldstart.data.synthetic import SyntheticConfig, load_synthetic
 from coldstart.experiment import stages
@@ -27,6 +26,7 @@ from coldstart.experiment.config import (
     resolve_trainer,
     trainer_key,
 )
+from tests.exports import write_export
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,17 +44,7 @@ def _base_embed(split_dir: Path, out: Path) -> Path:
     ids = items["item_id"].tolist()
     x = np.random.default_rng(0).standard_normal((len(ids), 64)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    part = write_part(out, "part-00000.parquet", ids, "text", x, source="test")
-    EmbeddingManifest(
-        encoder="tiny-clip",
-        encoder_config={},
-        weights_sha256="0" * 64,
-        dim=64,
-        normalized=True,
-        modalities=["text"],
-        parts=[part],
-    ).save(out)
-    return out
+    return write_export(out, ids, x, modality="text", encoder="tiny-clip")
 
 
 def _stage(split_dir: Path, base: Path, out: Path) -> dict:

@@ -9,13 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from coldstart.data.embeddings import EmbeddingManifest, write_part
 from coldstart.data.io import write_table
 from coldstart.data.synthetic import clustered_vectors
 from coldstart.experiment import stages
 from coldstart.experiment.config import ExperimentConfig
 from coldstart.experiment.pipeline import index_section, run_experiment
 from coldstart.index.registry import UnknownBackend
+from tests.exports import write_export
 from tests.index.test_backends import HAVE_MILVUS
 
 
@@ -33,17 +33,7 @@ def _inputs(root: Path, n: int = 120) -> tuple[Path, Path]:
     write_table(items, split / "items.parquet")
     x, _ = clustered_vectors(n, 8, n_clusters=6, seed=0)
     embed = root / "embed"
-    part = write_part(embed, "part-00000.parquet", ids, "text", x, source="test")
-    EmbeddingManifest(
-        encoder="test",
-        encoder_config={},
-        weights_sha256="0" * 64,
-        dim=8,
-        normalized=True,
-        modalities=["text"],
-        parts=[part],
-    ).save(embed)
-    return split, embed
+    return split, write_export(embed, ids, x, modality="text")
 
 
 @pytest.mark.parametrize(

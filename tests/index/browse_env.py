@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coldstart.data.embeddings import EmbeddingManifest, write_part
 from coldstart.data.io import write_table
 from coldstart.data.shards import write_shards
 from coldstart.data.synthetic import class_name, make_synthetic
+from tests.exports import write_export
 
 TOKEN = "page-test-token"
 XSS_TITLE = "<img src=x onerror=alert(1)>"
@@ -128,16 +128,7 @@ def build_env(
     # ID rows of the warm items (every catalogue item here), as a ranker would export them.
     rng = np.random.default_rng(seed)
     rows = rng.standard_normal((len(ids), ID_ROW_DIM)).astype(np.float32)
-    part = write_part(root / "id_rows", "part-00000.parquet", ids, "id", rows, source="test")
-    EmbeddingManifest(
-        encoder="ranker",
-        encoder_config={},
-        weights_sha256="0" * 64,
-        dim=ID_ROW_DIM,
-        normalized=False,
-        modalities=["id"],
-        parts=[part],
-    ).save(root / "id_rows")
+    write_export(root / "id_rows", ids, rows, modality="id", encoder="ranker", normalized=False)
     return BrowseEnv(
         root,
         root / "index",

@@ -3,37 +3,22 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from coldstart.commands import index as index_cmd
-from coldstart.data.embeddings import EmbeddingManifest, write_part
 from coldstart.data.synthetic import clustered_vectors
 from coldstart.index.store import DurableIndex
 from coldstart.index.vector_index import InvalidInput
 from coldstart.serving import encode_fn_from_encoder
+from tests.exports import write_export
 from tests.index.conftest import REPO_ROOT
-
-
-def _export(directory: Path, ids, vectors, modality="fused") -> None:
-    part = write_part(directory, "part-00000.parquet", ids, modality, vectors, source="test")
-    manifest = EmbeddingManifest(
-        encoder="test",
-        encoder_config={},
-        weights_sha256="0" * 64,
-        dim=vectors.shape[1],
-        normalized=True,
-        modalities=[modality],
-        parts=[part],
-    )
-    manifest.save(directory)
 
 
 def test_index_build_prints_recall_and_info(tmp_path, capsys):
     x, _ = clustered_vectors(3000, 24, n_clusters=16, seed=0)
-    _export(tmp_path / "emb", np.arange(3000) * 10, x)
+    write_export(tmp_path / "emb", np.arange(3000) * 10, x)
     code = index_cmd.main(
         [
             "build",
@@ -69,7 +54,7 @@ def test_index_build_prints_recall_and_info(tmp_path, capsys):
 
 def test_index_build_string_ids_and_config_file(tmp_path, capsys):
     x, _ = clustered_vectors(300, 8, seed=1)
-    _export(tmp_path / "emb", [f"m{i}" for i in range(300)], x)
+    write_export(tmp_path / "emb", [f"m{i}" for i in range(300)], x)
     config = REPO_ROOT / "configs" / "index" / "hnsw.yaml"
     args = ["build", "--embeddings", str(tmp_path / "emb"), "--out", str(tmp_path / "idx")]
     assert index_cmd.main([*args, "--config", str(config)]) == 0

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from coldstart.commands import index as index_cmd
-from coldstart.data.embeddings import EmbeddingManifest, write_part
 from coldstart.data.synthetic import clustered_vectors
 from coldstart.index import registry
 from coldstart.index.backend import Backend, Option
 from coldstart.index.build import build_index
+from tests.exports import write_export
 from tests.index.test_backends import HAVE_MILVUS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,16 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _export(directory: Path, n: int = 200, dim: int = 8) -> np.ndarray:
     x, _ = clustered_vectors(n, dim, n_clusters=8, seed=0)
     ids = [f"m{i}" for i in range(n)]
-    part = write_part(directory, "part-00000.parquet", ids, "fused", x, source="test")
-    EmbeddingManifest(
-        encoder="test",
-        encoder_config={},
-        weights_sha256="0" * 64,
-        dim=dim,
-        normalized=True,
-        modalities=["fused"],
-        parts=[part],
-    ).save(directory)
+    write_export(directory, ids, x)
     return x
 
 
