@@ -24,10 +24,10 @@ from coldstart.commands import serve as serve_cmd
 from coldstart.data.synthetic import clustered_vectors
 from coldstart.index.config import IndexConfig, StoreConfig
 from coldstart.index.store import FaissStore
+from tests.exports import write_export
 from tests.index.conftest import ServeProcess, free_port, milvus_server
 from tests.index.kill_writes import AckedWrites
 from tests.index.test_backends import needs_milvus
-from tests.index.test_cli import _export
 
 TOKEN = "backends-token"
 DIM = 8
@@ -267,7 +267,7 @@ def test_serve_refuses_to_start_with_a_clear_error(tmp_path: Path, capsys, monke
 @needs_milvus
 def test_index_build_and_info_with_milvus(tmp_path: Path, capsys) -> None:
     x, _ = clustered_vectors(2000, 16, n_clusters=16, seed=0)
-    _export(tmp_path / "emb", [f"m{i}" for i in range(2000)], x)
+    write_export(tmp_path / "emb", [f"m{i}" for i in range(2000)], x)
     uri = str(tmp_path / "idx" / "items.db")
     base = ["build", "--embeddings", str(tmp_path / "emb"), "--recall-queries", "200"]
     milvus = ["--backend", "milvus", "--uri", uri]
