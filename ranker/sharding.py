@@ -777,6 +777,9 @@ def _entry(rank: int, fn: Any, world_size: int, port: int, backend: str, args: t
     )
     try:
         fn(rank, world_size, *args)
+        # No rank tears its gloo pairs down while a peer may still use them (a peer that sees
+        # the connection vanish mid-exchange aborts the whole process).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
