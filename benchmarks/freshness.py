@@ -53,7 +53,7 @@ def build_artifact(out: Path, method: str) -> tuple[list[str], list[str]]:
     from coldstart.data.split import cold_start_split
     from coldstart.data.synthetic import load_synthetic
     from coldstart.ranker.data import build_ranker_data
-    from coldstart.ranker.methods import export_vectors, fit_method, resolve_method
+    from coldstart.ranker.methods import export_fitted, fit_method, resolve_method
     from coldstart.serving import make_encode
 
     split = cold_start_split(load_synthetic(), seed=0)
@@ -64,15 +64,7 @@ def build_artifact(out: Path, method: str) -> tuple[list[str], list[str]]:
     data = build_ranker_data(split, np.asarray(ids), content)
     params = {"dim": 16, "epochs": 2}
     fitted = fit_method(method, data, params=params)
-    export_vectors(
-        out,
-        data,
-        fitted.items,
-        fitted.users,
-        resolve_method(method, params),
-        fitted.cold_item,
-        fitted.history_user,
-    )
+    export_fitted(out, fitted, resolve_method(method, params))
     return [str(u) for u in data.user_ids], list(texts.values())
 
 

@@ -130,7 +130,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    from coldstart.ranker.methods import export_vectors, fit_method, resolve_method
+    from coldstart.ranker.methods import export_fitted, fit_method, resolve_method
     from coldstart.ranker.warmup import WarmupConfig
     from coldstart.ranker_serving import RankerArtifact, open_ranker_service
 
@@ -140,15 +140,7 @@ def main(argv: list[str]) -> int:
     rows = np.flatnonzero(data.item_split == "cold_test")
     ids = [int(i) for i in data.item_ids[rows]]
     with tempfile.TemporaryDirectory() as tmp:
-        export_vectors(
-            Path(tmp) / "m",
-            data,
-            base.items,
-            base.users,
-            resolve_method(args.method, params),
-            base.cold_item,
-            base.history_user,
-        )
+        export_fitted(Path(tmp) / "m", base, resolve_method(args.method, params))
         artifact = RankerArtifact.load(Path(tmp) / "m")
         for n in NS:
             fed_data, fed = fed_split(data, n)

@@ -412,6 +412,22 @@ def write_seen(path: str | Path, data: RankerData) -> None:
     atomic_write_bytes(path, frame.drop_duplicates().to_parquet(index=False))
 
 
+def export_fitted(
+    out: str | Path, fitted: FittedMethod, resolved: ResolvedMethod
+) -> dict[str, Any]:
+    """export_vectors of everything a fitted method carries: its vectors, its cold-item path and
+    its user side over a history (what `coldstart serve --ranker` loads)."""
+    return export_vectors(
+        out,
+        fitted.data,
+        fitted.items,
+        fitted.users,
+        resolved,
+        fitted.cold_item,
+        fitted.history_user,
+    )
+
+
 def read_vectors(directory: str | Path, data: RankerData) -> tuple[np.ndarray, np.ndarray]:
     """(items (I, D), users (U, D)) of an `export_vectors` directory, in `data`'s row order."""
     import pandas as pd

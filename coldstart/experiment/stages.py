@@ -435,7 +435,7 @@ def build_ranker(
     split_dir: Path, embed_dir: Path, cfg: RankerStageConfig, out: Path
 ) -> dict[str, Any]:
     """Train every method of `cfg.methods`; export its item and user vectors (embedding-export
-    format: ids + manifest, ranker.methods.export_vectors) and its info."""
+    format: ids + manifest, ranker.methods.export_fitted) and its info."""
     import coldstart.ranker.methods as methods_mod
     from coldstart.data.embeddings import atomic_write_json, jsonable
 
@@ -455,15 +455,7 @@ def build_ranker(
         fitted = methods_mod.fit_method(name, data, params=params, seed=cfg.seed)
         target = out / "methods" / name
         resolved = methods_mod.resolve_method(name, params, cfg.seed)
-        methods_mod.export_vectors(
-            target,
-            data,
-            fitted.items,
-            fitted.users,
-            resolved,
-            fitted.cold_item,
-            fitted.history_user,
-        )
+        methods_mod.export_fitted(target, fitted, resolved)
         info = jsonable(fitted.info)
         atomic_write_json(target / "info.json", info)
         summary[name] = {

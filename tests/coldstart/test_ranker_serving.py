@@ -23,7 +23,7 @@ def served(tmp_path_factory):
     from coldstart.data.split import cold_start_split
     from coldstart.data.synthetic import load_synthetic
     from coldstart.ranker.data import build_ranker_data
-    from coldstart.ranker.methods import export_vectors, fit_method, resolve_method
+    from coldstart.ranker.methods import export_fitted, fit_method, resolve_method
     from coldstart.serving import make_encode
 
     root = tmp_path_factory.mktemp("ranker_serving")
@@ -35,15 +35,7 @@ def served(tmp_path_factory):
     content = np.stack([encode([], [texts[i]]) for i in ids]).astype(np.float32)
     data = build_ranker_data(split, np.asarray(ids), content)
     fitted = fit_method("ours", data, params=PARAMS)
-    export_vectors(
-        root / "ours",
-        data,
-        fitted.items,
-        fitted.users,
-        resolve_method("ours", PARAMS),
-        fitted.cold_item,
-        fitted.history_user,
-    )
+    export_fitted(root / "ours", fitted, resolve_method("ours", PARAMS))
     return data, fitted, root, texts, encode, content
 
 

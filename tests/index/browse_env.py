@@ -149,7 +149,7 @@ def build_ranker(env: BrowseEnv, method: str = "content_projection", seed: int =
     the method directory for `serve(env, "--ranker", dir, "--ranker-store", store)`."""
     from coldstart.data.split import cold_start_split
     from coldstart.ranker.data import build_ranker_data
-    from coldstart.ranker.methods import export_vectors, fit_method, resolve_method
+    from coldstart.ranker.methods import export_fitted, fit_method, resolve_method
 
     split = cold_start_split(env.dataset, seed=seed)
     ids = np.asarray([int(i) for i in env.items["item_id"]])
@@ -157,15 +157,7 @@ def build_ranker(env: BrowseEnv, method: str = "content_projection", seed: int =
     params = {"dim": ID_ROW_DIM, "epochs": 2}
     fitted = fit_method(method, data, params=params)
     out = env.root / "ranker" / method
-    export_vectors(
-        out,
-        data,
-        fitted.items,
-        fitted.users,
-        resolve_method(method, params),
-        fitted.cold_item,
-        fitted.history_user,
-    )
+    export_fitted(out, fitted, resolve_method(method, params))
     return out
 
 
