@@ -21,41 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@contextmanager
-def _serve(app: Any) -> Iterator[str]:
-    """`app` under uvicorn on 127.0.0.1:<free port> in a thread."""
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def run_dataset(name: str, out: Path, work: Path) -> list[dict[str, Any]]:
@@ -67,7 +41,7 @@ def run_dataset(name: str, out: Path, work: Path) -> list[dict[str, Any]]:
     from coldstart.experiment.pipeline import run_experiment
     from coldstart.index.config import ServerConfig
     from coldstart.index.registry import get_backend
-    from coldstart.index.server import create_app
+    from coldstart.index.server import create_app, serve_in_thread
     from coldstart.parity import parity_rows, upload_items
     from coldstart.ranker.data import build_ranker_data
     from coldstart.ranker.methods import read_vectors
@@ -108,7 +82,7 @@ def run_dataset(name: str, out: Path, work: Path) -> list[dict[str, Any]]:
     cold = [
         i.item() if hasattr(i, "item") else i for i in data.item_ids[data.item_split == "cold_test"]
     ]
-    with _serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         while client.get("/ready").status_code != 200:
             time.sleep(0.05)
         start = time.perf_counter()

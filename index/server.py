@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -235,11 +238,39 @@ def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8080, **kwargs
     uvicorn.run(app, host=host, port=port, log_level=kwargs.pop("log_level", "info"), **kwargs)
 
 
+@contextmanager
+def serve_in_thread(
+    app: FastAPI, host: str = "127.0.0.1", start_timeout_s: float = 20
+) -> Iterator[str]:
+    """Run `app` under a real uvicorn server on `host`:<free port> in a daemon thread; yields its
+    base URL and stops the server on exit (tests and benchmarks talk to it over loopback)."""
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port = sock.getsockname()[1]
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
 __all__ = [
     "API_VERSION",
     "EncodeFn",
     "create_app",
     "install_store_errors",
     "run_server",
+    "serve_in_thread",
     "warn_about_auth",
 ]

@@ -7,10 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 
 from coldstart.data.synthetic import clustered_vectors
 from coldstart.index.config import IndexConfig, StoreConfig
+from coldstart.index.server import serve_in_thread
 from coldstart.index.store import DurableIndex
 from coldstart.index.vector_index import VectorIndex
 
@@ -33,26 +33,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextmanager
-def live_server(app: Any) -> Iterator[str]:
+def live_server(app: Any) -> AbstractContextManager[str]:
     """Run `app` under a real uvicorn server on 127.0.0.1:<random port> in a thread."""
-    import uvicorn
+    return serve_in_thread(app)
 
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
+
+def run_coldstart(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m coldstart ARGS` from the repository root, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "coldstart", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def wait_ready(client: Any, timeout: float = 20) -> None:

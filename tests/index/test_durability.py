@@ -18,7 +18,7 @@ from coldstart.index.integrity import SEAL, IndexDamaged
 from coldstart.index.store import FaissStore, RecordsMissing, verify
 from coldstart.index.vector_index import VectorIndex
 from coldstart.index.wal import HighWaterMark, read_mark, scan
-from tests.index.conftest import REPO_ROOT, ServeProcess
+from tests.index.conftest import REPO_ROOT, ServeProcess, run_coldstart
 
 DIM = 8
 UPSERTS, DELETES = 100, 20  # one record each: lsn 0..99 upserts, 100..119 deletes
@@ -41,16 +41,6 @@ def _written(tmp_path: Path, snapshot_after: int | None = None) -> Path:
         store.delete([i])
     store.close(snapshot=False)
     return tmp_path / "idx"
-
-
-def _coldstart(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "coldstart", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def _refused_to_serve(tmp_path: Path, idx: Path) -> str:
@@ -125,10 +115,10 @@ def test_a_log_truncated_to_40_percent_refuses_to_serve_until_the_loss_is_accept
     assert "--accept-loss" in message and "torn tail" not in message
 
     before = wal.read_bytes()
-    refused = _coldstart("index", "repair", "--index", str(idx))
+    refused = run_coldstart("index", "repair", "--index", str(idx))
     assert refused.returncode == 2 and "--accept-loss" in refused.stderr
     assert wal.read_bytes() == before  # nothing changed without the flag
-    done = _coldstart("index", "repair", "--index", str(idx), "--accept-loss")
+    done = run_coldstart("index", "repair", "--index", str(idx), "--accept-loss")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["missing_lsns"] == [[kept, LAST]]
@@ -247,7 +237,7 @@ def test_a_deleted_mark_is_refused_when_the_manifest_names_one(tmp_path):
     (idx / "wal.mark").unlink()
     with pytest.raises(StoreCorrupt, match="wal.mark: missing"):
         FaissStore.open(idx)
-    done = _coldstart("index", "repair", "--index", str(idx), "--accept-loss")
+    done = run_coldstart("index", "repair", "--index", str(idx), "--accept-loss")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["mark_set_to"] == LAST
     FaissStore.open(idx).close(snapshot=False)

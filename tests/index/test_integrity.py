@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import quote
@@ -18,7 +17,7 @@ from coldstart.index.config import IndexConfig, StoreConfig
 from coldstart.index.store import DurableIndex
 from coldstart.index.vector_index import VectorIndex
 from coldstart.index.wal import OP_UPSERT, WalRecord, WriteAheadLog, scan
-from tests.index.conftest import REPO_ROOT, ServeProcess
+from tests.index.conftest import ServeProcess, run_coldstart
 
 TOKEN = "integrity-token"
 DIM = 8
@@ -34,16 +33,6 @@ def _index(tmp_path: Path, n: int = 20, **config) -> Path:
 
 def _serve(tmp_path: Path, *args: str, **kwargs) -> ServeProcess:
     return ServeProcess(tmp_path / "idx", *args, log=tmp_path / "serve.log", token=TOKEN, **kwargs)
-
-
-def _coldstart(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "coldstart", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def _unit(i: int) -> list[float]:
@@ -74,7 +63,7 @@ def test_overflowing_vectors_are_stored_normalized_and_replay_after_kill(tmp_pat
         r = srv.client.post("/v1/search", json={"vectors": [big], "k": 1})
         assert r.json()["results"][0]["ids"] == [100]
         srv.kill()
-    info = _coldstart("index", "info", "--index", str(tmp_path / "idx"))
+    info = run_coldstart("index", "info", "--index", str(tmp_path / "idx"))
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["live_items"] == 22
 
@@ -179,16 +168,16 @@ def test_a_corrupt_log_refuses_to_start_until_repaired(tmp_path):
         message = srv.stderr()
     assert f"{wal}: corrupt record at byte offset {offsets[10]}" in message, message
     assert "coldstart index repair" in message and "90 acknowledged record(s)" in message
-    info = _coldstart("index", "info", "--index", str(idx))
+    info = run_coldstart("index", "info", "--index", str(idx))
     assert info.returncode == 2 and f"byte offset {offsets[10]}" in info.stderr
     assert wal.read_bytes() == bytes(data)  # nothing was changed by refusing
 
-    dry = _coldstart("index", "repair", "--index", str(idx), "--dry-run")
+    dry = run_coldstart("index", "repair", "--index", str(idx), "--dry-run")
     assert dry.returncode == 0 and wal.read_bytes() == bytes(data)
-    refused = _coldstart("index", "repair", "--index", str(idx))  # issue 23: only when told
+    refused = run_coldstart("index", "repair", "--index", str(idx))  # issue 23: only when told
     assert refused.returncode == 2 and "--accept-loss" in refused.stderr
     assert wal.read_bytes() == bytes(data)
-    fixed = _coldstart("index", "repair", "--index", str(idx), "--accept-loss")
+    fixed = run_coldstart("index", "repair", "--index", str(idx), "--accept-loss")
     assert fixed.returncode == 0, fixed.stderr
     report = json.loads(fixed.stdout)
     assert report["status"] == "corrupt" and report["truncated_at"] == offsets[10]
