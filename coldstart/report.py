@@ -360,6 +360,9 @@ def write_report(result: RunResult, config: ExperimentConfig, total_seconds: flo
                 out.append(f"- **{ex['item']}** → " + "; ".join(ex["neighbours"]))
         out.append("")
 
+    if "encoder" in arts:
+        out += encoder_section(arts["encoder"].manifest.get("summary", {}), stages["encoder"])
+
     out += ["## Stage timings", "", timings_table(stages)]
     if stages:
         plot_timings(stages, run_dir / "stage_timings.png")
@@ -392,6 +395,28 @@ def write_report(result: RunResult, config: ExperimentConfig, total_seconds: flo
     path = run_dir / "report.md"
     path.write_text("\n".join(out))
     return path
+
+
+def encoder_section(summary: dict[str, Any], stage: dict[str, Any]) -> list[str]:
+    """Markdown lines: the encoder stage's keep decision and, for a few cold items, their
+    nearest warm items (by title) before and after it, so a person sees what it learned."""
+    out = ["## Encoder stage", ""]
+    decision = stage.get("decision")
+    if decision:
+        out += [f"The stage was {decision['reason']}.", ""]
+    examples = summary.get("examples") or []
+    if examples:
+        out += [
+            "Nearest warm items of a few cold items, by content, before -> after the stage:",
+            "",
+            "| cold item | before | after |",
+            "|---|---|---|",
+        ]
+        for ex in examples:
+            cells = [ex["item"], "; ".join(ex["before"]), "; ".join(ex["after"])]
+            out.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+        out.append("")
+    return out
 
 
 def publish(run_dir: str | Path, dest: str | Path, prefix: str) -> list[Path]:

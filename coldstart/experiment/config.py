@@ -81,6 +81,30 @@ class EncoderStageConfig(ItemTuneConfig):
 
     enabled: bool = False
     trainer: StageTrainerConfig = field(default_factory=StageTrainerConfig)
+    # keep: "always" embeds with the tuned encoder; "val" trains the ranker on both exports and
+    # keeps the stage only when `keep_method`'s val cold Recall@20 gains at least
+    # keep_min_cold_gain (and more than 0) while its val warm Recall@20 drops no more than
+    # keep_max_warm_drop (the decision per data set, on its own val part; never test).
+    keep: str = "always"
+    keep_method: str = "ours"
+    keep_min_cold_gain: float = 0.0
+    keep_max_warm_drop: float = 0.005
+
+    def validate(self) -> None:
+        super().validate()
+        if self.keep not in KEEP_RULES:
+            raise ValueError(f"encoder.keep must be one of {KEEP_RULES}, got {self.keep!r}")
+
+
+KEEP_RULES = ("always", "val")
+# What the encoder stage's cache key leaves out: they decide downstream, not what it trains.
+ENCODER_KEY_EXCLUDES = (
+    "trainer",
+    "keep",
+    "keep_method",
+    "keep_min_cold_gain",
+    "keep_max_warm_drop",
+)
 
 
 @dataclass
@@ -133,13 +157,16 @@ class RankerStageConfig:
     methods: names of registered methods to train and evaluate (ranker.methods.list_methods();
     default: the registry's default list). params: passed unchanged to the ranker's method
     config (dimension, epochs, learning rate, ...), so a new ranker knob or method needs no
-    change here.
+    change here. checkpoint_every: optimizer steps between the checkpoints a training method
+    writes inside the stage's work directory (and at every epoch end), so a killed run resumes
+    there (0: epoch ends only); it changes no output, so it stays out of the stage's key.
     """
 
     methods: list[str] = field(default_factory=lambda: _default_methods())
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)
     trainer: StageTrainerConfig = field(default_factory=StageTrainerConfig)
+    checkpoint_every: int = 100
 
 
 @dataclass

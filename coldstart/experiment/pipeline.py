@@ -29,7 +29,13 @@ from typing import Any
 
 from coldstart.experiment import stages
 from coldstart.experiment.artifacts import Artifact, ArtifactStore
-from coldstart.experiment.config import ExperimentConfig, resolve_trainer, trainer_key
+from coldstart.experiment.config import (
+    ENCODER_KEY_EXCLUDES,
+    EncoderStageConfig,
+    ExperimentConfig,
+    resolve_trainer,
+    trainer_key,
+)
 
 STAGE_ORDER = (
     "data",
@@ -86,6 +92,13 @@ def run_experiment(
     from coldstart.index.registry import get_backend
 
     get_backend(config.index.backend)  # an unknown store fails now, not after the embed stage
+    if config.encoder.enabled:
+        config.encoder.validate()
+        if config.encoder.keep == "val" and config.encoder.keep_method not in config.ranker.methods:
+            raise ValueError(
+                f"encoder.keep_method {config.encoder.keep_method!r} must be one of "
+                f"ranker.methods {list(config.ranker.methods)} (keep: val decides on its val recall)"
+            )
     root = Path(config.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     store = ArtifactStore(root, log=log, force=set(force or ()))
@@ -96,8 +109,9 @@ def run_experiment(
     if data_cfg.loader == "synthetic":
         # Written as foreign files + a YAML mapping, then read by the generic loader.
         synthetic_section = _section(data_cfg.synthetic)
-        if not synthetic_section["taste_groups"]:  # added later: at 0 the data (and key) hold
-            del synthetic_section["taste_groups"]
+        for key in ("taste_groups", "media", "media_affinity"):
+            if not synthetic_section[key]:  # added later: at 0 the data (and key) hold
+                del synthetic_section[key]
         artifacts["data"] = store.run(
             "data",
             synthetic_section,
@@ -108,6 +122,14 @@ def run_experiment(
         data_cfg = dataclasses.replace(
             data_cfg, loader="generic", mapping=str(artifacts["data"].path / "mapping.yaml")
         )
+        if data_cfg.synthetic.media and not data_cfg.posters:
+            # Its photos, carousels and videos are the posters (shards in the data artifact,
+            # whose directory name is its key: the embed key follows the data).
+            media = str(artifacts["data"].path / "media")
+            data_cfg = dataclasses.replace(data_cfg, posters=media)
+            config = dataclasses.replace(
+                config, data=dataclasses.replace(config.data, posters=media)
+            )
     # The dataset is loaded once here (cheap) so its source hashes can enter the split key (the
     # hash of the loaded tables, not the paths they came from).
     dataset_fn = lambda: stages.load_dataset(data_cfg)  # noqa: E731
@@ -157,11 +179,13 @@ def run_experiment(
         ),
         version=stages.VERSIONS["embed"],
     )
+    base_embed = artifacts["embed"]
     if config.encoder.enabled:
         # The untuned export stays cached (and shared by split seeds); the tuned one is per split.
-        base_embed = artifacts["embed"]
         encoder_section = {
-            "encoder": {k: v for k, v in _section(config.encoder).items() if k != "trainer"},
+            "encoder": {
+                k: v for k, v in _section(config.encoder).items() if k not in ENCODER_KEY_EXCLUDES
+            },
             "trainer": trainer_key(trainers["encoder"]),
         }
         artifacts["encoder"] = store.run(
@@ -193,6 +217,56 @@ def run_experiment(
             ),
             version=stages.VERSIONS["embed"],
         )
+    # The resolved configs enter the key, not only the YAML: a changed default retrains.
+    ranker_section = {
+        **_section(config.ranker),
+        "resolved": {m: stages.resolved_params(config.ranker, m) for m in config.ranker.methods},
+    }
+    del ranker_section["trainer"]  # the plain loop's output does not depend on it (see below)
+    del ranker_section["checkpoint_every"]  # where a killed run resumes, not what it trains
+    if trainer_key(trainers["ranker"]):
+        log(
+            f"[ranker] trainer {trainer_key(trainers['ranker'])}: the experiment's ranker stage "
+            "trains with the plain fp32 loop on the CPU (ranker.train.fit_ranker); the setting "
+            "applies to the encoder and embed stages"
+        )
+
+    def run_ranker(embed: Artifact) -> Artifact:
+        return store.run(
+            "ranker",
+            ranker_section,
+            [artifacts["split"], embed],
+            lambda out, work: stages.build_ranker(
+                artifacts["split"].path, embed.path, config.ranker, out, work
+            ),
+            version=stages.VERSIONS["ranker"],
+            resumable=True,  # finished methods and the training loop survive a kill
+        )
+
+    def run_evaluate(embed: Artifact, ranker: Artifact, part: str) -> Artifact:
+        evaluate_cfg = dataclasses.replace(config.evaluate, part=part)
+        return store.run(
+            "evaluate",
+            _section(evaluate_cfg),
+            [artifacts["split"], embed, ranker],
+            lambda out: stages.build_evaluate(
+                artifacts["split"].path, embed.path, ranker.path, evaluate_cfg, out
+            ),
+            version=stages.VERSIONS["evaluate"],
+        )
+
+    decision = None
+    if config.encoder.enabled and config.encoder.keep == "val":
+        tuned_embed = artifacts["embed"]
+        val = {
+            branch: json.loads(
+                (run_evaluate(e, run_ranker(e), "val").path / "quality.json").read_text()
+            )
+            for branch, e in (("off", base_embed), ("on", tuned_embed))
+        }
+        decision = keep_decision(val, config.encoder)
+        log(f"[encoder] {decision['reason']}")
+        artifacts["embed"] = tuned_embed if decision["kept"] else base_embed
     artifacts["index"] = store.run(
         "index",
         index_section(config.index),
@@ -202,39 +276,9 @@ def run_experiment(
         ),
         version=stages.VERSIONS["index"],
     )
-    # The resolved configs enter the key, not only the YAML: a changed default retrains.
-    ranker_section = {
-        **_section(config.ranker),
-        "resolved": {m: stages.resolved_params(config.ranker, m) for m in config.ranker.methods},
-    }
-    del ranker_section["trainer"]  # the plain loop's output does not depend on it (see below)
-    if trainer_key(trainers["ranker"]):
-        log(
-            f"[ranker] trainer {trainer_key(trainers['ranker'])}: the experiment's ranker stage "
-            "trains with the plain fp32 loop on the CPU (ranker.train.fit_ranker); the setting "
-            "applies to the encoder and embed stages"
-        )
-    artifacts["ranker"] = store.run(
-        "ranker",
-        ranker_section,
-        [artifacts["split"], artifacts["embed"]],
-        lambda out: stages.build_ranker(
-            artifacts["split"].path, artifacts["embed"].path, config.ranker, out
-        ),
-        version=stages.VERSIONS["ranker"],
-    )
-    artifacts["evaluate"] = store.run(
-        "evaluate",
-        _section(config.evaluate),
-        [artifacts["split"], artifacts["embed"], artifacts["ranker"]],
-        lambda out: stages.build_evaluate(
-            artifacts["split"].path,
-            artifacts["embed"].path,
-            artifacts["ranker"].path,
-            config.evaluate,
-            out,
-        ),
-        version=stages.VERSIONS["evaluate"],
+    artifacts["ranker"] = run_ranker(artifacts["embed"])
+    artifacts["evaluate"] = run_evaluate(
+        artifacts["embed"], artifacts["ranker"], config.evaluate.part
     )
     # The analyses train extra rankers: their sections include the ranker params they inherit.
     for name, section_cfg, builder in (
@@ -277,12 +321,37 @@ def run_experiment(
         "methods": _methods_metrics(artifacts, list(config.ranker.methods)),
         "stages": _stages_summary(artifacts),
     }
+    if decision is not None:
+        metrics["stages"]["encoder"]["decision"] = decision
     # Plain json.dumps (not sorted) so methods keep the config's order in the file.
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     result = RunResult(run_dir, metrics, artifacts)
     report_mod.write_report(result, config, total_seconds=time.perf_counter() - started)
     return result
+
+
+def keep_decision(val: dict[str, dict[str, Any]], cfg: EncoderStageConfig) -> dict[str, Any]:
+    """Keep the encoder stage or not (`encoder.keep: val`), from the val quality tables of the
+    ranker trained without ("off") and with ("on") the tuned export: kept when
+    `cfg.keep_method`'s cold Recall@20 gains at least keep_min_cold_gain (and more than 0) and
+    its warm Recall@20 drops no more than keep_max_warm_drop. Returns the figures and the rule.
+    """
+    key = "recall@20"
+    figures = {
+        branch: {seg: float(val[branch][cfg.keep_method][seg][key]) for seg in ("cold", "warm")}
+        for branch in ("off", "on")
+    }
+    gain = figures["on"]["cold"] - figures["off"]["cold"]
+    drop = figures["off"]["warm"] - figures["on"]["warm"]
+    kept = gain > 0 and gain >= cfg.keep_min_cold_gain and drop <= cfg.keep_max_warm_drop
+    reason = (
+        f"{'kept' if kept else 'dropped'} on val: {cfg.keep_method} cold Recall@20 "
+        f"{figures['off']['cold']:.4f} -> {figures['on']['cold']:.4f} (gain {gain:+.4f}, "
+        f"needs > 0 and >= {cfg.keep_min_cold_gain}), warm {figures['off']['warm']:.4f} -> "
+        f"{figures['on']['warm']:.4f} (drop {drop:+.4f}, allowed <= {cfg.keep_max_warm_drop})"
+    )
+    return {"kept": kept, "method": cfg.keep_method, "val_recall@20": figures, "reason": reason}
 
 
 def _methods_metrics(artifacts: dict[str, Artifact], order: list[str]) -> dict[str, Any]:

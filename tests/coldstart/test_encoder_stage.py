@@ -183,6 +183,73 @@ def test_the_stage_feeds_the_embed_stage_and_is_cached(tmp_path: Path) -> None:
     assert again.stage_status("encoder") == "reused" and again.stage_status("embed") == "reused"
 
 
+def _quality(cold: float, warm: float) -> dict:
+    return {"ours": {"cold": {"recall@20": cold}, "warm": {"recall@20": warm}}}
+
+
+@pytest.mark.parametrize(
+    ("on", "rule", "kept"),
+    [
+        ((0.30, 0.20), {}, True),  # a cold gain, warm unchanged
+        ((0.30, 0.19), {}, False),  # warm drops 0.01 > 0.005
+        ((0.25, 0.30), {}, False),  # no cold gain: the stage costs time for nothing
+        ((0.26, 0.20), {"keep_min_cold_gain": 0.02}, False),  # under the bar
+        ((0.27, 0.196), {"keep_min_cold_gain": 0.02}, True),  # at it, warm within 0.005
+    ],
+)
+def test_keep_decision_follows_the_val_rule(on, rule, kept) -> None:
+    from coldstart.experiment.pipeline import keep_decision
+
+    cfg = EncoderStageConfig(enabled=True, keep="val", **rule)
+    decision = keep_decision({"off": _quality(0.25, 0.20), "on": _quality(*on)}, cfg)
+    assert decision["kept"] is kept
+    assert decision["val_recall@20"]["on"] == {"cold": on[0], "warm": on[1]}
+    assert decision["reason"].startswith("kept" if kept else "dropped")
+
+
+@pytest.mark.slow
+def test_keep_val_trains_both_and_a_dropped_stage_leaves_the_plain_run(tmp_path: Path) -> None:
+    from coldstart.experiment.pipeline import run_experiment
+
+    config = ExperimentConfig(name="keep", output_dir=str(tmp_path / "out"))
+    config.data.loader = "synthetic"
+    config.data.synthetic = SyntheticConfig(n_items=80, n_users=40, interactions_per_user=10)
+    config.embed = EmbedStageConfig(encoder="tiny-clip", num_workers=0, batch_size=64)
+    config.ranker.methods = ["content_knn"]
+    config.stability.enabled = config.dims.enabled = False
+    off = run_experiment(config, log=lambda s: None)
+    config.encoder = EncoderStageConfig(enabled=True, epochs=1, batch_size=32, keep="val")
+    with pytest.raises(ValueError, match="keep_method"):
+        run_experiment(config, log=lambda s: None)  # ours is not among the methods
+    config.encoder.keep_method = "content_knn"
+    config.encoder.keep_min_cold_gain = 2.0  # out of reach: dropped whatever val says
+    dropped = run_experiment(config, log=lambda s: None)
+    decision = dropped.metrics["stages"]["encoder"]["decision"]
+    assert decision["kept"] is False and decision["method"] == "content_knn"
+    # Without the stage the run is the plain one: same embed, same rankers, same test figures.
+    assert dropped.artifacts["embed"].key == off.artifacts["embed"].key
+    assert dropped.metrics["methods"] == off.metrics["methods"]
+    val_off = dropped.metrics["stages"]["encoder"]["decision"]["val_recall@20"]["off"]
+    config.evaluate.part = "val"
+    plain_val = run_experiment(
+        dataclasses.replace(config, encoder=EncoderStageConfig()), log=lambda s: None
+    )
+    assert val_off["cold"] == plain_val.metrics["methods"]["content_knn"]["cold"]["recall@20"]
+    report = (dropped.run_dir / "report.md").read_text()
+    assert "## Encoder stage" in report and "dropped on val" in report
+    assert "| cold item | before | after |" in report
+    # The keep rule is not part of the stage's key: the trained stage is reused.
+    config.encoder.keep_min_cold_gain = -1.0
+    config.encoder.keep_max_warm_drop = 1.0
+    again = run_experiment(config, log=lambda s: None)
+    assert again.stage_status("encoder") == "reused"
+    decision = again.metrics["stages"]["encoder"]["decision"]
+    figures = decision["val_recall@20"]
+    assert decision["kept"] is (figures["on"]["cold"] > figures["off"]["cold"])
+    kept_embed = again.artifacts["embed"].manifest["summary"]["encoder"]
+    assert (kept_embed == "adapter:tiny-clip") is decision["kept"]
+
+
 def test_taste_groups_tie_each_users_classes_to_one_group_and_default_data_hold() -> None:
     from coldstart.data.synthetic import make_synthetic
 
