@@ -18,17 +18,16 @@ what Lightning's checkpoint leaves out:
 
 from __future__ import annotations
 
-import random
 import time
 from datetime import timedelta
 from typing import Any
 
-import numpy as np
-import torch
 import torch.distributed as dist
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
+
+from coldstart.ranker.rng import rng_state, set_rng_state
 
 RNG_KEY = "rng_states"
 
@@ -44,29 +43,6 @@ def refuse_damaged(path: Any, error: BaseException) -> CheckpointDamaged:
         f"damaged checkpoint {path}: {type(error).__name__}: {str(error).strip()[:300]} "
         "(resume from an older checkpoint, or delete this one)"
     )
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's RNG states (python, numpy, torch CPU, and CUDA when present)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        # Tensors and plain numbers only: the checkpoint stays loadable with weights_only=True.
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def all_rng_states() -> list[dict[str, Any]]:

@@ -62,7 +62,13 @@ from coldstart.ranker.mixture import (
     tune_mixture,
 )
 from coldstart.ranker.model import ItemTowerConfig, Ranker, RankerConfig, UserTowerConfig
-from coldstart.ranker.train import BuildConfig, TrainConfig, create_ranker, fit_ranker
+from coldstart.ranker.train import (
+    BuildConfig,
+    FitCheckpoint,
+    TrainConfig,
+    create_ranker,
+    fit_ranker,
+)
 
 
 @dataclass
@@ -457,8 +463,12 @@ def fit_method(
     params: dict[str, Any] | None = None,
     seed: int = 0,
     progress: bool = False,
+    checkpoint: FitCheckpoint | None = None,
 ) -> FittedMethod:
-    """Train `name` on the split's train part; see the module docstring."""
+    """Train `name` on the split's train part; see the module docstring.
+
+    checkpoint: where the training loop saves (and resumes from) its state, for methods that
+    train a model (ranker.train.fit_ranker); others ignore it."""
     spec = get_method(name)
     resolved = resolve_method(name, params, seed)
     data = (
@@ -478,7 +488,7 @@ def fit_method(
         user_map = history_user_map(name, None, data, info)
         return FittedMethod(name, data, items, users.astype(np.float32), info, None, cold, user_map)
     model, report = create_method_model(data, resolved)
-    fit_info = fit_ranker(model, data, resolved.train, progress=progress)
+    fit_info = fit_ranker(model, data, resolved.train, progress=progress, checkpoint=checkpoint)
     items, users, finish_info, cold = method_vectors(model, data, resolved)
     info = {
         **fit_info,

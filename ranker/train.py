@@ -8,9 +8,12 @@ ranker.methods (the LightningModule in ranker.lit uses the same pieces).
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -270,42 +273,168 @@ def create_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.
     )
 
 
+@dataclass
+class FitCheckpoint:
+    """Where and how often `fit_ranker` saves what it needs to resume exactly.
+
+    path: one file, overwritten atomically at every save (write a temp beside it, fsync,
+      rename); the caller owns its directory and removes the file when the fit's result is safe.
+    every_n_steps: mid-epoch cadence in optimizer steps (0: epoch ends only). Every epoch end
+      saves too.
+    """
+
+    path: Path
+    every_n_steps: int = 100
+
+
+def save_fit_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a fit checkpoint atomically: readers see the old file or the new one, never half."""
+    import io
+
+    from coldstart.data.embeddings import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _train_fingerprint(model: torch.nn.Module, train: TrainConfig) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the training config and the parameter shapes
+    (a stale file from another config is started over, never continued)."""
+    from coldstart.data.embeddings import jsonable
+
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    return jsonable({"train": dataclasses.asdict(train), "shapes": shapes})
+
+
+def _load_fit_checkpoint(
+    checkpoint: FitCheckpoint,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    fingerprint: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The loop position saved at checkpoint.path, with model, optimizer and RNG states restored;
+    None (and nothing restored) when there is no file or it belongs to another fit."""
+    from coldstart.ranker.rng import set_rng_state
+
+    path = Path(checkpoint.path)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file: train from the start
+        print(f"[ranker] ignoring unreadable checkpoint {path}: {error}", file=sys.stderr)
+        return None
+    if state.get("fingerprint") != fingerprint:
+        print(f"[ranker] ignoring checkpoint {path}: another fit's", file=sys.stderr)
+        return None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return state["loop"]
+
+
 def fit_ranker(
-    model: torch.nn.Module, data: RankerData, train: TrainConfig, progress: bool = False
+    model: torch.nn.Module,
+    data: RankerData,
+    train: TrainConfig,
+    progress: bool = False,
+    checkpoint: FitCheckpoint | None = None,
 ) -> dict[str, Any]:
-    """Train in place with the plain loop; returns {"epochs", "steps", "seconds", "loss"}.
+    """Train in place with the plain loop; returns {"epochs", "steps", "seconds", "loss"}
+    (+ "resumed_from_step" when it continued a checkpoint).
 
     model: a Ranker, or any module with `loss(batch, dedup)` and `history_len` (a mixture's
-    ranker.mixture.ChannelRanker)."""
+    ranker.mixture.ChannelRanker).
+    checkpoint: save the loop's state there (FitCheckpoint), and when the file already holds a
+    checkpoint of this fit, continue from it: the same final weights, bit for bit, as a run
+    never interrupted (on the same device and thread count). The loop position is (epoch,
+    batch within it): RequestBatches.epoch_batches replays an epoch's batches from any offset.
+    """
+    from coldstart.ranker.rng import rng_state
+
     torch.manual_seed(train.seed)
     batches = RequestBatches(data, model.history_len, train)
     optimizer = create_optimizer(model, train)
+    if checkpoint is not None and any(
+        hasattr(p, "_in_backward_optimizers") for p in model.parameters()
+    ):
+        # TorchRec's fused optimizer state lives outside `optimizer`: no exact resume.
+        checkpoint = None
     model.train()
-    start, steps, last = time.perf_counter(), 0, float("nan")
-    epochs_done = 0
-    iterator = range(train.epochs)
+    # The loop's whole state: position, counters, loss sums, time spent before a resume.
+    loop: dict[str, Any] = {
+        "epoch": 0,
+        "batch": 0,
+        "steps": 0,
+        "total": 0.0,
+        "n": 0,
+        "last": float("nan"),
+        "epochs_done": 0,
+        "elapsed": 0.0,
+        "finished": False,
+    }
+    resumed_from = None
+    fingerprint = _train_fingerprint(model, train) if checkpoint is not None else {}
+    if checkpoint is not None:
+        saved = _load_fit_checkpoint(checkpoint, model, optimizer, fingerprint)
+        if saved is not None:
+            loop, resumed_from = saved, saved["steps"]
+            print(
+                f"[ranker] resumed from step {resumed_from} (epoch {loop['epoch']}, batch "
+                f"{loop['batch']}) of {checkpoint.path}",
+                file=sys.stderr,
+                flush=True,
+            )
+    start = time.perf_counter() - loop["elapsed"]
+
+    def save() -> None:
+        loop["elapsed"] = time.perf_counter() - start
+        save_fit_checkpoint(
+            checkpoint.path,
+            {
+                "fingerprint": fingerprint,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": rng_state(),
+                "loop": dict(loop),
+            },
+        )
+
+    every = checkpoint.every_n_steps if checkpoint is not None else 0
+    iterator = range(loop["epoch"], train.epochs if not loop["finished"] else loop["epoch"])
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(iterator, desc="ranker epochs")
-    for _ in iterator:
-        total, n = 0.0, 0
-        for batch in batches:
+        iterator = tqdm(iterator, desc="ranker epochs", initial=loop["epoch"], total=train.epochs)
+    for epoch in iterator:
+        for batch in batches.epoch_batches(epoch, loop["batch"]):
             loss = model.loss(batch, dedup=train.dedup)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach())
-            n += 1
-            steps += 1
-        last = total / max(1, n)
-        epochs_done += 1
-        if train.max_seconds and time.perf_counter() - start > train.max_seconds:
+            loop["total"] += float(loss.detach())
+            loop["n"] += 1
+            loop["steps"] += 1
+            loop["batch"] += 1
+            if every and loop["steps"] % every == 0:
+                save()
+        loop["last"] = loop["total"] / max(1, loop["n"])
+        loop["epochs_done"] += 1
+        loop.update(epoch=epoch + 1, batch=0, total=0.0, n=0)
+        out_of_time = bool(train.max_seconds) and time.perf_counter() - start > train.max_seconds
+        loop["finished"] = out_of_time or epoch + 1 == train.epochs
+        if checkpoint is not None:
+            save()
+        if out_of_time:
             break
     model.eval()
-    return {
-        "epochs": epochs_done,
-        "steps": steps,
+    info = {
+        "epochs": loop["epochs_done"],
+        "steps": loop["steps"],
         "seconds": time.perf_counter() - start,
-        "loss": last,
+        "loss": loop["last"],
     }
+    if resumed_from is not None:
+        info["resumed_from_step"] = resumed_from
+    return info

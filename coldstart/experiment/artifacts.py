@@ -5,6 +5,11 @@ upstream artifacts). Its artifact lives in `<root>/artifacts/<stage>/<key[:16]>/
 artifact.json (its manifest) written last: a directory with one is complete and is reused; one without
 (a killed run) is rebuilt. Changing one section therefore reruns that stage and everything
 downstream of it, and nothing upstream.
+
+A resumable stage (`run(..., resumable=True)`) also gets a work directory keyed like its
+artifact, `<root>/artifacts/<stage>/<key[:16]>.in-progress/`, that outlives a killed build: what
+the builder keeps there (finished parts, training checkpoints) the next build of the same key
+picks up. It is removed once the artifact is in place; a changed key never sees it.
 """
 
 from __future__ import annotations
@@ -83,14 +88,17 @@ class ArtifactStore:
         stage: str,
         config: Any,
         upstream: list[Artifact],
-        build: Callable[[Path], dict[str, Any]],
+        build: Callable[..., dict[str, Any]],
         version: int = 1,
+        resumable: bool = False,
     ) -> Artifact:
         """Return the artifact of `stage` for this config and upstream, building it if needed.
 
         build(tmp_dir) writes the stage's files into tmp_dir and returns a JSON-able summary that
         goes into the manifest. The directory is renamed into place only after build returns,
         so a crash never leaves a half artifact that looks complete.
+        resumable: call build(tmp_dir, work_dir) instead, with the stage's work directory (see
+        the module docstring); a forced rebuild (`force`) empties it first.
         """
         start = time.perf_counter()
         key = self.key(stage, version, config, upstream)
@@ -109,8 +117,15 @@ class ArtifactStore:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
+        work = self.work_dir(stage, key)
+        if resumable:
+            if stage in self.force and work.exists():
+                shutil.rmtree(work)
+            if work.exists() and any(work.iterdir()):
+                self.log(f"[{stage}] resuming from {work}")
+            work.mkdir(parents=True, exist_ok=True)
         try:
-            summary = build(tmp) or {}
+            summary = (build(tmp, work) if resumable else build(tmp)) or {}
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -129,4 +144,10 @@ class ArtifactStore:
         if final.exists():  # an incomplete leftover or a forced rebuild
             shutil.rmtree(final)
         os.replace(tmp, final)
+        if resumable:
+            shutil.rmtree(work, ignore_errors=True)
         return Artifact(stage, key, final, manifest, reused=False, seconds=seconds)
+
+    def work_dir(self, stage: str, key: str) -> Path:
+        """The work directory a resumable build of `stage` at `key` keeps across kills."""
+        return self.root / "artifacts" / stage / f"{key[:16]}.in-progress"

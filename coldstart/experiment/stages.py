@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -432,12 +434,33 @@ def _ranker_inputs(split_dir: Path, embed_dir: Path) -> Any:
 
 
 def build_ranker(
-    split_dir: Path, embed_dir: Path, cfg: RankerStageConfig, out: Path
+    split_dir: Path,
+    embed_dir: Path,
+    cfg: RankerStageConfig,
+    out: Path,
+    work: Path | None = None,
 ) -> dict[str, Any]:
     """Train every method of `cfg.methods`; export its item and user vectors (embedding-export
-    format: ids + manifest, ranker.methods.export_fitted) and its info."""
+    format: ids + manifest, ranker.methods.export_fitted) and its info.
+
+    work: the stage's work directory (ArtifactStore.run(resumable=True)), which outlives a
+    killed build: every finished method's export is renamed into work/methods/<name>/ (and
+    reused, not refit, by the next build), and the method in training checkpoints its loop to
+    work/fit/<name>.pt every `cfg.checkpoint_every` steps and at epoch ends (ranker.train.
+    fit_ranker continues from it). The outputs are the same, bit for bit, either way.
+    """
+    import shutil
+
     import coldstart.ranker.methods as methods_mod
-    from coldstart.data.embeddings import atomic_write_json, jsonable
+    from coldstart.data.embeddings import (
+        EmbeddingManifest,
+        atomic_write_json,
+        fsync_path,
+        jsonable,
+        remove_stale_temps,
+        temp_sibling,
+    )
+    from coldstart.ranker.train import FitCheckpoint
 
     unknown = [m for m in cfg.methods if m not in methods_mod.list_methods()]
     if unknown:
@@ -445,24 +468,65 @@ def build_ranker(
             f"ranker.methods {unknown} unknown; methods are {methods_mod.list_methods()}"
         )
     data = _ranker_inputs(split_dir, embed_dir)
+    done = (work if work is not None else out) / "methods"  # finished exports
+    done.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(done)  # an export cut short by a kill
     summary: dict[str, Any] = {}
     for name in cfg.methods:
-        params = params_for(cfg, name)
-        if methods_mod.get_method(name).trains_ranker:
-            print(f"[ranker] training {name} {params or ''}", file=sys.stderr, flush=True)
-        else:  # popularity, content_knn: no model, so training params do not apply
-            print(f"[ranker] computing {name} (no training)", file=sys.stderr, flush=True)
-        fitted = methods_mod.fit_method(name, data, params=params, seed=cfg.seed)
-        target = out / "methods" / name
-        resolved = methods_mod.resolve_method(name, params, cfg.seed)
-        methods_mod.export_fitted(target, fitted, resolved)
-        info = jsonable(fitted.info)
-        atomic_write_json(target / "info.json", info)
-        summary[name] = {
-            "seconds": round(float(info.get("seconds", 0.0)), 2),
-            "dim": int(fitted.item_vectors().shape[1]),
-        }
+        target = done / name
+        if work is not None and (target / "info.json").exists():
+            print(
+                f"[ranker] reusing {name}, finished before the stage was cut short",
+                file=sys.stderr,
+                flush=True,
+            )
+            info = json.loads((target / "info.json").read_text())
+            dim = EmbeddingManifest.load(target / "items").dim
+        else:
+            params = params_for(cfg, name)
+            if methods_mod.get_method(name).trains_ranker:
+                print(f"[ranker] training {name} {params or ''}", file=sys.stderr, flush=True)
+            else:  # popularity, content_knn: no model, so training params do not apply
+                print(f"[ranker] computing {name} (no training)", file=sys.stderr, flush=True)
+            checkpoint = None
+            if work is not None:
+                (work / "fit").mkdir(exist_ok=True)
+                checkpoint = FitCheckpoint(work / "fit" / f"{name}.pt", cfg.checkpoint_every)
+            fitted = methods_mod.fit_method(
+                name, data, params=params, seed=cfg.seed, checkpoint=checkpoint
+            )
+            resolved = methods_mod.resolve_method(name, params, cfg.seed)
+            # Written beside, renamed into place whole: a directory there is a finished method.
+            partial = temp_sibling(target) if work is not None else target
+            if partial.exists():
+                shutil.rmtree(partial)
+            methods_mod.export_fitted(partial, fitted, resolved)
+            info = jsonable(fitted.info)
+            atomic_write_json(partial / "info.json", info)
+            if work is not None:
+                os.replace(partial, target)
+                fsync_path(done)
+                if checkpoint is not None:
+                    checkpoint.path.unlink(missing_ok=True)
+            dim = int(fitted.item_vectors().shape[1])
+        summary[name] = {"seconds": round(float(info.get("seconds", 0.0)), 2), "dim": dim}
+        if "resumed_from_step" in info:
+            summary[name]["resumed_from_step"] = int(info["resumed_from_step"])
+    if work is not None:  # the finished exports join the artifact (hard links: no copy, and
+        # a kill before the artifact's rename loses nothing, the work directory keeps them)
+        for name in cfg.methods:
+            shutil.copytree(done / name, out / "methods" / name, copy_function=_link_or_copy)
     return {"methods": summary}
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link where the file system has them, else a copy."""
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _load_fitted(ranker_dir: Path, name: str, data: Any) -> Any:
