@@ -13,7 +13,9 @@ upstream keys):
     split, embed -> dims
     everything -> report (always written to a fresh run directory, <output_dir>/reports/)
 
-A stage that fails stops the run with its error; the artifacts built before it stay cached.
+A stage that fails stops the run with its error; the artifacts built before it stay cached. A
+killed run resumes when rerun: the ranker stage keeps its finished methods and its training
+checkpoint in a work directory keyed like its artifact (stages.build_ranker, ArtifactStore).
 """
 
 from __future__ import annotations
