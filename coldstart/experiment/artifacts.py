@@ -108,6 +108,8 @@ class ArtifactStore:
             manifest = json.loads(manifest_path.read_text())
             if manifest.get("key") == key:
                 self.log(f"[{stage}] reusing {final}")
+                if resumable:  # a kill between the rename and the cleanup left it behind
+                    shutil.rmtree(self.work_dir(stage, key), ignore_errors=True)
                 return Artifact(
                     stage, key, final, manifest, reused=True, seconds=time.perf_counter() - start
                 )

@@ -88,6 +88,10 @@ def test_a_resumable_stage_keeps_its_work_directory_until_it_is_built(tmp_path) 
     assert not work.exists() and not store.work_dir("r", other.key).exists()
     assert (built.path / "result").exists()
 
+    work.mkdir()  # as if killed after the artifact's rename, before the cleanup
+    again = store.run("r", {"x": 1}, [], build, resumable=True)
+    assert again.reused and not work.exists()
+
     forced = ArtifactStore(tmp_path, log=logs.append, force={"r"})
     with pytest.raises(RuntimeError):
         forced.run("r", {"x": 1}, [], lambda o, w: build(o, w, fail=True), resumable=True)
