@@ -15,6 +15,11 @@ store is behind it, before anything is written.
 
 Shapes: vectors are float32 numpy arrays, (N, D) for N items or queries of dimension D.
 Scores: similarity for metric "ip" (higher is better), squared L2 distance for "l2".
+
+Optional parts of the protocol (a backend registered before they existed keeps working; the
+built-in ones have them): `ids()` (listing; `list_ids` raises `Unsupported`, naming the
+method, where a caller needs it and the store lacks it) and `max_k` (the largest k one search
+may ask for; absent or None: no cap; `search_cap`).
 """
 
 from __future__ import annotations
@@ -62,6 +67,11 @@ class WriteFailed(OSError):
 
 class BackendUnavailable(RuntimeError):
     """A backend's packages are not installed, or its server cannot be reached (503)."""
+
+
+class Unsupported(NotImplementedError):
+    """The store lacks an optional method of the protocol that this call needs (e.g. `ids`
+    on a third-party backend written before it existed)."""
 
 
 class StoreCorrupt(RuntimeError):
@@ -274,12 +284,21 @@ class VectorStore(Protocol):
         self, queries: Any, k: int, ids: Sequence[Any] | None = None, prepared: bool = False
     ) -> SearchResult:
         """k nearest items for each query (Q, D): Q lists of <= k ids, best first, and scores.
-        ids: search only among these items (unknown ones are ignored).
-        prepared: the queries already went through `schema.prepare`."""
+        ids: search only among these items (unknown ones are ignored; <= MAX_FILTER_IDS).
+        prepared: the queries already went through `schema.prepare`.
+        A store with a `max_k` (Milvus: 16,384) refuses a larger k with InvalidInput; callers
+        that may ask for more read `search_cap(store)` first."""
         ...
 
     def count(self) -> int:
         """Live items."""
+        ...
+
+    def ids(self) -> list[ItemId]:
+        """Every live item id (canonical form), each once, in no particular order: what the
+        store holds as of the call (a write running beside it may or may not be in). Memory:
+        one Python object per item. Optional for third-party backends: call it through
+        `list_ids`, which names what is missing when a store lacks it (module docstring)."""
         ...
 
     def flush(self) -> bool:
@@ -311,6 +330,7 @@ class StoreBase:
     a backend may implement VectorStore without it)."""
 
     schema: StoreSchema
+    max_k: int | None = None  # the largest k of one search (None: no cap; see search_cap)
 
     @property
     def dim(self) -> int:
@@ -449,6 +469,25 @@ class Backend:
         return store, store.schema
 
 
+def list_ids(store: VectorStore, needed_for: str) -> list[ItemId]:
+    """`store.ids()`; Unsupported, saying what needs it, when the store has no listing."""
+    listing = getattr(store, "ids", None)
+    if not callable(listing):
+        name = getattr(store, "backend", type(store).__name__)
+        raise Unsupported(
+            f"index backend {name!r} ({type(store).__name__}) has no ids() listing, which "
+            f"{needed_for} needs: implement VectorStore.ids() -> list of item ids "
+            "(index.backend)"
+        )
+    return list(listing())
+
+
+def search_cap(store: VectorStore) -> int | None:
+    """The largest k one search of `store` may ask for (its `max_k`), or None: no cap."""
+    cap = getattr(store, "max_k", None)
+    return None if cap is None else int(cap)
+
+
 def empty_result(n_queries: int) -> SearchResult:
     """No hits for each of `n_queries` queries."""
     return SearchResult(
@@ -491,6 +530,7 @@ __all__ = [
     "NPROBE",
     "ID_RULES",
     "MAX_ABS_UNNORMALIZED",
+    "MAX_FILTER_IDS",
     "MAX_ID_CHARS",
     "Backend",
     "BackendUnavailable",
@@ -504,9 +544,12 @@ __all__ = [
     "StoreCorrupt",
     "StoreSchema",
     "UnknownItem",
+    "Unsupported",
     "VectorStore",
     "WriteFailed",
     "empty_result",
     "exact_search",
+    "list_ids",
+    "search_cap",
     "string_id_problem",
 ]

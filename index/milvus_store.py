@@ -68,6 +68,8 @@ FORMAT = "coldstart-index/1"
 INDEX_TYPES = ("FLAT", "IVF_FLAT", "HNSW")
 EXTRA_HINT = "install the Milvus extra: pip install 'coldstart[milvus]' (pymilvus + milvus-lite)"
 _CHUNK = 1000  # ids per filter expression (get, contains, delete)
+_LIST_BATCH = 10_000  # ids per page of a listing (MilvusStore.ids)
+MAX_K = 16_384  # Milvus refuses a search limit (topk) above this; Lite is held to it too
 _MAX_ID_BYTES = 2048  # VARCHAR length in bytes: 512 characters of up to 4 UTF-8 bytes
 
 
@@ -188,6 +190,7 @@ class MilvusStore(StoreBase):
     """A Milvus collection behind the VectorStore protocol (see the module docstring)."""
 
     backend = "milvus"
+    max_k = MAX_K  # one search's k (index.backend.search_cap), server and Lite alike
 
     def __init__(self, client: Any, config: MilvusConfig, schema: StoreSchema, info: dict) -> None:
         self._client = client
@@ -449,30 +452,37 @@ class MilvusStore(StoreBase):
             return len(present), self._next_lsn()
 
     # ----------------------------------------------------------------- the record
+    def _pages(self, what: str, output: list[str], batch_size: int) -> Iterator[list[dict]]:
+        """Every row of the collection (fields `output`, "id" among them), a page of <=
+        batch_size rows at a time, paged by primary key: `id > last` with the last id as an
+        escaped literal. (pymilvus' query_iterator writes that cursor unescaped, so a string
+        id with a quote or backslash at a page's end breaks it; its requests are otherwise
+        these: the iterator flag makes each page the smallest ids, in order.)"""
+        last: ItemId | None = None
+        while True:
+            page = self._call(
+                what,
+                self._client.query,
+                self.config.collection,
+                filter="" if last is None else f"id > {literal(last)}",
+                output_fields=output,
+                limit=batch_size,
+                iterator="True",
+                reduce_stop_for_best="True",
+            )
+            if not page:
+                return
+            rows = sorted(page, key=lambda row: _pk_order(row["id"]))
+            yield rows
+            last = rows[-1]["id"]
+
     def _scan(self) -> tuple[Tally, dict[ItemId, int]]:
         """Count, digest and pair hashes of the whole collection, in one pass."""
         hashes: dict[ItemId, int] = {}
-        quiet = logging.getLogger("pymilvus.client.iterator.query_iterator")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)  # a warning per iterator about client-side timestamps
-        try:
-            batches = self._call(
-                "scan",
-                self._client.query_iterator,
-                self.config.collection,
-                batch_size=_CHUNK,
-                filter="",
-                output_fields=["id", "vector"],
-            )
-        finally:
-            quiet.setLevel(level)
-        try:
-            while batch := batches.next():
-                ids = [row["id"] for row in batch]
-                vecs = np.asarray([row["vector"] for row in batch], dtype=np.float32)
-                hashes.update(zip(ids, pair_hashes(ids, vecs), strict=True))
-        finally:
-            batches.close()
+        for batch in self._pages("scan", ["id", "vector"], _CHUNK):
+            ids = [row["id"] for row in batch]
+            vecs = np.asarray([row["vector"] for row in batch], dtype=np.float32)
+            hashes.update(zip(ids, pair_hashes(ids, vecs), strict=True))
         return Tally(len(hashes), sum(hashes.values()) % DIGEST_MOD), hashes
 
     def _write_record(
@@ -615,6 +625,8 @@ class MilvusStore(StoreBase):
     ) -> SearchResult:
         """k nearest items per query (Q, D); `ids` restricts the candidates."""
         q, allowed = self.schema.check_search(queries, k, ids, prepared)
+        if self.max_k is not None and k > self.max_k:
+            raise InvalidInput(f"k must be <= {self.max_k} (Milvus' largest search limit)")
         if len(q) == 0 or allowed == []:
             return empty_result(len(q))
         hits = self._call(
@@ -638,6 +650,10 @@ class MilvusStore(StoreBase):
             # Milvus returns inner products for IP and squared distances for L2, as FAISS.
             out_scores.append(np.asarray([h["distance"] for h in row], dtype=np.float32))
         return SearchResult(ids=out_ids, scores=out_scores)
+
+    def ids(self) -> list[ItemId]:
+        """Every live item id, paged through the primary key (index.backend.VectorStore)."""
+        return [row["id"] for batch in self._pages("list", ["id"], _LIST_BATCH) for row in batch]
 
     def count(self) -> int:
         rows = self._call(
@@ -775,6 +791,11 @@ def _search_params(config: MilvusConfig, k: int) -> dict[str, int]:
 def _not_loaded(err: Exception) -> bool:
     """Whether Milvus refused a call because the collection is not loaded (code 101)."""
     return getattr(err, "code", None) == 101 or "released" in str(err) or "not loaded" in str(err)
+
+
+def _pk_order(item_id: ItemId) -> Any:
+    """Milvus' primary-key order: integers, or strings by their UTF-8 bytes."""
+    return item_id.encode("utf-8") if isinstance(item_id, str) else item_id
 
 
 def _is_lite(server_version: str) -> bool:

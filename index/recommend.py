@@ -19,6 +19,13 @@ An upload (re-)sets an item's state; a delete removes it.
 
 Ties: results are ordered by score, then warm before cold, then by the store's order; scores
 are returned unrounded (float32 values) so a client can apply its own tie rule.
+
+Excluded ids (a user's seen items, a history) never come back and never cost a result: a
+store is asked for k plus the excluded items it holds. A store whose searches are capped
+(Milvus: 16,384) answers a longer exclude list with one capped search when enough of it
+survives, else by searching the rest of the store (its ids minus the excluded, in id filters of
+MAX_FILTER_IDS): exact, and as slow as the store is big (only for a history that fills more
+than the cap's top minus k).
 """
 
 from __future__ import annotations
@@ -30,7 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from coldstart.index.backend import InvalidInput, ItemId, VectorStore
+from coldstart.index.backend import (
+    MAX_FILTER_IDS,
+    InvalidInput,
+    ItemId,
+    VectorStore,
+    list_ids,
+    search_cap,
+)
 
 SEGMENTS = ("all", "warm", "cold")
 
@@ -44,6 +58,56 @@ class UnknownUser(KeyError):
 
 class Conflict(ValueError):
     """A write that contradicts what is stored (409), e.g. uploading a trained item's id."""
+
+
+def top_excluding(
+    store: VectorStore, query: np.ndarray, k: int, skip: set[ItemId]
+) -> list[tuple[ItemId, float]]:
+    """The store's best items for one query (1, D), none of them in `skip`: (id, score) pairs,
+    best first, at least the top k of what the store would rank without `skip` (fewer only
+    when the store holds fewer, or an approximate index finds fewer).
+
+    One search of k + (excluded items the store holds), when that is within the store's
+    search cap; beyond it, one capped search, and when excluded items fill more than cap - k
+    of it, filtered searches over the rest of the store (exact; see the module docstring).
+    """
+    n = store.count()
+    if n == 0:
+        return []
+    cap = search_cap(store)
+    want = min(n, k + len(skip))
+    if skip and cap is not None and want > cap:
+        # Only excluded items this store holds can take a place in its answer.
+        ids = [i for i in skip if _valid_id(store, i)]  # others cannot be stored
+        held = [i for i, there in zip(ids, store.contains(ids)) if there]
+        want = min(n, k + len(held))
+    ask = want if cap is None else min(want, cap)
+    result = store.search(query, ask)
+    hits = [(i, float(s)) for i, s in zip(result.ids[0], result.scores[0]) if i not in skip]
+    if ask == want or len(hits) >= k:
+        return hits
+    # The capped search was mostly excluded items: search the rest of the store. Its best k
+    # lie among the top k of some chunk of it.
+    rest = [i for i in list_ids(store, "recommending past a long exclude list") if i not in skip]
+    found: list[tuple[float, int, int, ItemId]] = []
+    assert cap is not None  # only a capped search stops short of `want`
+    size = min(MAX_FILTER_IDS, cap)  # a chunk's whole top k fits in one search
+    for c, start in enumerate(range(0, len(rest), size)):
+        chunk = rest[start : start + size]
+        part = store.search(query, min(k, len(chunk)), ids=chunk)
+        found.extend(
+            (-float(s), c, p, i) for p, (i, s) in enumerate(zip(part.ids[0], part.scores[0]))
+        )
+    found.sort(key=lambda t: t[:3])
+    return [(t[3], -t[0]) for t in found[:k]]
+
+
+def _valid_id(store: VectorStore, item_id: ItemId) -> bool:
+    try:
+        store.schema.normalize_id(item_id)
+    except InvalidInput:
+        return False
+    return True
 
 
 @dataclass
@@ -136,15 +200,8 @@ class RankerService:
         for order, (name, store) in enumerate((("warm", self.warm), ("cold", self.cold))):
             if segment not in ("all", name):
                 continue
-            n = store.count()
-            if n == 0:
-                continue
-            # Excluded ids may fill the top: ask for enough to drop them all and keep k.
-            kk = min(n, k + len(skip))
-            result = store.search(query, kk)
-            for pos, (i, s) in enumerate(zip(result.ids[0], result.scores[0])):
-                if i not in skip:
-                    found.append((-float(s), order, pos, i, name))
+            for pos, (i, s) in enumerate(top_excluding(store, query, k, skip)):
+                found.append((-s, order, pos, i, name))
         found.sort(key=lambda t: t[:3])
         top = found[:k]
         return [t[3] for t in top], [-t[0] for t in top], [t[4] for t in top]
@@ -234,24 +291,28 @@ class RankerService:
             base[new] = self.cold.get([ids[r] for r in new])
         return base, user_sum, n
 
-    def rebuild_warmup(self) -> int:
+    def rebuild_warmup(self, batch: int = 10_000) -> int:
         """Recompute every warmed item's served vector from its stored state and rewrite
         those that differ (a crash between the two writes of `record_events`); returns how
-        many were rewritten. Runs when the service opens."""
+        many were rewritten. Runs when the service opens, `batch` items at a time.
+        Needs the events store's listing (VectorStore.ids; Unsupported without one)."""
         if self.events is None or self.warmup is None or self.events.count() == 0:
             return 0
-        d, total = self.dim, self.events.count()
-        # The state store has no listing: an exact search with k = count returns every id.
-        ids = self.events.search(np.zeros((1, 2 * d + 1), np.float32), total).ids[0]
-        ids = [i for i, c in zip(ids, self.cold.contains(ids)) if c]
-        if not ids:
-            return 0
-        state = self.events.get(ids)
-        want = self.warmup(state[:, :d], state[:, d : 2 * d], state[:, 2 * d])
-        stale = [r for r, v in enumerate(self.cold.get(ids)) if not np.array_equal(v, want[r])]
-        if stale:
-            self.cold.upsert([ids[r] for r in stale], want[stale])
-        return len(stale)
+        d, rewritten = self.dim, 0
+        every = list_ids(self.events, "rebuilding warmed-up items at start (rebuild_warmup)")
+        for start in range(0, len(every), batch):
+            ids = every[start : start + batch]
+            ids = [i for i, c in zip(ids, self.cold.contains(ids)) if c]
+            if not ids:
+                continue
+            state = self.events.get(ids)  # (N, 2D + 1)
+            want = self.warmup(state[:, :d], state[:, d : 2 * d], state[:, 2 * d])
+            served = self.cold.get(ids)
+            stale = [r for r, v in enumerate(served) if not np.array_equal(v, want[r])]
+            if stale:
+                self.cold.upsert([ids[r] for r in stale], want[stale])
+            rewritten += len(stale)
+        return rewritten
 
     def delete_item(self, item_id: Any) -> tuple[int, int]:
         """Remove an item from whichever store holds it: (removed, lsn)."""

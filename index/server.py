@@ -61,7 +61,9 @@ from coldstart.index.backend import (
     BackendUnavailable,
     InvalidInput,
     NotTrained,
+    StoreSchema,
     UnknownItem,
+    Unsupported,
     VectorStore,
     WriteFailed,
 )
@@ -130,8 +132,10 @@ def create_app(
     warn_about_auth(config, token)
     if config.id_rows and id_rows is None:
         id_rows = IdRows.from_export(config.id_rows, config.id_rows_modality)
-    if contract is None and isinstance(load, VectorStore):
-        contract = Contract.from_schema(load.schema)
+    # A store, not a loader: by its schema (isinstance(load, VectorStore) would also ask for
+    # the protocol's optional methods, which a third-party store may lack).
+    if contract is None and isinstance(getattr(load, "schema", None), StoreSchema):
+        contract = Contract.from_schema(load.schema)  # type: ignore[union-attr]
     contract = replace(
         contract or Contract(), max_k=config.max_k, max_vectors=config.max_vectors_per_request
     )
@@ -224,6 +228,11 @@ def install_store_errors(app: FastAPI) -> None:
     async def _write_failed(request: Request, err: WriteFailed) -> JSONResponse:
         log.error("write refused: %s", err)
         return error_json(503, f"write not stored: {err.strerror or err}", {"Retry-After": "5"})
+
+    @app.exception_handler(Unsupported)
+    async def _unsupported(request: Request, err: Unsupported) -> JSONResponse:
+        log.error("store lacks a method: %s", err)  # a third-party backend to complete
+        return error_json(501, str(err))
 
     @app.exception_handler(BackendUnavailable)
     async def _unavailable(request: Request, err: BackendUnavailable) -> JSONResponse:

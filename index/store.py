@@ -439,6 +439,10 @@ class FaissStore(StoreBase):
     def count(self) -> int:
         return len(self.index)
 
+    def ids(self) -> list[ItemId]:
+        """Every live item id, from the id map (a copy: later writes do not change it)."""
+        return self.index.ids()
+
     @property
     def lsn(self) -> int:
         return self._next_lsn - 1

@@ -3,6 +3,8 @@ moves a cold item's served vector (ranker.warmup), durably (kill -9, restart).""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -55,18 +57,33 @@ def artifact(tmp_path_factory):
     return data, f, root / "m"
 
 
-def _service(directory, store):
+def _service(directory, store, backend="faiss"):
     from coldstart.ranker_serving import RankerArtifact, open_ranker_service
 
-    return open_ranker_service(RankerArtifact.load(directory), store, with_cold=True)
+    return open_ranker_service(RankerArtifact.load(directory), store, backend, with_cold=True)
 
 
-def test_events_move_a_cold_item_and_a_crash_between_writes_is_rebuilt(artifact, tmp_path):
+BACKENDS = [
+    "faiss",
+    pytest.param(
+        "milvus",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("milvus_lite") is None,
+            reason="pymilvus/milvus-lite not installed: pip install 'coldstart[milvus]'",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_events_move_a_cold_item_and_a_crash_between_writes_is_rebuilt(artifact, tmp_path, backend):
+    """The warm-up path on every backend's stores (Milvus Lite: real files), with a restart:
+    the reopened service finds the warmed items through the events store's listing."""
     data, f, directory = artifact
     cold = [int(i) for i in data.item_ids[data.item_split == "cold_test"][:2]]
     warm = int(data.item_ids[data.item_split == "warm"][0])
     users = [int(u) for u in data.user_ids[:3]]
-    service = _service(directory, tmp_path / "s")
+    service = _service(directory, tmp_path / "s", backend)
     try:
         v0 = service.cold.get(cold)
         got = service.record_events([(u, cold[0], 1.0) for u in users] + [(users[0], warm, 1.0)])
@@ -87,11 +104,14 @@ def test_events_move_a_cold_item_and_a_crash_between_writes_is_rebuilt(artifact,
         assert service.events.get(cold).tolist() == state.tolist()  # nothing applied
         # A crash after the state write, before the served vector's: rebuilt on open.
         service.cold.upsert([cold[0]], v0[:1])
+        assert sorted(service.events.ids()) == sorted(cold)
     finally:
         service.close()
-    again = _service(directory, tmp_path / "s")
+    again = _service(directory, tmp_path / "s", backend)
     try:
+        assert again.events.backend == backend  # reopened, not rebuilt from the artifact
         np.testing.assert_array_equal(again.cold.get(cold[:1]), moved[:1])
+        assert again.rebuild_warmup() == 0  # the open already rewrote it
         # A new upload of the item starts it again from its content.
         rows = np.flatnonzero(data.item_split == "cold_test")[:1]
         again.add_items(cold[:1], data.content[rows])

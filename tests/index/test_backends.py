@@ -226,6 +226,56 @@ def test_ids_round_trip_exactly(kind: str, store_of: Callable, data: Any) -> Non
     assert store.search(base[:1], 1).ids == [['q"uote']]
 
 
+@pytest.mark.parametrize("kind", [_param(k) for k in ("faiss-flat", "faiss-hnsw", *EXACT[1:])])
+def test_ids_lists_every_live_item_after_writes_deletes_and_reopen(
+    kind: str, store_of: Callable, data: Any
+) -> None:
+    base, queries = data
+    store = store_of(kind, list(range(500)), base[:500])
+    assert sorted(store.ids()) == list(range(500))
+    store.upsert([3, 1000, -(2**63)], queries[:3])  # a replaced id is listed once
+    store.delete([0, 1, 2, 424242])
+    want = sorted([*range(3, 500), 1000, -(2**63)])
+    got = store.ids()
+    assert sorted(got) == want and len(got) == store.count() == len(want)
+    assert all(type(i) is int for i in got)  # canonical ids, as search returns them
+    store = reopen(store)
+    assert sorted(store.ids()) == want
+    store.delete(want)
+    assert store.ids() == [] and store.count() == 0
+    # string ids come back exactly (quotes, unicode, 512 characters); the largest ids end in
+    # a quote and a backslash (a listing paged by id must escape them)
+    strs = ['q"uote', "it's", "é ü 北京", "x" * 512, "12", '\U0001f600"', "\U0001f601\\"]
+    store = store_of(kind, strs, base[: len(strs)], id_type="str")
+    store.delete(["it's"])
+    assert sorted(reopen(store).ids()) == sorted(set(strs) - {"it's"})
+
+
+@needs_milvus
+def test_milvus_lists_and_caps_beyond_one_search_window(tmp_path: Path) -> None:
+    """More items than Milvus' 16,384-row window: ids() pages through them all; a search
+    beyond the window is refused with the limit named (a server would refuse it too)."""
+    from coldstart.index.backend import search_cap
+
+    n = 16_500
+    vectors = clustered_vectors(n, 4, n_clusters=8, seed=1)[0]
+    store = make_store("milvus-flat", tmp_path, list(range(n)), vectors)
+    try:
+        # sealed segments (the build flushed) and growing ones (writes since), pages across both
+        store.upsert([-7, n + 5, 3], vectors[:3])
+        store.delete([0, n - 1])
+        want = sorted([*range(1, n - 1), -7, n + 5])
+        got = store.ids()
+        assert len(got) == len(want) and sorted(got) == want
+        store = reopen(store)  # the open's integrity scan pages through them too
+        assert sorted(store.ids()) == want
+        assert search_cap(store) == 16_384
+        with pytest.raises(InvalidInput, match="16384"):
+            store.search(vectors[:1], 16_385)
+    finally:
+        store.close()
+
+
 # --------------------------------------------------------------------------- recall
 @pytest.mark.parametrize("kind", [_param(k) for k in APPROX])
 def test_recall_at_10_of_approximate_indexes(kind: str, store_of: Callable) -> None:
@@ -486,6 +536,7 @@ def test_milvus_server_uri_same_code(tmp_path: Path, data: Any) -> None:
         proc = start()
         store = MilvusStore.open(config)
         assert store.count() == 601 and store.contains(['new"one']) == [True]
+        assert sorted(store.ids()) == sorted([f"i{i}" for i in range(600)] + ['new"one'])
         store.close()
     finally:
         proc.kill()
