@@ -8,6 +8,11 @@ each worker tokenizes whole batches at once.
 Under DDP every rank must run the same number of training steps or the gradient all-reduce
 hangs; the training stream therefore has a fixed number of batches per rank and epoch
 (total samples // (world * batch)), cycling over that consumer's shards when they run short.
+
+Exact resume mid-epoch: an epoch's stream is a function of (seed, epoch, rank, world, worker,
+workers) alone (data.shards.ShardReader), so the position is one number, the batches of the
+epoch each rank trained. The data module keeps it in the checkpoint, and the resumed loader
+rebuilds the epoch's stream and drops those batches before yielding (`PairBatches.resume`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,23 @@ def _world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def _worker() -> tuple[int, int]:
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+class _RoleReader(ShardReader):
+    """A ShardReader that reads the share of DataLoader worker `role` whichever worker runs it
+    (a resumed epoch hands the workers' roles round: see `PairBatches.__iter__`)."""
+
+    role: int = 0
+
+    def consumer(self) -> tuple[int, int]:
+        rank, world = _world()
+        _, workers = _worker()
+        return rank * workers + self.role, world * workers
 
 
 class PairBatches(IterableDataset):
@@ -66,6 +88,12 @@ class PairBatches(IterableDataset):
         self.steps_per_rank = steps_per_rank
         self.epoch = 0
         self.skipped: Counter = Counter()
+        self.resume_epoch, self.resume_batches = -1, 0  # see resume()
+
+    def resume(self, epoch: int, batches: int) -> None:
+        """Start epoch `epoch` after its first `batches` batches (of this rank), as they were
+        trained before the checkpoint; later epochs run whole."""
+        self.epoch, self.resume_epoch, self.resume_batches = epoch, epoch, batches
 
     def __len__(self) -> int:
         if self.steps_per_rank is None:
@@ -85,26 +113,39 @@ class PairBatches(IterableDataset):
                 return self.catalogue.texts[item]
         return None
 
-    def _reader(self) -> ShardReader:
+    def _reader(self, role: int) -> ShardReader:
         _, world = _world()
-        info = torch.utils.data.get_worker_info()
-        consumers = world * (info.num_workers if info is not None else 1)
+        consumers = world * _worker()[1]
         # Fewer shards than consumers: every consumer reads every shard, keeps every n-th sample.
         split_by = "shard" if len(self.urls) >= consumers else "sample"
         config = DecodeConfig(accept_video=self.video_frames > 0)
-        reader = ShardReader(
+        reader = _RoleReader(
             self.urls, seed=self.seed, shuffle=self.train, buffer=self.buffer, split_by=split_by,
             config=config,
         )  # fmt: skip
+        reader.role = role
         reader.skipped = self.skipped
         return reader
 
-    def _quota(self) -> int | None:
+    def _plan(self) -> tuple[int, int | None, int]:
+        """(role, quota, drop): the worker share this worker reads, the batches that share
+        gives this epoch (None: evaluation, everything once) and how many of them were
+        trained before a resume (read again, not yielded).
+
+        The DataLoader takes an epoch's batch i from worker i % workers (round robin; the
+        quotas differ by at most one, the first workers' larger). A loader resumed after
+        `done` batches asks worker 0 first, so worker w plays role (w + done) % workers: the
+        batches then come in the uninterrupted order.
+        """
+        worker, workers = _worker()
         if self.steps_per_rank is None:
-            return None
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return self.steps_per_rank // workers + (worker < self.steps_per_rank % workers)
+            return worker, None, 0
+        done = self.resume_batches if self.epoch == self.resume_epoch else 0
+        done = min(done, self.steps_per_rank)
+        role = (worker + done) % workers
+        quota = self.steps_per_rank // workers + (role < self.steps_per_rank % workers)
+        drop = done // workers + (role < done % workers)
+        return role, quota, drop
 
     def _collate(self, rows: list[tuple[torch.Tensor, str, str]]) -> ImageTextBatch:
         tokens = self.pre.text([r[1] for r in rows])  # (B, L)
@@ -134,8 +175,10 @@ class PairBatches(IterableDataset):
         return self.pre.image(sample["image"])
 
     def __iter__(self) -> Iterator[ImageTextBatch]:
-        reader = self._reader()
-        quota = self._quota()
+        role, quota, drop = self._plan()
+        if quota is not None and drop >= quota:
+            return  # this worker's share of the epoch was all trained before the resume
+        reader = self._reader(role)
         made, epoch = 0, self.epoch
         rows: list[tuple[torch.Tensor, str, str]] = []
         while quota is None or made < quota:
@@ -157,7 +200,8 @@ class PairBatches(IterableDataset):
                     continue
                 rows.append((pixels, text, sample["key"]))
                 if len(rows) == self.batch_size:
-                    yield self._collate(rows)
+                    if made >= drop:  # (the dropped ones were trained before the resume)
+                        yield self._collate(rows)
                     rows, made = [], made + 1
                     if quota is not None and made >= quota:
                         return
@@ -224,6 +268,22 @@ class ImageTextDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.preprocessor: Preprocessor | None = None
         self._catalogue: CatalogueTexts | None = None
+        self._resume: dict[str, int] | None = None  # the checkpoint's position, see state_dict
+
+    def state_dict(self) -> dict[str, int]:
+        """The training position, kept in every checkpoint: the epoch, the batches of it each
+        rank trained (equal on every rank) and the number of ranks. A save at a step's end
+        counts that step."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        _, world = _world()
+        return {"epoch": trainer.current_epoch, "batches": progress.processed, "world": world}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        # Restored before the training loader is made (also by estimated_stepping_batches).
+        self._resume = dict(state_dict) if "batches" in state_dict else None
 
     def setup(self, stage: str | None = None) -> None:
         if "synthetic" in (self.hparams.train, self.hparams.val, self.hparams.test):
@@ -279,6 +339,15 @@ class ImageTextDataModule(L.LightningDataModule):
             video_frames=self.hparams.video_frames,
         )
         ds.epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        if self._resume is not None:  # the first loader after a checkpoint was restored
+            epoch, batches = self._resume["epoch"], self._resume["batches"]
+            # Another number of processes: the same share of the epoch (not the same batches).
+            batches = batches * self._resume.get("world", world) // world
+            self._resume = None
+            if batches >= steps:
+                ds.epoch = epoch + 1  # saved at the epoch's end: the next one runs whole
+            else:
+                ds.resume(epoch, batches)
         return self._loader(ds, self.hparams.num_workers)
 
     def _eval_loader(self, spec: str | None, split: str) -> DataLoader:
