@@ -20,6 +20,10 @@ TEXT = "text"  # free description
 TAGS = "tags"  # list[str]; user-written tags are interaction-derived, see DESIGN.md
 GENRES = "genres"  # list[str]
 MEDIA_KEY = "media_key"  # key of the item's media in webdataset shards (None when absent)
+# What the item's media are: one of MEDIA_TYPES (optional; absent or unknown values read as
+# "none"). Known at upload time, so the ranker may use it for cold items (ranker media_type).
+MEDIA_TYPE = "media_type"
+MEDIA_TYPES = ("none", "photo", "carousel", "video")  # code = position; "none": text only
 
 # Interaction columns.
 USER_ID = "user_id"
@@ -28,7 +32,7 @@ EVENT = "event"  # e.g. "rating", "click"
 VALUE = "value"  # float, e.g. the rating
 REQUEST_ID = "request_id"  # int64; filled by data.requests when the log has none
 
-ITEM_COLUMNS = (ITEM_ID, TITLE, TEXT, TAGS, GENRES, MEDIA_KEY)
+ITEM_COLUMNS = (ITEM_ID, TITLE, TEXT, TAGS, GENRES, MEDIA_KEY, MEDIA_TYPE)
 INTERACTION_COLUMNS = (USER_ID, ITEM_ID, TIMESTAMP, EVENT, VALUE, REQUEST_ID)
 
 
@@ -61,6 +65,26 @@ class Dataset:
     interactions: pd.DataFrame  # columns: INTERACTION_COLUMNS (request_id may be missing)
     reports: dict[str, LoadReport] = field(default_factory=dict)  # "items", "interactions"
     source_sha256: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+
+
+def media_codes(values: Any) -> Any:
+    """(N,) media type names (photo, carousel, video, none; case-insensitive) -> (N,) int64
+    codes, positions in MEDIA_TYPES; missing or unknown names are 0 ("none")."""
+    import numpy as np
+
+    code = {name: i for i, name in enumerate(MEDIA_TYPES)}
+    return np.asarray(
+        [code.get(str(v).strip().lower(), 0) if isinstance(v, str) else 0 for v in values],
+        dtype=np.int64,
+    )
+
+
+def media_type_of(n_images: int, video: bool) -> str:
+    """The media type of an item from what it holds: a video, several images (a carousel),
+    one image (a photo) or none (text only)."""
+    if video:
+        return "video"
+    return "carousel" if n_images > 1 else "photo" if n_images == 1 else "none"
 
 
 def item_text(row: pd.Series | dict, fields: tuple[str, ...] = (TITLE, GENRES, TEXT)) -> str:

@@ -18,6 +18,8 @@ from coldstart.data.schema import (
     GENRES,
     ITEM_ID,
     MEDIA_KEY,
+    MEDIA_TYPE,
+    MEDIA_TYPES,
     TIMESTAMP,
     TITLE,
     USER_ID,
@@ -45,6 +47,12 @@ class SyntheticData:
     captions: dict[str, str]  # media_key -> caption
     item_class: np.ndarray  # (n_items,) int64 latent class per item (row order of items)
     user_classes: np.ndarray  # (n_users, classes_per_user) liked classes per user
+    # With `media`: (n_items,) media type codes (data.schema.MEDIA_TYPES: 1 photo, 2 carousel,
+    # 3 video), (n_users,) each user's preferred type, and media_key -> shard sample fields
+    # (image, images or video bytes) for data.shards.write_shards. None / {} otherwise.
+    item_media: np.ndarray | None = None
+    user_media: np.ndarray | None = None
+    media: dict[str, dict] | None = None
 
 
 def class_name(label: int) -> tuple[str, str]:
@@ -96,6 +104,15 @@ class SyntheticConfig:
     timestamps: bool = True
     seed: int = 0
     taste_groups: int = 0
+    media: bool = False
+    media_affinity: float = 0.0
+
+
+# Shard media of a synthetic item of each type (`media: true`): images per carousel, frames per
+# video (each a rendering of the item's class, like its photo: single frames do not tell a
+# video from a photo).
+CAROUSEL_IMAGES = 3
+VIDEO_FRAMES = 4
 
 
 def make_synthetic(
@@ -111,6 +128,8 @@ def make_synthetic(
     content_noise: float = SyntheticConfig.content_noise,
     popularity: float = SyntheticConfig.popularity,
     taste_groups: int = SyntheticConfig.taste_groups,
+    media: bool = SyntheticConfig.media,
+    media_affinity: float = SyntheticConfig.media_affinity,
 ) -> SyntheticData:
     """Deterministic synthetic catalogue, images, captions and interaction log for a seed.
 
@@ -125,6 +144,12 @@ def make_synthetic(
       together is known to co-engagement, not to any title (an upstream encoder tuned on
       co-engagement can learn it). These knobs draw from their own random streams: at 0 the
       data equal those of earlier versions for the same seed.
+    media: each item is a photo, a carousel or a video (a third each, at random), rendered
+      from its class (SyntheticData.media: what write_generic_files packs into shards), and
+      the catalogue gets a media_type column.
+    media_affinity: each user prefers one media type (at random), whatever the class: this
+      share of their non-noise interactions goes to an item of a liked class in that type.
+      Only the media type tells which items those are (a title names the class alone).
     """
     if n_classes > len(COLOURS) * len(PATTERNS):
         raise ValueError(f"at most {len(COLOURS) * len(PATTERNS)} classes")
@@ -145,6 +170,15 @@ def make_synthetic(
         titles.append(f"{colour} {pattern} item {key}")
         genres.append([colour, pattern])
     items = pd.DataFrame({ITEM_ID: item_ids, TITLE: titles, GENRES: genres, MEDIA_KEY: keys})
+    item_media = user_media = None
+    shard_media: dict[str, dict] = {}
+    if media or media_affinity > 0:
+        side_media = np.random.default_rng([seed, 4])
+        item_media = side_media.integers(1, len(MEDIA_TYPES), size=n_items)  # photo..video
+        user_media = side_media.integers(1, len(MEDIA_TYPES), size=n_users)
+        items[MEDIA_TYPE] = [MEDIA_TYPES[c] for c in item_media]
+        if media:
+            shard_media = _render_media(keys, item_class, item_media, images, image_size, seed)
 
     if taste_groups > 0:
         side = np.random.default_rng([seed, 3])
@@ -171,12 +205,25 @@ def make_synthetic(
         for c, pool in by_class.items():
             w = (1.0 + side.permutation(len(pool))) ** -popularity
             weights[c] = w / w.sum()
+    by_media = (
+        {c: item_ids[item_media == c] for c in range(1, len(MEDIA_TYPES))}
+        if item_media is not None
+        else {}
+    )
+    side_pick = np.random.default_rng([seed, 5])
     rows = []
     for user in range(n_users):
         t = 1_600_000_000 + int(rng.integers(0, 10_000))
         for _ in range(interactions_per_user):
             if rng.random() < noise:
                 item = int(rng.choice(item_ids))
+            elif media_affinity > 0 and side_pick.random() < media_affinity:
+                c = int(side_pick.choice(user_classes[user]))
+                pool = by_media[int(user_media[user])]
+                pool = pool[item_class[pool - 1] == c]  # a liked class, the preferred type
+                if len(pool) == 0:
+                    continue
+                item = int(side_pick.choice(pool))
             else:
                 c = int(rng.choice(user_classes[user]))
                 pool = by_class[c]
@@ -188,7 +235,43 @@ def make_synthetic(
     interactions = pd.DataFrame(rows, columns=[USER_ID, ITEM_ID, TIMESTAMP, EVENT, VALUE])
     interactions = interactions.drop_duplicates([USER_ID, ITEM_ID]).reset_index(drop=True)
     dataset = Dataset(name="synthetic", items=items, interactions=interactions)
-    return SyntheticData(dataset, images, captions, item_class.astype(np.int64), user_classes)
+    return SyntheticData(
+        dataset,
+        images,
+        captions,
+        item_class.astype(np.int64),
+        user_classes,
+        item_media,
+        user_media,
+        shard_media,
+    )
+
+
+def _render_media(
+    keys: list[str],
+    item_class: np.ndarray,
+    item_media: np.ndarray,
+    images: dict[str, np.ndarray],
+    size: int,
+    seed: int,
+) -> dict[str, dict]:
+    """media_key -> {"image"} (photo), {"images"} (carousel: the photo and more renderings of
+    its class) or {"video"} (MP4 of renderings of its class), from a random stream of its own."""
+    from coldstart.data.video_synth import frames_video
+
+    rng = np.random.default_rng([seed, 6])
+    out: dict[str, dict] = {}
+    for key, label, code in zip(keys, item_class.tolist(), item_media.tolist()):
+        kind = MEDIA_TYPES[code]
+        if kind == "photo":
+            out[key] = {"image": images[key]}
+        elif kind == "carousel":
+            more = [render(label, size, rng) for _ in range(CAROUSEL_IMAGES - 1)]
+            out[key] = {"images": [images[key], *more]}
+        else:
+            frames = [images[key], *(render(label, size, rng) for _ in range(VIDEO_FRAMES - 1))]
+            out[key] = {"video": frames_video(frames)}
+    return out
 
 
 _MAPPING = """\
@@ -202,10 +285,11 @@ interactions:
   id_type: str
 {time_format}items:
   path: items.csv
-  columns: {{item_id: sku, title: name, genres: category}}
+  columns: {{item_id: sku, title: name, genres: category{media}}}
   id_type: str
   list_separator: "|"
 """
+MEDIA_SHARDS = "media/shard-%05d.tar"  # under write_generic_files' `out` (config.media)
 
 
 def write_generic_files(
@@ -214,7 +298,10 @@ def write_generic_files(
     """Write items.csv, events.parquet and mapping.yaml (data.generic) into `out`.
 
     Column names, string ids ("SKU-00001", "c1") and ISO timestamps differ from the schema on
-    purpose: only the YAML mapping knows them. Returns the mapping path.
+    purpose: only the YAML mapping knows them. With config.media, also the items' photos,
+    carousels and videos as webdataset shards (out/media/shard-*.tar, json item_id = the SKU)
+    and (with media or media_affinity) a `kind` column mapped to media_type. Returns the
+    mapping path.
     """
     config = config or SyntheticConfig()
     out = Path(out)
@@ -222,13 +309,19 @@ def write_generic_files(
     kwargs = {k: v for k, v in asdict(config).items() if k != "timestamps"}
     synthetic = make_synthetic(**kwargs)
     items, events = synthetic.dataset.items, synthetic.dataset.interactions
-    pd.DataFrame(
-        {
-            "sku": [f"SKU-{i:05d}" for i in items[ITEM_ID]],
-            "name": items[TITLE],
-            "category": ["|".join(g) for g in items[GENRES]],
-        }
-    ).to_csv(out / "items.csv", index=False)
+    skus = [f"SKU-{i:05d}" for i in items[ITEM_ID]]
+    table = {"sku": skus, "name": items[TITLE], "category": ["|".join(g) for g in items[GENRES]]}
+    if MEDIA_TYPE in items:
+        table["kind"] = items[MEDIA_TYPE]
+    if config.media:
+        from coldstart.data.shards import write_shards
+
+        samples = (
+            {"key": sku, **synthetic.media[key], "json": {"item_id": sku}}
+            for sku, key in zip(skus, items[MEDIA_KEY])
+        )
+        write_shards(samples, str(out / MEDIA_SHARDS), maxcount=500)
+    pd.DataFrame(table).to_csv(out / "items.csv", index=False)
     frame = {
         "customer": [f"c{u}" for u in events[USER_ID]],
         "sku": [f"SKU-{i:05d}" for i in events[ITEM_ID]],
@@ -243,6 +336,7 @@ def write_generic_files(
         name=name,
         time=", timestamp: when" if config.timestamps else "",
         time_format="  timestamp_format: iso\n" if config.timestamps else "",
+        media=", media_type: kind" if MEDIA_TYPE in items else "",
     )
     (out / "mapping.yaml").write_text(mapping)
     return out / "mapping.yaml"

@@ -55,6 +55,25 @@ def moving_pattern_video(
     return buf.getvalue()
 
 
+def frames_video(frames: list[np.ndarray], fps: int = 4, container: str = "mp4") -> bytes:
+    """Encoded video (H.264 MP4 or VP9 WebM) of given (H, W, 3) uint8 frames (even H and W),
+    e.g. rendered images of a class, one per frame."""
+    import av
+
+    codec = {"mp4": "libx264", "webm": "libvpx-vp9"}[container]
+    height, width = frames[0].shape[:2]
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for pixels in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
 def frame_bomb_video(side: int = 20_000) -> bytes:
     """A WebM (Matroska) of two tiny MJPEG frames whose JPEG headers claim side x side pixels:
     the container states 16x16, each frame would decode to `side`**2 pixels (a decompression
@@ -79,4 +98,4 @@ def frame_bomb_video(side: int = 20_000) -> bytes:
     return bytes(data)
 
 
-__all__ = ["frame_bomb_video", "moving_pattern_video"]
+__all__ = ["frame_bomb_video", "frames_video", "moving_pattern_video"]

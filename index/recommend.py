@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from coldstart.data.schema import media_codes
 from coldstart.index.backend import (
     MAX_FILTER_IDS,
     InvalidInput,
@@ -206,9 +207,13 @@ class RankerService:
         top = found[:k]
         return [t[3] for t in top], [-t[0] for t in top], [t[4] for t in top]
 
-    def add_items(self, ids: Sequence[Any], content: np.ndarray) -> int:
+    def add_items(
+        self, ids: Sequence[Any], content: np.ndarray, media: Sequence[str] | None = None
+    ) -> int:
         """Serve new items from their (N, C) content through the cold-item path; returns the
-        write's lsn once the cold store holds them durably. Conflict for a trained item's id."""
+        write's lsn once the cold store holds them durably. Conflict for a trained item's id.
+        media: each item's media type (data.schema.MEDIA_TYPES names; None: "none"), read by
+        a cold-item path that has the ranker's media-type feature (`reads_media`)."""
         if self.cold_item is None:
             raise InvalidInput(
                 f"method {self.info.get('method')!r} has no cold-item path (no content -> "
@@ -223,7 +228,13 @@ class RankerService:
             raise InvalidInput(
                 f"content has {x.shape[1]} values, the method reads {self.content_dim}"
             )
-        vectors = self.cold_item(x)  # (N, D)
+        if getattr(self.cold_item, "reads_media", False):
+            codes = media_codes(media if media is not None else ["none"] * len(norm))
+            if len(codes) != len(norm):
+                raise InvalidInput(f"{len(codes)} media types for {len(norm)} items")
+            vectors = self.cold_item(x, codes)  # (N, D)
+        else:
+            vectors = self.cold_item(x)  # (N, D)
         if self.events is None:
             return self.cold.upsert(norm, vectors)
         with self._events_lock:  # new content: the item starts again from v0, no events

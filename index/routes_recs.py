@@ -21,6 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictStr, model_validator
 
+from coldstart.data.schema import media_type_of
 from coldstart.index.api import (
     IMAGE_UPLOAD,
     FormBool,
@@ -179,7 +180,10 @@ def upload_batch(
     def write(rows: list[int]) -> None:
         try:
             lsn = service.add_items(
-                [batch[r][0] for r in rows], np.stack([vectors[r] for r in rows])
+                [batch[r][0] for r in rows],
+                np.stack([vectors[r] for r in rows]),
+                # What was uploaded is the item's media type (an image: a photo).
+                [media_type_of(len(batch[r][1]), False) for r in rows],
             )
             for r in rows:
                 results[r] = lsn

@@ -18,6 +18,11 @@ SAME function. Kinds:
              zeroed when the tower has no bias); no ID row, as for any row without one
   mixture    ours: each channel's map scaled by its cold weight / channel scale, concatenated in
              the served vector's channel order, plus the cold offset column when there is one
+With the ranker's media_type feature a map also reads the item's media type (codes of
+data.schema.MEDIA_TYPES, known at upload): tower adds the learned media vector (array
+"media"), ridge takes a one-hot of it beside the content (params media_types), a mixture hands
+it to its parts. `cold(content, media)`; media None reads as "none" (code 0); maps without the
+feature ignore it.
 
 A user the model never saw has no user-ID row; HistoryUserMap is the method's user side over a
 history alone, through the same modules that made the known users' vectors. Kinds:
@@ -134,23 +139,40 @@ class ColdItemMap(VectorMap):
 
     KINDS = KINDS
 
-    def __call__(self, content: np.ndarray) -> np.ndarray:
-        """(N, C) float content vectors -> (N, dim) float32 item vectors."""
+    @property
+    def reads_media(self) -> bool:
+        """Whether the item's media type changes this map's output."""
+        return (
+            "media" in self.arrays
+            or bool(self.params.get("media_types"))
+            or any(p.reads_media for p in self.parts)
+        )
+
+    def __call__(self, content: np.ndarray, media: np.ndarray | None = None) -> np.ndarray:
+        """(N, C) float content vectors (+ (N,) int media type codes) -> (N, dim) float32."""
         x = np.asarray(content, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.content_dim:
             raise ValueError(f"content must be (N, {self.content_dim}), got shape {tuple(x.shape)}")
+        codes = np.zeros(len(x), np.int64) if media is None else np.asarray(media, np.int64)
+        if codes.shape != (len(x),):
+            raise ValueError(f"media must be ({len(x)},) codes, got shape {codes.shape}")
         if self.kind == "zeros":
             return np.zeros((len(x), self.dim), np.float32)
         if self.kind == "normalize":
             return unit_rows(x)
         if self.kind == "ridge":
-            ones = np.ones((len(x), 1), np.float32)
-            return (np.concatenate([unit_rows(x), ones], axis=1) @ self.arrays["w"]).astype(
-                np.float32
-            )
+            cols = [unit_rows(x), np.ones((len(x), 1), np.float32)]
+            if self.params.get("media_types"):
+                cols.append(media_onehot(codes, int(self.params["media_types"])))
+            return (np.concatenate(cols, axis=1) @ self.arrays["w"]).astype(np.float32)
         if self.kind == "tower":
-            return self._tower(unit_rows(x) if self.params.get("normalize", True) else x)
-        cols = [p(x) * np.float32(f) for p, f in zip(self.parts, self.params["factors"])]
+            out = self._tower(unit_rows(x) if self.params.get("normalize", True) else x)
+            if "media" in self.arrays:
+                out = out + self.arrays["media"][codes]
+                if not self.params.get("use_bias", True):
+                    out[:, -1] = 0.0
+            return out.astype(np.float32)
+        cols = [p(x, codes) * np.float32(f) for p, f in zip(self.parts, self.params["factors"])]
         offset = float(self.params.get("offset") or 0.0)
         if offset:  # against the constant 1 of every user vector
             cols.append(np.full((len(x), 1), offset, np.float32))
@@ -163,7 +185,9 @@ class ColdItemMap(VectorMap):
 
         if self._module is None:
             module = content_projection(self.content_dim, int(self.params["hidden"]), self.dim)
-            module.load_state_dict({k: torch.from_numpy(v) for k, v in self.arrays.items()})
+            module.load_state_dict(
+                {k: torch.from_numpy(v) for k, v in self.arrays.items() if k != "media"}
+            )
             self._module = module.eval()
         with torch.no_grad():
             out = self._module(torch.from_numpy(x)).numpy().astype(np.float32)
@@ -251,10 +275,17 @@ def user_tower_map(tower: Any) -> HistoryUserMap | None:
     return HistoryUserMap("tower", int(tower.dim) + 1, 0, state, params)
 
 
+def media_onehot(codes: np.ndarray, types: int) -> np.ndarray:
+    """(N,) media type codes -> (N, types) float32 one-hot rows (ridge maps' media input)."""
+    return np.eye(types, dtype=np.float32)[np.clip(np.asarray(codes, np.int64), 0, types - 1)]
+
+
 def tower_map(tower: Any, content_dim: int, use_bias: bool, normalize: bool) -> ColdItemMap:
-    """The cold path of a trained ItemTower (content MLP, no ID row) as a ColdItemMap.
-    normalize: the tower was trained on unit content (BuildConfig.normalize_content)."""
+    """The cold path of a trained ItemTower (content MLP and its media vectors, no ID row) as a
+    ColdItemMap. normalize: the tower was trained on unit content (BuildConfig.normalize_content)."""
     state = {k: v.detach().cpu().numpy().copy() for k, v in tower.projection.state_dict().items()}
+    if getattr(tower, "media_table", None) is not None:
+        state["media"] = tower.media_table.detach().cpu().numpy().copy()
     hidden = int(tower.projection[0].out_features)
     out = int(tower.projection[-1].out_features)
     return ColdItemMap(
@@ -267,12 +298,16 @@ def tower_map(tower: Any, content_dim: int, use_bias: bool, normalize: bool) -> 
 
 
 def apply_cold_map(
-    items: np.ndarray, rows: np.ndarray, content: np.ndarray | None, cold: ColdItemMap | None
+    items: np.ndarray,
+    rows: np.ndarray,
+    content: np.ndarray | None,
+    cold: ColdItemMap | None,
+    media: np.ndarray | None = None,
 ) -> np.ndarray:
-    """items (I, D) with rows `rows` replaced by cold(content[rows]) (a copy; unchanged when
-    there is no map or no content)."""
+    """items (I, D) with rows `rows` replaced by cold(content[rows], media[rows]) (a copy;
+    unchanged when there is no map or no content). media: (I,) media type codes or None."""
     if cold is None or content is None or len(rows) == 0:
         return items
     out = items.copy()
-    out[rows] = cold(content[rows])
+    out[rows] = cold(content[rows], None if media is None else media[rows])
     return out

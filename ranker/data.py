@@ -15,11 +15,13 @@ import torch
 from coldstart.data.schema import (
     EVENT,
     ITEM_ID,
+    MEDIA_TYPE,
     REQUEST_ID,
     TIMESTAMP,
     USER_ID,
     VALUE,
     RequestBatch,
+    media_codes,
 )
 from coldstart.data.split import SPLIT_COLUMN, Split
 from coldstart.ranker.metrics import SegmentTask, make_task
@@ -47,6 +49,15 @@ class RankerData:
     content: np.ndarray | None  # (I, C) float32, zeros where missing
     has_content: np.ndarray  # (I,) bool
     parts: dict[str, Interactions] = field(default_factory=dict)
+    # (I,) int64 media type codes (data.schema.MEDIA_TYPES), None when the catalogue has no
+    # media_type column (every item then reads as one type, and the ranker's feature is off).
+    media: np.ndarray | None = None
+
+    @property
+    def media_types(self) -> int:
+        """How many distinct media types the catalogue holds (0 without a media_type column):
+        the ranker's media-type feature needs two or more to say anything."""
+        return 0 if self.media is None else int(len(np.unique(self.media)))
 
     @property
     def num_items(self) -> int:
@@ -162,6 +173,7 @@ def build_ranker_data(
         content=content,
         has_content=has_content,
         parts=parts,
+        media=media_codes(items[MEDIA_TYPE].tolist()) if MEDIA_TYPE in items.columns else None,
     )
 
 

@@ -41,11 +41,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from coldstart.data.schema import MEDIA_TYPES
 from coldstart.data.split import Split
 from coldstart.ranker.cold_items import (
     ColdItemMap,
     HistoryUserMap,
     apply_cold_map,
+    media_onehot,
     tower_map,
     user_tower_map,
 )
@@ -291,7 +293,9 @@ def method_vectors(
         cold = _tower_cold_map(model, data, resolved)
         if spec.finish is not None:
             items, users, info, cold = _with_cold(spec.finish(data, items, users, resolved), cold)
-    items = apply_cold_map(items.astype(np.float32), cold_rows(data), data.content, cold)
+    items = apply_cold_map(
+        items.astype(np.float32), cold_rows(data), data.content, cold, data.media
+    )
     return items, users.astype(np.float32), info, cold
 
 
@@ -483,7 +487,9 @@ def fit_method(
         # No Ranker: a fit function, or a mixture of untrained channels only.
         result = spec.fit(data, resolved) if spec.fit else spec.combine(data, {}, resolved, {})
         items, users, info, cold = _with_cold(result)
-        items = apply_cold_map(items.astype(np.float32), cold_rows(data), data.content, cold)
+        items = apply_cold_map(
+            items.astype(np.float32), cold_rows(data), data.content, cold, data.media
+        )
         info = {**info, "seconds": time.perf_counter() - start, "params": resolved.params}
         user_map = history_user_map(name, None, data, info)
         return FittedMethod(name, data, items, users.astype(np.float32), info, None, cold, user_map)
@@ -570,12 +576,18 @@ def _finish_ridge(
     """Fit content -> trained ID vector on warm items (ridge), replace non-warm items' vectors."""
     content = normalized_rows(data.content)
     warm = (data.item_split == "warm") & data.has_content & (data.train_counts() > 0)
-    x = np.concatenate([content[warm], np.ones((int(warm.sum()), 1), np.float32)], axis=1)
+    cols = [content[warm], np.ones((int(warm.sum()), 1), np.float32)]
+    # media_type: a one-hot of the item's media type beside its content (known at upload).
+    types = len(MEDIA_TYPES) if resolved.ranker.item.media_type and data.media_types >= 2 else 0
+    if types:
+        cols.append(media_onehot(data.media[warm], types))
+    x = np.concatenate(cols, axis=1)
     gram = x.T @ x + resolved.extra["ridge"] * np.eye(x.shape[1], dtype=np.float32)
     w = np.linalg.solve(gram, x.T @ items[warm]).astype(np.float32)
-    cold = ColdItemMap("ridge", int(w.shape[1]), _content_dim(data), {"w": w})
+    params = {"media_types": types} if types else {}
+    cold = ColdItemMap("ridge", int(w.shape[1]), _content_dim(data), {"w": w}, params)
     out = items.copy()
-    out[~warm] = cold(data.content[~warm])
+    out[~warm] = cold(data.content[~warm], None if data.media is None else data.media[~warm])
     return out, users, {}, cold
 
 

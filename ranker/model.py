@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from coldstart.data.schema import RequestBatch
+from coldstart.data.schema import MEDIA_TYPES, RequestBatch
 from coldstart.ranker.semantic_ids import SemanticIDEmbedding
 from coldstart.ranker.tables import (
     HashedTableConfig,
@@ -42,6 +42,10 @@ class ItemTowerConfig:
       at its content vector; combine="swap": the ID row replaces the content projection and is
       initialised to it). "random": rows start as noise (the ID-only baseline).
     id_dropout: share of warm items shown content-only during training (the cold case).
+    media_type: add a learned vector per media type (data.schema.MEDIA_TYPES: none, photo,
+      carousel, video) to the content side, so photos, carousels and videos can sit apart in
+      one space. It is known at upload, so cold items get it too (ranker.cold_items). Zero at
+      init; a no-op (no parameter at all) where the catalogue holds fewer than two types.
     Field defaults here, in UserTowerConfig, RankerConfig and ranker.train's TrainConfig and
     BuildConfig are the defaults of every method (ranker.methods registers only differences).
     """
@@ -59,6 +63,7 @@ class ItemTowerConfig:
     semantic_ids: bool = False
     sid_levels: int = 2
     sid_codewords: int = 16
+    media_type: bool = False
 
 
 @dataclass
@@ -103,6 +108,8 @@ class ItemTower(nn.Module):
     id_available: (I,) bool, whether a row may use its ID embedding (False: cold, rare, new).
     id_keys:      (I,) int64 key looked up in the ID table (the row, or a raw id to hash).
     sid_rows:     (I, L) int64 prefix rows for semantic IDs, with `sid_num_rows` rows.
+    media:        (I,) int64 media type codes (data.schema.MEDIA_TYPES); used with
+                  config.media_type and content (None: the feature is off).
     """
 
     def __init__(
@@ -116,6 +123,7 @@ class ItemTower(nn.Module):
         sid_rows: np.ndarray | None = None,
         sid_num_rows: int = 0,
         tables: str = "torch",
+        media: torch.Tensor | np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.config, self.dim, self.num_items = config, dim, num_items
@@ -144,6 +152,12 @@ class ItemTower(nn.Module):
         self.register_buffer("id_keys", keys)
         if config.use_content:
             self.projection = content_projection(content.shape[1], config.content_hidden, out)
+        self.media_table: nn.Parameter | None = None
+        if config.media_type and config.use_content and media is not None:
+            # Zero rows (no random draw, so the other modules' init is unchanged): every item
+            # starts at its content vector, as with the residual ID rows.
+            self.register_buffer("media", torch.as_tensor(media, dtype=torch.int64))
+            self.media_table = nn.Parameter(torch.zeros(len(MEDIA_TYPES), out))
         self.sid = (
             SemanticIDEmbedding(sid_rows, sid_num_rows, out, tables)
             if config.semantic_ids and sid_rows is not None
@@ -179,6 +193,8 @@ class ItemTower(nn.Module):
         vec = self.projection(self.content[item_rows])
         if self.sid is not None:
             vec = vec + self.sid(item_rows)
+        if self.media_table is not None:
+            vec = vec + self.media_table[self.media[item_rows]]
         return vec
 
     def forward(self, item_rows: torch.Tensor, drop_ids: bool | None = None) -> torch.Tensor:
@@ -205,12 +221,16 @@ class ItemTower(nn.Module):
 
     @torch.no_grad()
     def add_items(
-        self, content: torch.Tensor, sid_rows: torch.Tensor | None = None
+        self,
+        content: torch.Tensor,
+        sid_rows: torch.Tensor | None = None,
+        media: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Append brand-new items (no retraining); returns their new rows.
 
         A new item has no trained ID row, so it is represented by its content projection: the
-        same vector its row would be warm-started with. content: (M, C).
+        same vector its row would be warm-started with. content: (M, C); media: (M,) media
+        type codes (None: "none").
         """
         m = len(content)
         start = self.num_items
@@ -230,6 +250,9 @@ class ItemTower(nn.Module):
             self.sid.item_prefix_rows = torch.cat(
                 [self.sid.item_prefix_rows, extra.to(self.sid.item_prefix_rows)]
             )
+        if self.media_table is not None:
+            extra = torch.zeros(m, dtype=torch.int64) if media is None else media
+            self.media = torch.cat([self.media, extra.to(self.media)])
         self.num_items += m
         return torch.arange(start, start + m)
 

@@ -145,6 +145,10 @@ def create_ranker(
         ),
         sid_num_rows=sid_num,
         tables=config.tables,
+        # One media type (or none known) says nothing: the feature then adds no parameter.
+        media=np.concatenate([data.media, np.zeros(num_table - data.num_items, np.int64)])
+        if config.item.media_type and data.media_types >= 2
+        else None,
     )
     user_tower = UserTower(config.user, config.dim, data.num_users, num_table, config.tables)
     q = counts.astype(np.float64) / max(1, counts.sum())

@@ -419,9 +419,14 @@ def resolved_params(
 
     params = {**params_for(cfg, method), **(extra or {})}
     resolved = methods_mod.resolve_method(method, params, cfg.seed)
-    flat = resolved.flat()
+
+    def keyed(flat: dict[str, Any]) -> dict[str, Any]:
+        # Knobs added later stay out of the key at their off value: old caches keep matching.
+        return {k: v for k, v in flat.items() if not (k == "media_type" and not v)}
+
+    flat = keyed(resolved.flat())
     for name, channel in resolved.channels.items():
-        flat[f"channel.{name}"] = channel.flat()
+        flat[f"channel.{name}"] = keyed(channel.flat())
     return jsonable(flat)
 
 
