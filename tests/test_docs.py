@@ -133,6 +133,11 @@ def documented_metrics_schema() -> dict[str, tuple[str, set[str], set[str]]]:
     assert len(blocks) == 1, "docs/experiments.md: one block starting with `metrics.json`"
     schema = {}
     for line in blocks[0].splitlines()[1:]:
+        optional = re.fullmatch(r"(\w+)\.(\w+)\.(\w+) \([^)]+\): (.+)", line.strip())
+        if optional:  # top.<stage>.<key> (when): keys of a sub-dictionary some runs have
+            top, stage, key, keys = optional.groups()
+            schema[f"{top}.{stage}.{key}"] = (set(), {k.strip() for k in keys.split(",")})
+            continue
         path, _, keys = line.strip().partition(">: ")
         parts = re.fullmatch(r"(\w+)\.<\w+>(?:\.<\w+: ([^>]+))?|(\w+)\.<\w+: ([^>]+)", path)
         assert parts, f"cannot read {line!r}"
@@ -161,7 +166,8 @@ def test_metrics_json_schema_in_docs_matches_a_real_run(tmp_path):
     raw["stability"].update(enabled=True, params={"epochs": 1})
     raw["dims"].update(enabled=True, method="warmstart", dims=[8], qps_queries=20)
     raw["dims"]["params"] = {"epochs": 1}
-    raw["encoder"].update(enabled=True, epochs=1)  # the optional stage, so its entry is checked
+    # The optional stage, so its entry is checked, with its keep decision (ours decides).
+    raw["encoder"].update(enabled=True, epochs=1, keep="val")
     config = tmp_path / "experiment.yaml"
     config.write_text(yaml.safe_dump(raw))
     out = io.StringIO()
@@ -171,7 +177,7 @@ def test_metrics_json_schema_in_docs_matches_a_real_run(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
 
     schema = documented_metrics_schema()
-    assert set(metrics) == set(schema)
+    assert set(metrics) == {k for k in schema if "." not in k}
     segments, metric_keys = schema["methods"]
     assert list(metrics["methods"]) == raw["ranker"]["methods"]  # config order, as documented
     for name, parts in metrics["methods"].items():
@@ -181,9 +187,13 @@ def test_metrics_json_schema_in_docs_matches_a_real_run(tmp_path):
     stages, stage_keys = schema["stages"]
     assert set(metrics["stages"]) == stages
     for name, stage in metrics["stages"].items():
-        assert set(stage) == stage_keys, name
+        extra = {k for k in stage if f"stages.{name}.{k}" in schema}
+        assert set(stage) - extra == stage_keys, name
+        for key in extra:
+            assert set(stage[key]) == schema[f"stages.{name}.{key}"][1], (name, key)
         assert stage["status"] in ("built", "reused")
         assert stage["version"] == stage["key"][:16]
+    assert "decision" in metrics["stages"]["encoder"]
 
 
 def test_readme_python_example_runs(tmp_path, monkeypatch):
