@@ -40,6 +40,7 @@ fixed member metadata so the bytes are reproducible. `pack_folder` backs `coldst
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import io
@@ -777,6 +778,28 @@ def pack_folder(
             k.removeprefix("skipped_"): v for k, v in counts.items() if k.startswith("skipped_")
         },
     }
+
+
+def media_types(urls: str | os.PathLike | Iterable[str | os.PathLike]) -> dict[Any, str]:
+    """item_id -> media type (data.schema.media_type_of: photo, carousel or video) of every
+    sample in the shards, from its members' names (nothing decoded); unreadable shards count
+    as absent. What a catalogue without a media_type column takes from its media."""
+    from coldstart.data.schema import media_type_of
+
+    out: dict[Any, str] = {}
+    counts: Counter = Counter()
+    for path in expand_urls(urls):
+        for key, raw in _iter_members(path, counts):
+            kinds = [k[0] for ext in raw if (k := media_kind(ext)) is not None]
+            if not kinds:
+                continue
+            meta = None
+            if "json" in raw:
+                with contextlib.suppress(ValueError, UnicodeDecodeError):
+                    meta = json.loads(raw["json"])
+            item = _item_id(key, meta if isinstance(meta, dict) else None)
+            out[item] = media_type_of(kinds.count("image"), "video" in kinds)
+    return out
 
 
 def media_summary(

@@ -132,9 +132,14 @@ def run_experiment(
             config = dataclasses.replace(
                 config, data=dataclasses.replace(config.data, posters=media)
             )
+
     # The dataset is loaded once here (cheap) so its source hashes can enter the split key (the
     # hash of the loaded tables, not the paths they came from).
-    dataset_fn = lambda: stages.load_dataset(data_cfg)  # noqa: E731
+    def dataset_fn() -> Any:
+        dataset = stages.load_dataset(data_cfg)
+        # Media types from the posters' shards where the catalogue has none (two or more types).
+        return stages.add_media_types(dataset, data_cfg.posters) if data_cfg.posters else dataset
+
     data_section = {"loader": config.data.loader}
 
     def run_split() -> Artifact:

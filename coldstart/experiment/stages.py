@@ -75,6 +75,24 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     raise ValueError(f"unknown data.loader {cfg.loader!r}; use 'movielens' or 'generic'")
 
 
+def add_media_types(dataset: Dataset, posters: str) -> Dataset:
+    """A catalogue without a media_type column takes it from its shards (data.shards.media_types:
+    photo, carousel or video by each sample's members; items without media "none") when they
+    hold two or more types. One type (MovieLens posters: photos only) says nothing and leaves
+    the catalogue, and so the split's key, as it was."""
+    from coldstart.data.schema import ITEM_ID, MEDIA_TYPE
+    from coldstart.data.shards import media_types
+
+    if MEDIA_TYPE in dataset.items.columns:
+        return dataset
+    found = media_types(posters)
+    if len(set(found.values())) < 2:
+        return dataset
+    items = dataset.items.copy()
+    items[MEDIA_TYPE] = [found.get(i, "none") for i in items[ITEM_ID].tolist()]
+    return dataclasses.replace(dataset, items=items)
+
+
 def build_synthetic_data(cfg: SyntheticConfig, name: str, out: Path) -> dict[str, Any]:
     """data.synthetic's files + YAML mapping (read back through the generic loader)."""
     from coldstart.data.synthetic import write_generic_files

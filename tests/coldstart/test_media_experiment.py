@@ -42,3 +42,27 @@ def test_synthetic_media_experiment(tmp_path) -> None:
     (ranker,) = [d for d in (artifacts / "ranker").iterdir() if (d / "methods").is_dir()]
     cold = ColdItemMap.load(ranker / "methods" / "warmstart" / "cold_item")
     assert cold.reads_media and cold.arrays["media"].shape[0] == 4
+
+
+def test_media_types_come_from_the_shards_when_the_catalogue_has_none(tmp_path) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from coldstart.data.generic import load_generic
+    from coldstart.data.shards import write_shards
+    from coldstart.data.synthetic import SyntheticConfig, write_generic_files
+    from coldstart.experiment.stages import add_media_types
+
+    config = SyntheticConfig(n_items=24, n_users=20, interactions_per_user=5, media=True)
+    dataset = load_generic(write_generic_files(tmp_path / "d", config))
+    assert add_media_types(dataset, str(tmp_path / "d" / "media")) is dataset  # has a column
+    bare = dataclasses.replace(dataset, items=dataset.items.drop(columns="media_type"))
+    derived = add_media_types(bare, str(tmp_path / "d" / "media"))
+    assert derived.items["media_type"].tolist() == dataset.items["media_type"].tolist()
+    # Photos only (MovieLens posters): one type, the catalogue stays as it was.
+    image = np.zeros((8, 8, 3), np.uint8)
+    shards = write_shards(
+        ({"key": str(i), "image": image} for i in range(3)), str(tmp_path / "p-%03d.tar")
+    )
+    assert add_media_types(bare, shards[0]) is bare
