@@ -205,7 +205,9 @@ def build_embed(
             raise FileNotFoundError(f"poster shards not found: {data.posters} ({missing[:3]})")
         inputs = [*shards, *inputs]
         if cfg.fusion == "weighted":
-            fusion_weights = {"image": cfg.image_weight, "text": 1.0 - cfg.image_weight}
+            # A video is the item's visual medium as an image is: image_weight weighs either.
+            w = cfg.image_weight
+            fusion_weights = {"image": w, "video": w, "text": 1.0 - w}
     devices = embed_trainer(trainer) if trainer else {}
     job = embed.EmbedConfig(
         encoder=encoder,

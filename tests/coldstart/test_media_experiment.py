@@ -25,6 +25,7 @@ def test_synthetic_media_experiment(tmp_path) -> None:
     raw["data"]["synthetic"].update(n_items=48, n_users=60, interactions_per_user=8)
     # tiny-clip has an image and a text tower of one space (random init: fast, offline).
     raw["embed"].update(encoder="tiny-clip", image_encoder=None, batch_size=64)
+    raw["embed"].update(fusion="weighted", image_weight=0.3)  # a weight for videos too
     raw["ranker"].update(methods=["warmstart"], params={"dim": 8, "epochs": 1, "media_type": True})
     raw["index"]["eval_queries"] = 10
     config = tmp_path / "experiment.yaml"
