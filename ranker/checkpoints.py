@@ -2,9 +2,9 @@
 
 Lightning's `ModelCheckpoint(save_last=True, monitor=...)` writes last.ckpt only when a top-k
 checkpoint is written, so a run whose metric stopped improving keeps an old "last".
-`LastCheckpoint` writes only last.ckpt, at every trigger (every N training steps, and at every
-epoch end after validation), whatever any metric does; a monitored ModelCheckpoint beside it
-keeps the best ones.
+`LastCheckpoint` writes only last.ckpt, at every trigger (every N training steps or M minutes,
+every K-th epoch end after validation, and the end of training), whatever any metric does; a
+monitored ModelCheckpoint beside it keeps the best ones.
 
 Exact resume (the same final weights as an uninterrupted run with the same seed) also needs
 what Lightning's checkpoint leaves out:
@@ -63,14 +63,28 @@ def epoch_position(batches_done: int, batches_per_epoch: int) -> tuple[int, int]
     return divmod(batches_done, batches_per_epoch)
 
 
+def _training_ends(trainer: Trainer) -> bool:
+    """At an epoch end: whether training stops after it (max_epochs, max_steps, a stop)."""
+    max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
+    return (
+        (max_epochs is not None and max_epochs >= 0 and trainer.current_epoch + 1 >= max_epochs)
+        or (max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps)
+        or trainer.should_stop
+    )
+
+
 class LastCheckpoint(ModelCheckpoint):
     """Writes `last.ckpt` (only that file) every `every_n_train_steps` steps and at the end of
-    every training epoch (after its validation), and makes it resume exactly (RNG states).
+    every `every_n_epochs`-th training epoch (after its validation), and makes it resume
+    exactly (RNG states).
 
     dirpath: the checkpoint directory (`--ckpt_path last` finds last.ckpt there).
     every_n_train_steps: mid-epoch cadence in steps; 0 = none.
     every_n_minutes: mid-epoch cadence in wall-clock minutes (rank 0's clock decides for every
       rank, since a save is collective); None = none. Both may be given.
+    every_n_epochs: write at the end of every N-th epoch; 0 = not at epoch ends. The end of
+      training (max_epochs, max_steps, a stop) is always written, whatever the cadence. With
+      short epochs the epoch ends are what a save costs most (benchmarks/checkpoint.py).
     """
 
     def __init__(
@@ -78,6 +92,7 @@ class LastCheckpoint(ModelCheckpoint):
         dirpath: str | None = None,
         every_n_train_steps: int = 0,
         every_n_minutes: float | None = None,
+        every_n_epochs: int = 1,
     ) -> None:
         interval = None if every_n_minutes is None else timedelta(minutes=every_n_minutes)
         super().__init__(
@@ -91,6 +106,7 @@ class LastCheckpoint(ModelCheckpoint):
             enable_version_counter=False,  # always the same last.ckpt, never last-v1.ckpt
         )
         self._every_n_train_steps = every_n_train_steps
+        self._every_n_epochs_last = every_n_epochs
         self._rng_to_restore: dict[str, Any] | None = None
 
     # -------------------------------------------------------------- when to write
@@ -115,7 +131,9 @@ class LastCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Runs after the epoch's validation: the checkpoint holds its metrics and loop state.
-        self._write(trainer)
+        every = self._every_n_epochs_last
+        if _training_ends(trainer) or (every >= 1 and (trainer.current_epoch + 1) % every == 0):
+            self._write(trainer)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         pass  # the epoch end writes; a top-k decision is not ours to make

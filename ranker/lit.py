@@ -341,7 +341,9 @@ def _history_items(s: dict[str, torch.Tensor], default: int) -> int:
 class RankerCLI(LightningCLI):
     """LightningCLI over LitRanker + RankerDataModule whose `trainer.max_epochs` defaults to the
     method's resolved `epochs` (ranker.methods), so `coldstart ranker fit` trains as long as
-    the experiment does. An explicit `--trainer.max_epochs` (e.g. to resume for more) wins."""
+    the experiment does. An explicit `--trainer.max_epochs` (e.g. to resume for more) wins.
+    Under torchrun with restarts, each attempt opens its process group with keys of its own
+    (ranker.elastic)."""
 
     def before_instantiate_classes(self) -> None:
         from coldstart.ranker.methods import resolve_method
@@ -350,6 +352,14 @@ class RankerCLI(LightningCLI):
         if config.trainer.max_epochs is None and config.trainer.max_steps in (None, -1):
             resolved = resolve_method(config.model.method, config.model.params)
             config.trainer.max_epochs = resolved.train.epochs
+
+    def _before_run(self) -> None:
+        # Under torchrun --max-restarts: this attempt's own process-group keys (ranker.elastic).
+        from coldstart.ranker.elastic import init_attempt_process_group
+
+        init_attempt_process_group(self.trainer.strategy)
+
+    before_fit = before_validate = before_test = before_predict = _before_run
 
 
 class RankerExportWriter(BasePredictionWriter):

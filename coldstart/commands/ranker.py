@@ -20,6 +20,8 @@ Train and evaluate the cold-start ranker (LightningCLI). Examples:
   coldstart ranker predict --config configs/ranker/movielens.yaml --ckpt_path last
   coldstart ranker fit --config configs/ranker/synthetic.yaml --trainer.devices=2 --trainer.strategy=ddp
   coldstart ranker fit --config configs/ranker/movielens_sharded.yaml --trainer.devices 2   # TorchRec-sharded tables
+  torchrun --nproc-per-node 2 --max-restarts 3 -m coldstart ranker fit --config configs/ranker/synthetic.yaml --trainer.devices 2 --ckpt_path last
+      # elastic: a dead worker restarts them all from last.ckpt (docs/sharded-training.md)
 
 The model section is a registered method and flat params, the same vocabulary as the
 experiment's `ranker.params` (ranker.methods holds the defaults of both paths):

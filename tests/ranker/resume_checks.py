@@ -36,3 +36,20 @@ class KillWhileSaving(Callback):
                 os.kill(os.getpid(), signal.SIGKILL)
 
         sharding.save_shards = save_then_die
+
+
+class KillRankAtStep(Callback):
+    """SIGKILLs ONE process, rank $COLDSTART_KILL_RANK, right after the training step
+    $COLDSTART_KILL_RANK_AT_STEP, on the first attempt of an elastic job only
+    (TORCHELASTIC_RESTART_COUNT 0 or unset): a worker lost mid-epoch, the others left to
+    torchrun."""
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        if (
+            trainer.global_step == int(os.environ.get("COLDSTART_KILL_RANK_AT_STEP", "-1"))
+            and trainer.global_rank == int(os.environ.get("COLDSTART_KILL_RANK", "1"))
+            and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        ):
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -85,10 +85,14 @@ def _kill_and_resume(tmp_path: Path, kill_at: int, *extra: str, in_save: bool = 
     resumed = _fit(killed, *extra, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
+    assert_same_end(whole, killed, 24 // (2 if "--trainer.devices=2" in extra else 1))
+
+
+def assert_same_end(whole: Path, killed: Path, steps: int) -> None:
+    """The runs in `whole` and `killed` ended at `steps` with the same weights, optimizer state
+    (sharded tables and fused state included) and final validation metrics, bitwise."""
     a, b = _last(whole), _last(killed)
-    assert (
-        a["global_step"] == b["global_step"] == 24 // (2 if "--trainer.devices=2" in extra else 1)
-    )
+    assert a["global_step"] == b["global_step"] == steps
     _assert_same_tensors(a["state_dict"], b["state_dict"], "state_dict")
     _assert_same_tensors(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
     shards = "torchrec_shards"  # sharded tables + TorchRec's fused optimizer state (DCP)
@@ -163,6 +167,37 @@ def test_a_time_cadence_writes_last_mid_epoch(tmp_path: Path) -> None:
     model = LitRanker("warmstart", {"dim": 8, "epochs": 1, "batch_requests": 32})
     trainer.fit(model, RankerDataModule(dataset="synthetic"))
     assert seen == [(1, 1), (2, 2), (3, 3)]
+
+
+@pytest.mark.parametrize(("every", "saved"), [(1, [12, 24, 36]), (2, [24, 36]), (0, [36])])
+def test_epoch_ends_follow_every_n_epochs_and_the_end_is_always_written(
+    tmp_path: Path, every: int, saved: list[int]
+) -> None:
+    """every_n_epochs: the epoch ends written (12 steps an epoch, 3 epochs); the last always."""
+    import lightning as L
+
+    from coldstart.ranker.checkpoints import LastCheckpoint
+    from coldstart.ranker.lit import LitRanker, RankerDataModule
+
+    steps: list[int] = []
+
+    class Recording(LastCheckpoint):
+        def _save_last_checkpoint(self, trainer: L.Trainer, *args: object) -> None:
+            steps.append(trainer.global_step)
+            super()._save_last_checkpoint(trainer, *args)
+
+    trainer = L.Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[Recording(str(tmp_path), every_n_epochs=every)],
+    )
+    model = LitRanker("warmstart", {"dim": 8, "epochs": 3, "batch_requests": 32})
+    trainer.fit(model, RankerDataModule(dataset="synthetic"))
+    assert steps == saved
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 36
 
 
 @pytest.mark.slow
