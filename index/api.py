@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -490,11 +490,17 @@ def json_body(model: type[BaseModel]) -> Callable[[Request], Awaitable[BaseModel
 
 
 def form_body(
-    model: type[BaseModel], files: tuple[str, ...] = ("image", "video")
+    model: type[BaseModel],
+    files: tuple[str, ...] = ("image", "video"),
+    repeated: Mapping[str, int] | None = None,
 ) -> Callable[[Request], Awaitable[BaseModel]]:
     """A dependency: a multipart/form-data body validated as `model`; `files` are read as
     bytes (413 over the body limit comes from the middleware). URL-encoded forms without
-    files (`curl -d`) are accepted too, though the document names multipart only."""
+    files (`curl -d`) are accepted too, though the document names multipart only.
+    repeated: file fields that may be sent several times (name -> at most how many), handed
+    to the model as a list in the order sent (e.g. a carousel's images); others once."""
+    repeated = dict(repeated or {})
+    max_files = len(files) + sum(max(n - 1, 0) for n in repeated.values())
 
     async def dependency(request: Request) -> BaseModel:
         content_type = request.headers.get("content-type", "")
@@ -504,25 +510,32 @@ def form_body(
         if main == "multipart/form-data" and "boundary=" not in content_type:
             raise HTTPError(400, "multipart/form-data without a boundary")
         try:
-            form = await request.form(max_files=len(files), max_fields=32)
+            form = await request.form(max_files=max_files, max_fields=32)
         except StarletteHTTPException as err:
+            if repeated and "Too many files" in str(err.detail):  # e.g. a long carousel
+                limits = ", ".join(f"{k}: at most {n}" for k, n in repeated.items())
+                raise HTTPError(422, f"{err.detail} ({limits})") from None
             raise HTTPError(400, f"malformed form body: {err.detail}") from None
         except Exception as err:  # a parser error on a malformed body
             raise HTTPError(400, f"malformed form body: {err}") from None
         values: dict[str, Any] = {}
         try:
             for key, value in form.multi_items():
-                if key in values:
+                if key in values and key not in repeated:
                     raise _Invalid([_err((key,), "send this field once", "duplicate")], ("body",))
                 if key in files:
                     value = await value.read() if hasattr(value, "read") else value.encode()
                     if not value:
                         continue  # an empty file part is no file
+                if key in repeated:
+                    values.setdefault(key, []).append(value)
+                    continue
                 values[key] = value
         finally:
             await form.close()
         try:
-            if sum(len(v) for v in values.values() if isinstance(v, bytes)) > OFFLOAD_BYTES:
+            parts = [b for v in values.values() for b in (v if isinstance(v, list) else [v])]
+            if sum(len(b) for b in parts if isinstance(b, bytes)) > OFFLOAD_BYTES:
                 return await run_in_threadpool(model.model_validate, values)
             return model.model_validate(values)
         except ValidationError as err:

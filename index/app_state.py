@@ -199,16 +199,20 @@ class AppState:
             return []
         return [await run_in_threadpool(decode_upload, data, self.config.max_image_pixels)]
 
-    async def embed(self, images: list[Any], texts: list[str], store: VectorStore) -> np.ndarray:
-        """(D,) vector of media through the injected encoder (501 without one)."""
+    async def embed(
+        self, images: list[Any], texts: list[str], store: VectorStore | int | None
+    ) -> np.ndarray:
+        """(D,) vector of media through the injected encoder (501 without one). store: the
+        index the vector is for, or the dimension it must have (None: unchecked)."""
         if self.encode is None:
             raise HTTPError(501, "no encoder configured: start the server with --encoder NAME")
         if not images and not texts:
             raise HTTPError(422, "send an image and/or text")
         vector = await run_in_threadpool(self.encode, images, texts)
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if vector.shape[0] != store.dim:
-            raise RuntimeError(f"encoder returned dim {vector.shape[0]}, index has {store.dim}")
+        dim = store if store is None or isinstance(store, int) else store.dim
+        if dim is not None and vector.shape[0] != dim:
+            raise RuntimeError(f"encoder returned dim {vector.shape[0]}, index has {dim}")
         return vector
 
 

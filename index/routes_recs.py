@@ -4,14 +4,18 @@ create_app when the app layer hands it one (`coldstart serve --ranker ...`).
 Reads: GET /v1/ranker, GET /v1/users (some known users), GET /v1/users/{id}/history (their
 seen items), GET /v1/users/{id}/recommendations, POST /v1/recommendations (a user the
 model never saw, by history). Writes (bearer token): POST /v1/ranker/items (an item from its
-text and/or image, through the encoder and the method's cold-item path),
+text, image, carousel (several images) and/or video, through the encoder as the embed job
+embeds it (index.routes_search.embed_upload) and the method's cold-item path, with its media
+type),
 DELETE /v1/ranker/items/{id}, POST /v1/events (engagement moves an uploaded item's vector
 towards the users who engaged with it; index.recommend). Bad input is a 4xx: unknown user 404, empty history or unknown
-history ids 422, k outside 1..max_k 422, a trained item's id uploaded 409.
+history ids 422, k outside 1..max_k 422, a trained item's id uploaded 409; bad media as on the
+content routes (413 over a limit, 415 not an image / video, 422 corrupt or truncated).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any
 
@@ -19,10 +23,11 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from coldstart.data.schema import media_type_of
 from coldstart.index.api import (
+    _IMAGE_OR_TEXT,
     IMAGE_UPLOAD,
     FormBool,
     HTTPError,
@@ -35,9 +40,11 @@ from coldstart.index.app_state import AppState
 from coldstart.index.backend import InvalidInput
 from coldstart.index.batching import BatchQueue
 from coldstart.index.recommend import SEGMENTS, Conflict, RankerService, UnknownUser
-from coldstart.index.routes_search import ItemIdT
+from coldstart.index.routes_search import ItemIdT, embed_upload
 
 _F32_MAX = float(np.finfo(np.float32).max)
+# A carousel: at most this many images in one upload (each within the image limits).
+MAX_CAROUSEL_IMAGES = 10
 
 
 class Recommendations(BaseModel):
@@ -112,10 +119,12 @@ class _HistoryRules(_Strict):
 
 
 class _UploadRules(_Strict):
+    model_config = ConfigDict(json_schema_extra=_IMAGE_OR_TEXT)  # image, video and/or text
+
     @model_validator(mode="after")
     def _check(self) -> Any:
-        if getattr(self, "image", None) is None and getattr(self, "text", None) is None:
-            raise ValueError("send an image and/or text")
+        if all(getattr(self, f, None) in (None, []) for f in ("image", "video", "text")):
+            raise ValueError("send an image (or several: a carousel), a video and/or text")
         return self
 
 
@@ -145,7 +154,25 @@ def _body(kind: str, max_k: int) -> type[BaseModel]:
         __base__=_UploadRules,
         id=(StrictStr, Field(..., min_length=1, description="id of the new item")),
         text=(StrictStr | None, Field(None, min_length=1, description="title, description")),
-        image=(bytes | None, Field(None, description="an image (JPEG, PNG, WebP, GIF)")),
+        image=(
+            list[bytes] | None,
+            Field(
+                None,
+                max_length=MAX_CAROUSEL_IMAGES,
+                description="an image (JPEG, PNG, WebP, GIF): a photo; send the field several "
+                f"times (up to {MAX_CAROUSEL_IMAGES}) for a carousel, whose images are pooled "
+                "into one image vector (the mean of their unit vectors)",
+            ),
+        ),
+        video=(
+            bytes | None,
+            Field(
+                None,
+                description="a video (MP4, WebM): frames sampled uniformly in time through the "
+                "image tower, mean-pooled; limits on bytes, duration and frame size, as on "
+                "/v1/search/media. With a video the item's media type is video",
+            ),
+        ),
         replace=(FormBool, Field(True, description="replace an uploaded item of this id")),
     )
 
@@ -155,35 +182,50 @@ def _answer(ids: list, scores: list[float], segments: list[str]) -> dict[str, An
     return {"ids": ids, "scores": clipped.tolist(), "segments": segments}
 
 
-def upload_batch(
-    service: RankerService, encode: Any, batch: list[tuple[Any, list[Any], list[str]]]
-) -> list[Any]:
-    """Add N uploads (id, images, texts): their content in one encoder call (`encode.many`
+@dataclass
+class Upload:
+    """One ranker upload: its id and media type (data.schema.MEDIA_TYPES), and either its
+    content vector, already computed (a video or a carousel: embed_upload), or what the
+    encoder makes it from (at most one decoded image, and texts)."""
+
+    id: Any
+    media: str
+    images: list[Any]
+    texts: list[str]
+    content: np.ndarray | None = None  # (C,)
+
+
+def upload_batch(service: RankerService, encode: Any, batch: list[Upload]) -> list[Any]:
+    """Add N uploads: the content of those without one in one encoder call (`encode.many`
     when the encoder has it), then one durable write per run of distinct ids (a later upload
-    of an id wins). Returns per upload its lsn, or the exception that upload alone raises."""
+    of an id wins), each item through the cold-item path with its media type. Returns per
+    upload its lsn, or the exception that upload alone raises."""
     many = getattr(encode, "many", None)
+    todo = [r for r, u in enumerate(batch) if u.content is None]
+    vectors: list[Any] = [u.content for u in batch]
     try:
         if many is None:
             raise RuntimeError("no batch encoder")
-        content = np.asarray(many([(i, t) for _, i, t in batch]), np.float32)
-        vectors: list[Any] = list(content)
+        if todo:
+            content = np.asarray(many([(batch[r].images, batch[r].texts) for r in todo]))
+            for r, row in zip(todo, content.astype(np.float32)):
+                vectors[r] = row
     except Exception:  # each upload alone: its own error, the others still land
-        vectors = []
-        for _, images, texts in batch:
+        for r in todo:
             try:
-                vectors.append(np.asarray(encode(images, texts), np.float32).reshape(-1))
+                got = encode(batch[r].images, batch[r].texts)
+                vectors[r] = np.asarray(got, np.float32).reshape(-1)
             except Exception as err:
-                vectors.append(err)
+                vectors[r] = err
     results: list[Any] = [None] * len(batch)
     group: list[int] = []
 
     def write(rows: list[int]) -> None:
         try:
             lsn = service.add_items(
-                [batch[r][0] for r in rows],
+                [batch[r].id for r in rows],
                 np.stack([vectors[r] for r in rows]),
-                # What was uploaded is the item's media type (an image: a photo).
-                [media_type_of(len(batch[r][1]), False) for r in rows],
+                [batch[r].media for r in rows],  # what was uploaded: the item's media type
             )
             for r in rows:
                 results[r] = lsn
@@ -208,7 +250,7 @@ def upload_batch(
         if isinstance(vector, BaseException):
             results[r] = vector
             continue
-        if any(batch[g][0] == batch[r][0] for g in group):
+        if any(batch[g].id == batch[r].id for g in group):
             flush()
         group.append(r)
     flush()
@@ -231,7 +273,7 @@ def router(state: AppState, service: RankerService) -> APIRouter:
         )
         state.closers.append(uploads.close)
     history_body = Depends(json_body(history_model))
-    upload_form = Depends(form_body(upload_model))
+    upload_form = Depends(form_body(upload_model, repeated={"image": MAX_CAROUSEL_IMAGES}))
     events_body = Depends(json_body(EventsRequest))
     tags = ["recommendations"]
 
@@ -248,7 +290,7 @@ def router(state: AppState, service: RankerService) -> APIRouter:
         except InvalidInput as err:
             raise HTTPError(422, str(err)) from None
 
-    def upload_one(upload: tuple[Any, list[Any], list[str]]) -> int:
+    def upload_one(upload: Upload) -> int:
         result = upload_batch(service, state.encode, [upload])[0]
         if isinstance(result, BaseException):
             raise result
@@ -357,22 +399,35 @@ def router(state: AppState, service: RankerService) -> APIRouter:
         ),
     )
     async def add_item(request: Request, form: Any = upload_form) -> JSONResponse:
-        """A new item from its text and/or image: the encoder, then the method's cold-item path
-        (the function its offline evaluation ran for cold items). Acknowledged once durable;
-        recommendable on the next request. 409 for the id of a trained item."""
+        """A new item from its content: text and/or media, one image (a photo), several
+        (`image` sent up to 10 times: a carousel) or a video. The content vector is the one
+        the embed job computes for such an item (a carousel's images and a video's K frames
+        pooled, then fused with the text), the same as /v1/search/media; the method's
+        cold-item path (the function its offline evaluation ran for cold items) then maps it,
+        with the item's media type (video, carousel, photo or none) when the method reads it.
+        Acknowledged once durable; recommendable on the next request. 409 for the id of a
+        trained item; bad media as on /v1/search/media: 413 over the byte, duration or pixel
+        limits, 415 not an image / MP4 / WebM, 422 truncated, corrupt or no decodable frame."""
         if state.encode is None:
             raise HTTPError(501, "no encoder configured: start the server with --encoder NAME")
         if not form.replace:
             present = await run_in_threadpool(service.cold.contains, [form.id])
             if present[0]:
                 raise HTTPError(409, f"item {form.id!r} exists (send replace=true)")
-        images = await state.images(form.image)
+        files = list(form.image or [])
         texts = [form.text] if form.text else []
         item = service.warm.schema.normalize_id(form.id)
+        media = media_type_of(len(files), form.video is not None)
+        if media in ("video", "carousel"):  # pooled parts: the embed job's vector, here
+            content = await mapped(embed_upload(state, files, form.video, texts, None))
+            upload = Upload(item, media, [], texts, content)
+        else:  # a photo or text: one encoder call, micro-batched with other uploads
+            images = [image for data in files for image in await state.images(data)]
+            upload = Upload(item, media, images, texts)
         if uploads is not None:
-            lsn = await mapped(uploads.submit((item, images, texts)))
+            lsn = await mapped(uploads.submit(upload))
         else:
-            lsn = await run(upload_one, (item, images, texts))
+            lsn = await run(upload_one, upload)
         return JSONResponse({"id": item, "lsn": int(lsn)})
 
     @api.post(

@@ -32,24 +32,47 @@ class Neighbors(Hits):
 
 
 async def embed_media(state: AppState, form: Any, store: VectorStore) -> np.ndarray:
-    """(D,) vector of a media form (image, video, text) through the injected encoder.
-
-    A video is K frames sampled uniformly (state.config.video_frames) whose vectors are
-    averaged into one (the encoder's mean of unit rows, as the embed job's mean pooling); the
-    item's parts (image, video, text) are then fused as the normalized sum of their unit
-    vectors, which is what the encoder does for an image and a text (mean fusion).
-    """
-    images = await state.images(form.image)
+    """(D,) vector of a media form (image, video, text) through the injected encoder
+    (embed_upload)."""
+    images = [] if form.image is None else [form.image]
     texts = [form.text] if form.text else []
-    if getattr(form, "video", None) is None:
-        return await state.embed(images, texts, store)
-    config = state.config
-    limits = VideoLimits(config.max_video_bytes, config.max_video_seconds, config.max_image_pixels)
-    frames = await run_in_threadpool(
-        decode_video_upload, form.video, limits, config.video_frames
-    )  # 413 / 415 / 422 on a bad video, before the encoder sees anything
-    parts = [await state.embed(frames, [], store)]  # the video: its frames pooled
-    parts += [await state.embed([image], [], store) for image in images]
+    return await embed_upload(state, images, getattr(form, "video", None), texts, store)
+
+
+async def embed_upload(
+    state: AppState,
+    images: list[bytes],
+    video: bytes | None,
+    texts: list[str],
+    store: VectorStore | int | None,
+) -> np.ndarray:
+    """(D,) content vector of an uploaded item as the embed job (encoders.embed) writes its
+    row: its "fused" row, or its one modality's row when it has one. The one place the server
+    turns raw media into a content vector (search, cold start and the ranker's uploads).
+
+    Each part is a unit vector: the images (one: a photo; several: a carousel, their unit
+    vectors averaged, encoders.pooling.pool_mean), the video (K frames sampled uniformly,
+    state.config.video_frames, through the image tower and mean-pooled over time), the text;
+    the parts are then fused as the normalized sum of their unit vectors (mean fusion, which
+    is what the encoder does for an image and a text). Bad media are a 413 / 415 / 422
+    (index.api.decode_upload, decode_video_upload) before the encoder sees anything.
+    store: the index the vector is for, or the dimension it must have (None: unchecked).
+    """
+    decoded = [image for data in images for image in await state.images(data)]
+    if video is None and len(decoded) <= 1:
+        return await state.embed(decoded, texts, store)
+    parts = []
+    if video is not None:
+        config = state.config
+        limits = VideoLimits(
+            config.max_video_bytes, config.max_video_seconds, config.max_image_pixels
+        )
+        frames = await run_in_threadpool(
+            decode_video_upload, video, limits, config.video_frames
+        )  # 413 / 415 / 422 on a bad video, before the encoder sees anything
+        parts.append(await state.embed(frames, [], store))  # the video: its frames pooled
+    if decoded:
+        parts.append(await state.embed(decoded, [], store))  # a carousel: its images pooled
     parts += [await state.embed([], [text], store) for text in texts]
     units = [p / max(float(np.linalg.norm(p)), 1e-12) for p in parts]
     fused = np.sum(units, axis=0)  # (D,)
