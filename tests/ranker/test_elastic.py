@@ -29,8 +29,9 @@ def _free_port() -> int:
 def _torchrun(
     cwd: Path, *extra: str, kill_at: int = -1, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
+    ambient = {k: v for k, v in os.environ.items() if k != "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"}
     env = {
-        **os.environ,
+        **ambient,
         **(env or {}),
         "PYTHONPATH": str(REPO),
         "OMP_NUM_THREADS": "1",
