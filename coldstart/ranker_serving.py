@@ -119,6 +119,25 @@ class RankerArtifact:
         return cls(directory, name, warm_ids, warm, cold_ids, cold, user_ids, users, seen, **maps)
 
 
+def ranker_export(directory: str | Path, method: str | None = None) -> str | None:
+    """The content export a method read (its content.json, written by the experiment's ranker
+    stage), when it still exists; None for methods exported without one."""
+    directory = Path(directory)
+    if method is not None and (directory / "methods").is_dir():
+        directory = directory / "methods" / method
+    try:
+        export = json.loads((directory / "content.json").read_text()).get("embeddings")
+    except (OSError, ValueError):
+        return None
+    if export and (Path(export) / "manifest.json").exists():
+        return str(export)
+    if export:
+        log.warning(
+            "%s read the export %s, which is gone: uploads fused by the mean", directory, export
+        )
+    return None
+
+
 def _py(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 

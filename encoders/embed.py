@@ -59,6 +59,7 @@ from coldstart.data.embeddings import (
     sha256_file,
     write_part,
 )
+from coldstart.data.fusion import fuse_modalities
 from coldstart.data.shards import (
     DecodeConfig,
     SkipSample,
@@ -710,18 +711,17 @@ class PartWriter(BasePredictionWriter):
         rebuild_manifest(self.out, list(self.units.values()), self.manifest)
 
     def _fuse(self, items: list, per_item: dict[str, dict[Any, np.ndarray]]) -> np.ndarray:
+        """(N, D) fused rows: coldstart.data.fusion, the function the server fuses uploads with."""
         dim = self.manifest.dim
+        config = self.fusion.config
         vectors, present = {}, {}
-        for name in self.fusion.config.modalities:
+        for name in config.modalities:
             table = per_item.get(name, {})
-            vectors[name] = torch.from_numpy(
-                np.stack([table.get(i, np.zeros(dim, np.float32)) for i in items]).astype(
-                    np.float32
-                )
-            )
-            present[name] = torch.tensor([i in table for i in items], dtype=torch.bool)
-        with torch.no_grad():
-            return self.fusion(vectors, present).numpy()  # (N, D)
+            vectors[name] = np.stack([table.get(i, np.zeros(dim, np.float32)) for i in items])
+            present[name] = np.array([i in table for i in items], dtype=bool)
+        return fuse_modalities(
+            vectors, present, config.method, config.weights, tuple(config.modalities)
+        )  # (N, D)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -876,15 +876,20 @@ def _video_pooling(config: EmbedConfig, dim: int) -> tuple[TemporalPooling, dict
     if state is not None and config.video_pooling != "attention":
         raise ValueError("--video-pooling-state needs --video-pooling attention")
     module = create_pooling(config.video_pooling, dim, state)
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
     record = {
         "frames": config.video_frames,
         "pooling": config.video_pooling,
-        "pooling_sha256": digest.hexdigest(),
+        "pooling_sha256": pooling_sha256(module),
     }
     return module, record
+
+
+def pooling_sha256(module: TemporalPooling) -> str:
+    """sha256 of a pooling module's weights (names and bytes), as the manifest records it."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def build_embeddings(
@@ -970,13 +975,16 @@ def build_embeddings(
             "text_fields": list(config.text_fields),
             "tags": config.with_tags,
             "tags_interaction_derived": bool(config.with_tags),
-            "fusion": {"method": config.fusion, "weights": dict(config.fusion_weights)}
-            if fusion
-            else None,
+            # How the fused rows were made, and would be for an upload (data.fusion.FusionSpec
+            # reads it back: `coldstart serve` fuses and pools as the export did).
+            "fusion": {"method": config.fusion, "weights": dict(config.fusion_weights)},
             "catalogue": catalogue_spec,
             "precision": precision,
             "vector_dtype": "float32",
             "video": video if has_video else None,
+            "video_pooling_state": str(Path(config.video_pooling_state).resolve())
+            if has_video and config.video_pooling_state
+            else None,
         },
     )
     out.mkdir(parents=True, exist_ok=True)

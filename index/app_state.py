@@ -30,6 +30,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from coldstart.data.fusion import FusionSpec
 from coldstart.index.api import Contract, HTTPError, Models, RouteDocs, decode_upload
 from coldstart.index.backend import BackendUnavailable, VectorStore
 from coldstart.index.batching import MicroBatcher
@@ -199,16 +200,33 @@ class AppState:
             return []
         return [await run_in_threadpool(decode_upload, data, self.config.max_image_pixels)]
 
+    @property
+    def fusion(self) -> FusionSpec:
+        """How an upload's parts are fused: the encoder's (`encode.fusion`, the served
+        export's, coldstart.serving), else mean fusion."""
+        spec = getattr(self.encode, "fusion", None)
+        return spec if isinstance(spec, FusionSpec) else FusionSpec()
+
     async def embed(
-        self, images: list[Any], texts: list[str], store: VectorStore | int | None
+        self,
+        images: list[Any],
+        texts: list[str],
+        store: VectorStore | int | None,
+        video: bool = False,
     ) -> np.ndarray:
         """(D,) vector of media through the injected encoder (501 without one). store: the
-        index the vector is for, or the dimension it must have (None: unchecked)."""
+        index the vector is for, or the dimension it must have (None: unchecked). video: the
+        images are a video's frames, pooled over time by `encode.video` when the encoder has
+        one (the export's pooling), else as images (mean)."""
         if self.encode is None:
             raise HTTPError(501, "no encoder configured: start the server with --encoder NAME")
         if not images and not texts:
             raise HTTPError(422, "send an image and/or text")
-        vector = await run_in_threadpool(self.encode, images, texts)
+        pool = getattr(self.encode, "video", None) if video else None
+        if pool is not None:
+            vector = await run_in_threadpool(pool, images)
+        else:
+            vector = await run_in_threadpool(self.encode, images, texts)
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         dim = store if store is None or isinstance(store, int) else store.dim
         if dim is not None and vector.shape[0] != dim:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from coldstart.data.video import VideoLimits
-from coldstart.index.api import IMAGE_UPLOAD, decode_video_upload, form_body, json_body
+from coldstart.index.api import IMAGE_UPLOAD, HTTPError, decode_video_upload, form_body, json_body
 from coldstart.index.app_state import AppState, hits
 from coldstart.index.backend import VectorStore
 
@@ -52,16 +52,18 @@ async def embed_upload(
 
     Each part is a unit vector: the images (one: a photo; several: a carousel, their unit
     vectors averaged, encoders.pooling.pool_mean), the video (K frames sampled uniformly,
-    state.config.video_frames, through the image tower and mean-pooled over time), the text;
-    the parts are then fused as the normalized sum of their unit vectors (mean fusion, which
-    is what the encoder does for an image and a text). Bad media are a 413 / 415 / 422
-    (index.api.decode_upload, decode_video_upload) before the encoder sees anything.
+    state.config.video_frames, through the image tower and pooled over time as the export
+    pooled them: `encode.video`), the text; the parts are then fused as the served export
+    fused them (state.fusion, read from its manifest: coldstart.data.fusion, the function the
+    embed job writes its "fused" rows with; mean fusion by default). Bad media are a 413 / 415
+    / 422 (index.api.decode_upload, decode_video_upload) before the encoder sees anything; a
+    weighted fusion with no weight for a part is a 422.
     store: the index the vector is for, or the dimension it must have (None: unchecked).
     """
     decoded = [image for data in images for image in await state.images(data)]
     if video is None and len(decoded) <= 1:
-        return await state.embed(decoded, texts, store)
-    parts = []
+        return await state.embed(decoded, texts, store)  # the encoder fuses as state.fusion
+    parts: dict[str, np.ndarray] = {}
     if video is not None:
         config = state.config
         limits = VideoLimits(
@@ -70,13 +72,17 @@ async def embed_upload(
         frames = await run_in_threadpool(
             decode_video_upload, video, limits, config.video_frames
         )  # 413 / 415 / 422 on a bad video, before the encoder sees anything
-        parts.append(await state.embed(frames, [], store))  # the video: its frames pooled
+        parts["video"] = await state.embed(frames, [], store, video=True)  # frames pooled
     if decoded:
-        parts.append(await state.embed(decoded, [], store))  # a carousel: its images pooled
-    parts += [await state.embed([], [text], store) for text in texts]
-    units = [p / max(float(np.linalg.norm(p)), 1e-12) for p in parts]
-    fused = np.sum(units, axis=0)  # (D,)
-    return fused / max(float(np.linalg.norm(fused)), 1e-12)
+        parts["image"] = await state.embed(decoded, [], store)  # a carousel: images pooled
+    if texts:
+        parts["text"] = await state.embed([], texts, store)
+    if len(parts) == 1:
+        return next(iter(parts.values()))
+    try:
+        return state.fusion.fuse_item(parts)  # (D,)
+    except ValueError as err:
+        raise HTTPError(422, f"this server fuses as its embedding export: {err}") from err
 
 
 def router(state: AppState) -> APIRouter:

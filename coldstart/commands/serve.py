@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from coldstart.commands.index import (
@@ -40,6 +41,21 @@ def _parser() -> argparse.ArgumentParser:
     add_store_arguments(p, "serve")
     p.add_argument("--encoder", help="encoder name for media queries (encoders registry)")
     p.add_argument("--pretrained", help="encoder weights: open_clip tag, file or .ckpt")
+    p.add_argument(
+        "--embeddings",
+        metavar="DIR",
+        help="the embedding export the index / ranker content came from: uploads with several "
+        "parts are fused, and videos sampled and pooled, as it did (its manifest: fusion, "
+        "weights, video frames and pooling). Default: the FAISS index's source export, else the "
+        "export the --ranker method read (its content.json), when still there; else mean "
+        "fusion and mean pooling",
+    )
+    p.add_argument(
+        "--video-frames",
+        type=int,
+        help="frames sampled per uploaded video (default: the export's; else 8; "
+        "server.video_frames)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument(
@@ -108,7 +124,7 @@ def main(argv: list[str]) -> int:
     try:
         raw = load_yaml(args.config) if args.config else {}
         server = _server_config(args, ServerConfig.from_dict(raw.get("server", {})))
-        load = schema = None  # --ranker alone: no content index (no search routes)
+        load = schema = choice = None  # --ranker alone: no content index (no search routes)
         if not args.ranker or _content_store_given(args, raw):
             choice = store_choice(args, raw, "serve")
             # An open store, or (faiss) a function that opens it in the server's loader thread.
@@ -122,9 +138,11 @@ def main(argv: list[str]) -> int:
     try:
         encode = None
         if args.encoder:
-            from coldstart.serving import make_encode
+            from coldstart.serving import export_fusion, make_encode
 
-            encode, enc_dim = make_encode(args.encoder, args.pretrained)
+            fusion = export_fusion(_export_of(args, choice))
+            _video_frames(server, fusion.video_frames, args, raw)
+            encode, enc_dim = make_encode(args.encoder, args.pretrained, fusion=fusion)
             if schema is not None and enc_dim != schema.dim:
                 raise ValueError(
                     f"encoder {args.encoder!r} has dim {enc_dim}, the index has {schema.dim}"
@@ -182,6 +200,48 @@ def _content_store_given(args: argparse.Namespace, raw: dict) -> bool:
     return False
 
 
+def _export_of(args: argparse.Namespace, choice: Any) -> str | None:
+    """The embedding export whose fusion and pooling the server follows: --embeddings, else
+    the source export a FAISS index directory records, else the one the --ranker method read
+    (each when it still exists)."""
+    if args.embeddings:
+        return args.embeddings
+    location = getattr(choice, "location", None)
+    manifest = Path(str(location)) / "manifest.json" if location is not None else None
+    if manifest is not None and manifest.is_file():
+        try:
+            export = (json.loads(manifest.read_text()).get("source") or {}).get("embeddings")
+        except (OSError, ValueError):
+            export = None
+        if export and (Path(export) / "manifest.json").exists():
+            return str(export)
+        if export:
+            log.warning("the index's source export %s is gone: uploads fused by the mean", export)
+    if getattr(args, "ranker", None):
+        from coldstart.ranker_serving import ranker_export
+
+        return ranker_export(args.ranker, getattr(args, "ranker_method", None))
+    return None
+
+
+def _video_frames(server: Any, recorded: int | None, args: argparse.Namespace, raw: dict) -> None:
+    """server.video_frames: the operator's (--video-frames, server.video_frames in --config),
+    with a warning when it differs from the export's; else the export's; else the default."""
+    given = args.video_frames or (raw.get("server") or {}).get("video_frames")
+    if given is None:
+        if recorded is not None:
+            server.video_frames = int(recorded)
+        return
+    server.video_frames = int(given)
+    if recorded is not None and int(given) != recorded:
+        log.warning(
+            "video frames: %d (operator) but the export sampled %d per video: uploaded videos "
+            "will not get the vectors the evaluation computed",
+            int(given),
+            recorded,
+        )
+
+
 def _server_config(args: argparse.Namespace, server: Any) -> Any:
     if args.no_batching:
         server.batching = False
@@ -192,6 +252,7 @@ def _server_config(args: argparse.Namespace, server: Any) -> Any:
         ("faiss_threads", args.faiss_threads),
         ("body_timeout_s", args.body_timeout_s),
         ("max_connections", args.max_connections),
+        ("video_frames", args.video_frames),
         ("token_file", args.token_file),
         ("token_env", args.token_env),
         ("id_rows", args.id_rows),

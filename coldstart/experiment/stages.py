@@ -528,6 +528,9 @@ def build_ranker(
             methods_mod.export_fitted(partial, fitted, resolved)
             info = jsonable(fitted.info)
             atomic_write_json(partial / "info.json", info)
+            # The content export the method read: `coldstart serve --ranker` fuses and pools
+            # uploads as it did (coldstart.ranker_serving.ranker_export).
+            atomic_write_json(partial / CONTENT_JSON, {"embeddings": str(embed_dir.resolve())})
             if work is not None:
                 os.replace(partial, target)
                 fsync_path(done)
@@ -542,6 +545,9 @@ def build_ranker(
         for name in cfg.methods:
             shutil.copytree(done / name, out / "methods" / name, copy_function=_link_or_copy)
     return {"methods": summary}
+
+
+CONTENT_JSON = "content.json"  # in a method directory: {"embeddings": the export it read}
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -43,6 +43,15 @@ def test_synthetic_media_experiment(tmp_path) -> None:
     (ranker,) = [d for d in (artifacts / "ranker").iterdir() if (d / "methods").is_dir()]
     cold = ColdItemMap.load(ranker / "methods" / "warmstart" / "cold_item")
     assert cold.reads_media and cold.arrays["media"].shape[0] == 4
+    # `coldstart serve --ranker` finds the export the method read and fuses uploads as it did.
+    from coldstart.data.fusion import FusionSpec
+    from coldstart.ranker_serving import ranker_export
+
+    export = ranker_export(ranker, "warmstart")
+    assert export is not None and Path(export).resolve() == embed.resolve()
+    spec = FusionSpec.from_manifest(manifest)
+    assert spec.method == "weighted" and spec.weights == {"image": 0.3, "video": 0.3, "text": 0.7}
+    assert spec.video_frames == 8 and spec.video_pooling == "mean"
 
 
 def test_media_types_come_from_the_shards_when_the_catalogue_has_none(tmp_path) -> None:

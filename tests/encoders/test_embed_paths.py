@@ -149,7 +149,10 @@ def test_image_only_run_writes_no_fused(mixed, tmp_path):
     manifest = build_embeddings(_config(mixed, tmp_path / "e"), encoder=mixed["encoder"])
     assert manifest.modalities == ["image"]
     assert manifest.extra["rows_per_modality"] == {"image": 22}
-    assert manifest.count == 22 and manifest.extra["fusion"] is None
+    assert manifest.count == 22 and "fused" not in manifest.modalities
+    # The fusion is recorded all the same: an upload with an image and a text is fused as
+    # configured when this export is served (data.fusion.FusionSpec.from_manifest).
+    assert manifest.extra["fusion"] == {"method": "mean", "weights": {}}
 
 
 def test_bf16_agrees_with_fp32_and_stays_float32(mixed, tmp_path):
