@@ -122,11 +122,13 @@ class RankerArtifact:
 def ranker_export(directory: str | Path, method: str | None = None) -> str | None:
     """The content export a method read (its content.json, written by the experiment's ranker
     stage), when it still exists; None for methods exported without one."""
+    from coldstart.ranker.methods import CONTENT_JSON
+
     directory = Path(directory)
     if method is not None and (directory / "methods").is_dir():
         directory = directory / "methods" / method
     try:
-        export = json.loads((directory / "content.json").read_text()).get("embeddings")
+        export = json.loads((directory / CONTENT_JSON).read_text()).get("embeddings")
     except (OSError, ValueError):
         return None
     if export and (Path(export) / "manifest.json").exists():

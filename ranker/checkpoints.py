@@ -1,4 +1,6 @@
-"""Checkpoints to resume from: `last.ckpt` is the latest step, and it resumes exactly.
+"""Checkpoints to resume from: `last.ckpt` is the latest step, and it resumes exactly; every
+checkpoint file is written atomically and refused whole when damaged (`AtomicCheckpointIO`,
+which the ranker and encoder CLIs plug into every trainer).
 
 Lightning's `ModelCheckpoint(save_last=True, monitor=...)` writes last.ckpt only when a top-k
 checkpoint is written, so a run whose metric stopped improving keeps an old "last".
@@ -18,15 +20,22 @@ what Lightning's checkpoint leaves out:
 
 from __future__ import annotations
 
+import os
+import pickle
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
+from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
+from coldstart.data.embeddings import fsync_path, remove_stale_temps, temp_sibling
 from coldstart.ranker.rng import rng_state, set_rng_state
 
 RNG_KEY = "rng_states"
@@ -158,3 +167,61 @@ class LastCheckpoint(ModelCheckpoint):
         if self._rng_to_restore is not None:
             set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
+
+
+# Lightning's `TorchCheckpointIO` writes through an fsspec transaction whose temporary file sits
+# in the system's temp directory: on another filesystem the final move is a copy onto the target,
+# and a crash during it leaves a half-written checkpoint (and nothing is fsynced). Here a local
+# checkpoint is written to a hidden file beside its target (`.<name>.tmp-<pid>`), fsynced and
+# renamed onto it, so a crash during a save leaves the previous checkpoint whole; the leftovers
+# of killed writers are removed at the next save. A checkpoint that does not load whole
+# (truncated, garbled) raises `CheckpointDamaged` naming its path instead of being half loaded.
+# Remote URLs (`s3://...`) keep Lightning's own write.
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """TorchCheckpointIO with atomic local saves and a refusal of damaged files."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        if storage_options is not None:
+            raise TypeError(
+                f"{type(self).__name__} takes no storage_options, got {storage_options}"
+            )
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent)
+        tmp = temp_sibling(path)
+        with open(tmp, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_path(path.parent)  # the rename itself survives a power cut
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        try:
+            return super().load_checkpoint(
+                path, map_location=map_location, weights_only=weights_only
+            )
+        except FileNotFoundError:
+            raise
+        except pickle.UnpicklingError as error:
+            if "weights only load failed" in str(error).lower():
+                raise  # an object weights_only refuses: not damage
+            raise refuse_damaged(path, error) from error
+        except (RuntimeError, EOFError, OSError, ValueError) as error:  # truncated or garbled
+            raise refuse_damaged(path, error) from error
+
+
+def with_atomic_checkpoint_io(plugins: Any) -> list[Any]:
+    """Trainer `plugins` with AtomicCheckpointIO added unless a CheckpointIO is already there
+    (the ranker and encoder CLIs pass every trainer through it)."""
+    plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins] if plugins else []
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins

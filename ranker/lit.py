@@ -361,6 +361,14 @@ class RankerCLI(LightningCLI):
 
     before_fit = before_validate = before_test = before_predict = _before_run
 
+    def _instantiate_trainer(self, config, callbacks):  # noqa: ANN001, ANN202 - LightningCLI's
+        from coldstart.ranker.checkpoints import with_atomic_checkpoint_io
+
+        # Checkpoint files written atomically (fsynced beside their target, then renamed) and
+        # refused whole when damaged, on every strategy.
+        config["plugins"] = with_atomic_checkpoint_io(config.get("plugins"))
+        return super()._instantiate_trainer(config, callbacks)
+
 
 class RankerExportWriter(BasePredictionWriter):
     """`predict` output: item vectors (warm and cold parts), user vectors and the user tower.
@@ -384,12 +392,17 @@ class RankerExportWriter(BasePredictionWriter):
             return
         data = trainer.datamodule.data
         # The served vectors (the method's finish step included), as the experiment exports them.
-        from coldstart.ranker.methods import method_vectors
+        from coldstart.ranker.methods import history_user_map, method_vectors
 
         pl_module.ranker.eval()
-        items, users, _, cold = method_vectors(pl_module.ranker, data, pl_module.resolved)
+        resolved = pl_module.resolved
+        items, users, info, cold = method_vectors(pl_module.ranker, data, resolved)
         out = Path(self.output_dir)
-        export_vectors(out, data, items, users, pl_module.resolved, cold)
+        # Everything `coldstart serve --ranker` loads, as the experiment exports it: the cold-item
+        # path, the user side over a history, and the content export the data module read.
+        history = history_user_map(resolved.name, pl_module.ranker, data, info)
+        source = trainer.datamodule.hparams.embeddings_dir
+        export_vectors(out, data, items, users, resolved, cold, history, source)
         hist = data.histories(pl_module.ranker.history_len)
 
         def tower(ranker: Ranker) -> dict[str, Any]:

@@ -343,6 +343,9 @@ class FittedMethod:
         return {seg: ranking_metrics(self.score, self.data.task(seg, part), ks) for seg in SEGMENTS}
 
 
+CONTENT_JSON = "content.json"  # in a method's export: {"embeddings": the content export it read}
+
+
 def export_vectors(
     out: str | Path,
     data: RankerData,
@@ -351,6 +354,7 @@ def export_vectors(
     resolved: ResolvedMethod,
     cold_item: ColdItemMap | None = None,
     history_user: HistoryUserMap | None = None,
+    content_source: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write a method's vectors in the embedding-export format (data.embeddings), ids included.
 
@@ -362,8 +366,15 @@ def export_vectors(
     server runs on a new item's content. out/history_user: its user side over a history, for
     users it never saw. out/seen.parquet (user_id, item_id): the positives known before the
     test parts (train, val, cold_val), which the test evaluation masks.
+    out/content.json ({"embeddings": path}): the content export the method read, when given, so
+    that `coldstart serve --ranker` fuses and pools uploads as it did.
     """
-    from coldstart.data.embeddings import EmbeddingManifest, jsonable, write_part
+    from coldstart.data.embeddings import (
+        EmbeddingManifest,
+        atomic_write_json,
+        jsonable,
+        write_part,
+    )
 
     out = Path(out)
     config = {
@@ -406,6 +417,9 @@ def export_vectors(
     if history_user is not None:
         history_user.save(out / "history_user")
     write_seen(out / "seen.parquet", data)
+    if content_source is not None:
+        source = str(Path(content_source).resolve())
+        atomic_write_json(out / CONTENT_JSON, {"embeddings": source})
     return {"items": int(len(items)), "users": int(len(users))}
 
 
@@ -423,7 +437,10 @@ def write_seen(path: str | Path, data: RankerData) -> None:
 
 
 def export_fitted(
-    out: str | Path, fitted: FittedMethod, resolved: ResolvedMethod
+    out: str | Path,
+    fitted: FittedMethod,
+    resolved: ResolvedMethod,
+    content_source: str | Path | None = None,
 ) -> dict[str, Any]:
     """export_vectors of everything a fitted method carries: its vectors, its cold-item path and
     its user side over a history (what `coldstart serve --ranker` loads)."""
@@ -435,6 +452,7 @@ def export_fitted(
         resolved,
         fitted.cold_item,
         fitted.history_user,
+        content_source,
     )
 
 

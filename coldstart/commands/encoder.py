@@ -9,7 +9,7 @@ otherwise. Two groups configure them:
   states, and the shard stream's position inside the epoch: ImageTextDataModule.state_dict);
 - `checkpoint` (ModelCheckpoint): the kept ones (`monitor`, `save_top_k` = keep K).
 Files are written atomically and a damaged one is refused with its path named
-(coldstart.checkpoint_io.AtomicCheckpointIO). LightningCLI saves the resolved config of every
+(coldstart.ranker.checkpoints.AtomicCheckpointIO). LightningCLI saves the resolved config of every
 run next to its logs (trainer.log_dir/config.yaml); keep no file named config.yaml in the
 directory you run from.
 """
@@ -20,12 +20,10 @@ import os
 
 
 def _cli_class():  # noqa: ANN202 - built lazily so `--help` of other commands stays fast
-    from lightning.fabric.plugins import CheckpointIO
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
 
-    from coldstart.checkpoint_io import AtomicCheckpointIO
-    from coldstart.ranker.checkpoints import LastCheckpoint
+    from coldstart.ranker.checkpoints import LastCheckpoint, with_atomic_checkpoint_io
 
     class EncoderCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - jsonargparse parser
@@ -43,11 +41,7 @@ def _cli_class():  # noqa: ANN202 - built lazily so `--help` of other commands s
                 config.last.dirpath = config.checkpoint.dirpath
 
         def _instantiate_trainer(self, config, callbacks):  # noqa: ANN001, ANN202 - LightningCLI's
-            plugins = config.get("plugins") or []
-            plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
-            if not any(isinstance(p, CheckpointIO) for p in plugins):
-                plugins.append(AtomicCheckpointIO())
-            config["plugins"] = plugins
+            config["plugins"] = with_atomic_checkpoint_io(config.get("plugins"))
             return super()._instantiate_trainer(config, callbacks)
 
     return EncoderCLI

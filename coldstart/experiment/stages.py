@@ -525,12 +525,11 @@ def build_ranker(
             partial = temp_sibling(target) if work is not None else target
             if partial.exists():
                 shutil.rmtree(partial)
-            methods_mod.export_fitted(partial, fitted, resolved)
+            # With the content export it read: `coldstart serve --ranker` fuses and pools
+            # uploads as it did (coldstart.ranker_serving.ranker_export).
+            methods_mod.export_fitted(partial, fitted, resolved, content_source=embed_dir)
             info = jsonable(fitted.info)
             atomic_write_json(partial / "info.json", info)
-            # The content export the method read: `coldstart serve --ranker` fuses and pools
-            # uploads as it did (coldstart.ranker_serving.ranker_export).
-            atomic_write_json(partial / CONTENT_JSON, {"embeddings": str(embed_dir.resolve())})
             if work is not None:
                 os.replace(partial, target)
                 fsync_path(done)
@@ -545,9 +544,6 @@ def build_ranker(
         for name in cfg.methods:
             shutil.copytree(done / name, out / "methods" / name, copy_function=_link_or_copy)
     return {"methods": summary}
-
-
-CONTENT_JSON = "content.json"  # in a method directory: {"embeddings": the export it read}
 
 
 def _link_or_copy(src: str, dst: str) -> None:

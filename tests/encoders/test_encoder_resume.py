@@ -59,11 +59,10 @@ def test_the_cli_writes_last_ckpt_atomically_and_refuses_damage(
 ) -> None:
     """`encoder fit` wires LastCheckpoint (beside the kept checkpoints) and AtomicCheckpointIO,
     and a truncated last.ckpt is refused with its path named."""
-    from coldstart.checkpoint_io import AtomicCheckpointIO
     from coldstart.commands.encoder import _cli_class
     from coldstart.encoders.datamodule import ImageTextDataModule
     from coldstart.encoders.lit import LitContrastive
-    from coldstart.ranker.checkpoints import CheckpointDamaged, LastCheckpoint
+    from coldstart.ranker.checkpoints import AtomicCheckpointIO, CheckpointDamaged, LastCheckpoint
 
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "run"

@@ -46,3 +46,31 @@ def test_removing_a_checkpoint_removes_its_shards(tmp_path: Path) -> None:
         "step=10.ckpt",
         "step=10.ckpt.shards-0a1b2c3d",
     ]
+
+
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+@pytest.mark.parametrize("strategy", ["auto", "torchrec"])
+def test_ranker_fit_writes_atomically_and_refuses_a_damaged_last(
+    strategy: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ranker fit` plugs AtomicCheckpointIO into every strategy: a truncated last.ckpt is
+    refused with its path named (not only by the TorchRec strategy's own loader)."""
+    from coldstart.ranker.checkpoints import AtomicCheckpointIO
+    from coldstart.ranker.lit import LitRanker, RankerCLI, RankerDataModule
+    from coldstart.ranker.sharding import register_strategy
+
+    register_strategy()
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).resolve().parents[2] / "configs" / "ranker" / "synthetic.yaml"
+    args = ["--config", str(config), "--trainer.default_root_dir", str(tmp_path / "run")]
+    args += ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    if strategy == "torchrec":
+        args += ["--model.method=warmstart", "--model.params.tables=torchrec"]
+        args += ["--trainer.strategy=torchrec", "--trainer.accelerator=cpu"]
+    cli = RankerCLI(LitRanker, RankerDataModule, args=args, run=False)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(1000)}}, path)
+    _truncate(path)
+    with pytest.raises(CheckpointDamaged, match=str(path)):
+        cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(path))

@@ -96,6 +96,13 @@ def test_fit_resume_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     tower = torch.load(export / "user_tower.pt", weights_only=False)
     ws = tower["channels"]["ws"]  # one user tower per trained channel
     assert ws["dim"] == 16 and "table.weight" in ws["state_dict"] and "id" in tower["channels"]
+    # What `serve --ranker` needs for new items and new users, as the experiment exports it.
+    from coldstart.ranker.cold_items import ColdItemMap, HistoryUserMap
+
+    history = HistoryUserMap.load(export / "history_user")
+    assert ColdItemMap.load(export / "cold_item") is not None
+    new_user = history(history.rows_of(ids[:5]))
+    assert new_user.shape == (vectors.shape[1],) and np.isfinite(new_user).all()
 
 
 @pytest.mark.slow

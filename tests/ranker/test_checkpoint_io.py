@@ -1,4 +1,4 @@
-"""Issue 20, part 3, for the encoder's checkpoints (coldstart.checkpoint_io.AtomicCheckpointIO):
+"""Issue 20, part 3, for the encoder's checkpoints (coldstart.ranker.checkpoints.AtomicCheckpointIO):
 a save is atomic (a crash during it leaves the previous checkpoint loadable, its leftover is
 removed at the next save) and a damaged checkpoint is refused with its path named."""
 
@@ -13,15 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from coldstart.checkpoint_io import AtomicCheckpointIO
-from coldstart.ranker.checkpoints import CheckpointDamaged
+from coldstart.ranker.checkpoints import AtomicCheckpointIO, CheckpointDamaged
 
 REPO = Path(__file__).resolve().parents[2]
 
 # A child that saves step 2 over step 1 and is SIGKILLed inside torch.save, mid-write.
 KILLED_SAVE = """
 import os, signal, sys, torch
-from coldstart.checkpoint_io import AtomicCheckpointIO
+from coldstart.ranker.checkpoints import AtomicCheckpointIO
 io, path = AtomicCheckpointIO(), sys.argv[1]
 io.save_checkpoint({"step": 1, "w": torch.ones(1000)}, path)
 real = torch.save
