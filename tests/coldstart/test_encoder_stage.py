@@ -153,16 +153,22 @@ def test_gpu_settings_are_two_overrides_of_a_shipped_config() -> None:
     assert dataclasses.asdict(config.embed.trainer) == dataclasses.asdict(StageTrainerConfig())
 
 
-@pytest.mark.slow
-def test_the_stage_feeds_the_embed_stage_and_is_cached(tmp_path: Path) -> None:
-    from coldstart.experiment.pipeline import run_experiment
-
-    config = ExperimentConfig(name="enc", output_dir=str(tmp_path / "out"))
+def _tiny_experiment(name: str, tmp_path: Path) -> ExperimentConfig:
+    """A seconds-long synthetic experiment: tiny-clip, content_knn only, no analyses."""
+    config = ExperimentConfig(name=name, output_dir=str(tmp_path / "out"))
     config.data.loader = "synthetic"
     config.data.synthetic = SyntheticConfig(n_items=80, n_users=40, interactions_per_user=10)
     config.embed = EmbedStageConfig(encoder="tiny-clip", num_workers=0, batch_size=64)
     config.ranker.methods = ["content_knn"]
     config.stability.enabled = config.dims.enabled = False
+    return config
+
+
+@pytest.mark.slow
+def test_the_stage_feeds_the_embed_stage_and_is_cached(tmp_path: Path) -> None:
+    from coldstart.experiment.pipeline import run_experiment
+
+    config = _tiny_experiment("enc", tmp_path)
     off = run_experiment(config, log=lambda s: None)
     assert "encoder" not in off.artifacts
     config.encoder = EncoderStageConfig(enabled=True, epochs=1, batch_size=32)
@@ -211,12 +217,7 @@ def test_keep_decision_follows_the_val_rule(on, rule, kept) -> None:
 def test_keep_val_trains_both_and_a_dropped_stage_leaves_the_plain_run(tmp_path: Path) -> None:
     from coldstart.experiment.pipeline import run_experiment
 
-    config = ExperimentConfig(name="keep", output_dir=str(tmp_path / "out"))
-    config.data.loader = "synthetic"
-    config.data.synthetic = SyntheticConfig(n_items=80, n_users=40, interactions_per_user=10)
-    config.embed = EmbedStageConfig(encoder="tiny-clip", num_workers=0, batch_size=64)
-    config.ranker.methods = ["content_knn"]
-    config.stability.enabled = config.dims.enabled = False
+    config = _tiny_experiment("keep", tmp_path)
     off = run_experiment(config, log=lambda s: None)
     config.encoder = EncoderStageConfig(enabled=True, epochs=1, batch_size=32, keep="val")
     with pytest.raises(ValueError, match="keep_method"):

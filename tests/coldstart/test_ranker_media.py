@@ -12,19 +12,11 @@ import numpy as np
 import pytest
 
 from coldstart.data.schema import MEDIA_TYPES
+from tests.coldstart.uploads import embed_uploads, png_bytes, upload_files
 from tests.index.conftest import live_server, wait_ready
 
 K = 4  # frames per video, in the embed job and the server alike
 PHOTO, CAROUSEL, VIDEO = (MEDIA_TYPES.index(m) for m in ("photo", "carousel", "video"))
-
-
-def _png(image) -> bytes:
-    """PNG bytes of a PIL image or an (H, W, 3) uint8 array (lossless: one image both ways)."""
-    from PIL import Image
-
-    out = io.BytesIO()
-    (image if hasattr(image, "save") else Image.fromarray(image)).save(out, format="PNG")
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +25,10 @@ def media(tmp_path_factory) -> dict:
     whose users prefer a media type (content dim = the encoder's); a shard of a video with a
     title, a video alone, a carousel with a title and a photo, embedded by the embed job."""
     from coldstart.data.embeddings import read_embeddings
-    from coldstart.data.shards import write_shards
     from coldstart.data.split import cold_start_split
     from coldstart.data.synthetic import make_synthetic
     from coldstart.data.video_synth import moving_pattern_video
     from coldstart.encoders import create_encoder
-    from coldstart.encoders.embed import EmbedConfig, build_embeddings
     from coldstart.ranker.data import build_ranker_data
     from coldstart.ranker.methods import export_vectors, fit_method, resolve_method
 
@@ -64,24 +54,14 @@ def media(tmp_path_factory) -> dict:
     )  # fmt: skip
 
     keys = list(items["media_key"])
-    pics = [_png(syn.images[k]) for k in keys[:4]]
+    pics = [png_bytes(syn.images[k]) for k in keys[:4]]
     uploads = {
         90001: {"video": moving_pattern_video(1, seconds=1.0), "text": "a video of class one"},
         90002: {"video": moving_pattern_video(2, seconds=1.0, container="webm")},
         90003: {"images": pics[:3], "text": "three pictures"},
         90004: {"image": pics[3], "text": "one picture"},
     }
-    samples = [
-        {"key": f"s{n}", "json": {"item_id": item}, **parts}
-        for n, (item, parts) in enumerate(uploads.items())
-    ]
-    write_shards(samples, str(root / "up-%03d.tar"), image_format="png")
-    config = EmbedConfig(
-        encoder="tiny-clip", inputs=[str(root / "up-000.tar")], out=str(root / "emb"),
-        batch_size=4, num_workers=0, progress=False, video_frames=K,
-    )  # fmt: skip
-    manifest = build_embeddings(config, encoder=encoder)
-    assert manifest.modalities == ["image", "video", "text", "fused"] and not manifest.skipped
+    embed_uploads(root, uploads, encoder, video_frames=K)
     ids, vectors = read_embeddings(root / "emb", "fused")  # what the experiment's stages read
     return {
         "root": root,
@@ -105,16 +85,6 @@ def _app(media: dict, store):
     return create_app(None, config, encode=encode, ranker=service), service
 
 
-def _files(parts: dict) -> list[tuple[str, tuple[str, bytes, str]]]:
-    """A multipart upload of an item's media (repeated `image` fields: a carousel)."""
-    files = [("image", (f"{n}.png", b, "image/png")) for n, b in enumerate(parts.get("images", []))]
-    if "image" in parts:
-        files.append(("image", ("p.png", parts["image"], "image/png")))
-    if "video" in parts:
-        files.append(("video", ("v.bin", parts["video"], "video/mp4")))
-    return files
-
-
 def test_video_and_carousel_uploads_serve_the_offline_cold_vector(media, tmp_path) -> None:
     """(1) Each upload's served vector is the cold-item map applied to the embed job's fused
     row for the same media, with its media type; the items are recommendable at once."""
@@ -126,7 +96,7 @@ def test_video_and_carousel_uploads_serve_the_offline_cold_vector(media, tmp_pat
         wait_ready(client)
         for item, parts in media["uploads"].items():
             data = {"id": item, **({"text": parts["text"]} if "text" in parts else {})}
-            r = client.post("/v1/ranker/items", data=data, files=_files(parts))
+            r = client.post("/v1/ranker/items", data=data, files=upload_files(parts))
             assert r.status_code == 200, r.text
         user = str(media["user"])
         got = client.get(
@@ -159,13 +129,17 @@ def test_the_same_frames_as_a_video_or_a_photo_differ(media, tmp_path) -> None:
     frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     video = frames_video([frame] * 8, fps=4)
     decoded = decode_video(video, K)[0]  # what the server's decoder sees (codec: lossy)
-    photo = _png(decoded[0])
+    photo = png_bytes(decoded[0])
     app, service = _app(media, tmp_path / "store")
     with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         wait_ready(client)
-        r = client.post("/v1/ranker/items", data={"id": "91001"}, files=_files({"video": video}))
+        r = client.post(
+            "/v1/ranker/items", data={"id": "91001"}, files=upload_files({"video": video})
+        )
         assert r.status_code == 200, r.text
-        r = client.post("/v1/ranker/items", data={"id": "91002"}, files=_files({"image": photo}))
+        r = client.post(
+            "/v1/ranker/items", data={"id": "91002"}, files=upload_files({"image": photo})
+        )
         assert r.status_code == 200, r.text
     v_video, v_photo = service.cold.get([91001, 91002])
     enc = media["encoder"]
@@ -200,11 +174,13 @@ def test_bad_videos_are_a_clear_4xx_and_the_server_stays_up(media, tmp_path) -> 
     with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         wait_ready(client)
         for item, (parts, status) in bad.items():
-            r = client.post("/v1/ranker/items", data={"id": item}, files=_files(parts))
+            r = client.post("/v1/ranker/items", data={"id": item}, files=upload_files(parts))
             assert r.status_code == status, (item, r.status_code, r.text)
             assert r.json()["detail"], r.text
             assert client.get("/v1/ranker").status_code == 200  # still answering
-        r = client.post("/v1/ranker/items", data={"id": "92005"}, files=_files({"video": good}))
+        r = client.post(
+            "/v1/ranker/items", data={"id": "92005"}, files=upload_files({"video": good})
+        )
         assert r.status_code == 200, r.text
         info = client.get("/v1/ranker").json()
         schema = client.get("/openapi.json").json()

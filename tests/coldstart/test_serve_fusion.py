@@ -9,24 +9,16 @@ content index's search by media."""
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 
 import numpy as np
 import pytest
 
+from tests.coldstart.uploads import embed_uploads, png_bytes, upload_files
 from tests.index.conftest import live_server, wait_ready
 
 K = 4  # frames per video
 WEIGHTS = {"image": 0.8, "video": 0.8, "text": 0.2}  # the experiment's image_weight 0.8
-
-
-def _png(array) -> bytes:
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.fromarray(array).save(out, format="PNG")
-    return out.getvalue()
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -41,12 +33,10 @@ def export(tmp_path_factory) -> dict:
     import torch
 
     from coldstart.data.embeddings import read_embeddings
-    from coldstart.data.shards import write_shards
     from coldstart.data.split import cold_start_split
     from coldstart.data.synthetic import make_synthetic
     from coldstart.data.video_synth import moving_pattern_video
     from coldstart.encoders import create_encoder
-    from coldstart.encoders.embed import EmbedConfig, build_embeddings
     from coldstart.encoders.pooling import TemporalPooling
     from coldstart.index.build import build_index
     from coldstart.ranker.data import build_ranker_data
@@ -78,40 +68,22 @@ def export(tmp_path_factory) -> dict:
     torch.save(pool.state_dict(), root / "pool.pt")
 
     rng = np.random.default_rng(2)
-    pics = [_png(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)) for _ in range(3)]
+    pics = [png_bytes(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)) for _ in range(3)]
     uploads = {
         95001: {"image": pics[0], "text": "a red chair by the window"},
         95002: {"video": moving_pattern_video(1, seconds=1.0), "text": "a video of class one"},
         95003: {"images": pics[1:], "text": "two pictures"},
     }
-    samples = [
-        {"key": f"s{n}", "json": {"item_id": item}, **parts}
-        for n, (item, parts) in enumerate(uploads.items())
-    ]
-    write_shards(samples, str(root / "up-%03d.tar"), image_format="png")
-    config = EmbedConfig(
-        encoder="tiny-clip", inputs=[str(root / "up-000.tar")], out=str(root / "emb"),
-        batch_size=4, num_workers=0, progress=False, video_frames=K, fusion="weighted",
-        fusion_weights=dict(WEIGHTS), video_pooling="attention",
-        video_pooling_state=str(root / "pool.pt"),
+    embed_uploads(
+        root, uploads, encoder, video_frames=K, fusion="weighted", fusion_weights=dict(WEIGHTS),
+        video_pooling="attention", video_pooling_state=str(root / "pool.pt"),
     )  # fmt: skip
-    manifest = build_embeddings(config, encoder=encoder)
-    assert manifest.modalities == ["image", "video", "text", "fused"] and not manifest.skipped
     rows = {
         m: {int(i): v for i, v in zip(*read_embeddings(root / "emb", m))}
         for m in ("image", "video", "text", "fused")
     }
     build_index(root / "emb", root / "idx", modality="fused")
     return {"root": root, "encoder": encoder, "uploads": uploads, "rows": rows}
-
-
-def _files(parts: dict) -> list:
-    files = [("image", (f"{n}.png", b, "image/png")) for n, b in enumerate(parts.get("images", []))]
-    if "image" in parts:
-        files.append(("image", ("p.png", parts["image"], "image/png")))
-    if "video" in parts:
-        files.append(("video", ("v.bin", parts["video"], "video/mp4")))
-    return files
 
 
 def _server(export: dict, store, **flags):
@@ -148,12 +120,12 @@ def test_uploads_are_fused_and_pooled_as_the_export(export, tmp_path) -> None:
         wait_ready(client)
         for item, parts in uploads.items():
             data = {"id": item, "text": parts["text"]}
-            r = client.post("/v1/ranker/items", data=data, files=_files(parts))
+            r = client.post("/v1/ranker/items", data=data, files=upload_files(parts))
             assert r.status_code == 200, r.text
         # The content index: search by the same media finds the fused row, at cosine 1.
         parts = uploads[95001]
         r = client.post(
-            "/v1/search/media", data={"text": parts["text"], "k": 1}, files=_files(parts)
+            "/v1/search/media", data={"text": parts["text"], "k": 1}, files=upload_files(parts)
         )
         assert r.status_code == 200, r.text
         hit = r.json()

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from coldstart.encoders import create_encoder
 from coldstart.encoders.datamodule import PairBatches
+from tests.ranker.resume_checks import assert_same_tensors
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "encoders" / "tiny-clip.yaml"
@@ -131,21 +132,6 @@ def _final_metrics(cwd: Path) -> dict[str, dict[str, str]]:
     return {"train": train, "val": {k: v for k, v in val.items() if k.startswith("val_")}}
 
 
-def _assert_same(a: object, b: object, path: str = "") -> None:
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), path
-        for key in a:
-            _assert_same(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{path}[{i}]")
-    elif torch.is_tensor(a):
-        assert torch.equal(a, b), f"{path} differs"
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
-
-
 @pytest.mark.slow
 def test_a_killed_encoder_fit_resumes_bitwise(pair_shards: dict, tmp_path: Path) -> None:
     """Killed at step 8 (resumes from the end of epoch 0, step 7), then killed again at step 12
@@ -168,7 +154,7 @@ def test_a_killed_encoder_fit_resumes_bitwise(pair_shards: dict, tmp_path: Path)
     a, b = _last(whole), _last(killed)
     assert a["global_step"] == b["global_step"] == 14
     assert a["state_dict"] and all(torch.is_tensor(t) for t in a["state_dict"].values())
-    _assert_same(a["state_dict"], b["state_dict"], "state_dict")
-    _assert_same(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
-    _assert_same(a["lr_schedulers"], b["lr_schedulers"], "lr_schedulers")
+    assert_same_tensors(a["state_dict"], b["state_dict"], "state_dict")
+    assert_same_tensors(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
+    assert_same_tensors(a["lr_schedulers"], b["lr_schedulers"], "lr_schedulers")
     assert _final_metrics(whole) == _final_metrics(killed)

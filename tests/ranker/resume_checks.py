@@ -53,3 +53,22 @@ class KillRankAtStep(Callback):
             and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
         ):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def assert_same_tensors(a: object, b: object, path: str = "") -> None:
+    """Nested dicts / lists of tensors and plain values are equal, tensors bitwise (`path`
+    names the first difference)."""
+    import torch
+
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), path
+        for key in a:
+            assert_same_tensors(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{path}[{i}]")
+    elif torch.is_tensor(a):
+        assert torch.equal(a, b), f"{path} differs"
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from coldstart.ranker.sharding import read_whole
+from tests.ranker.resume_checks import assert_same_tensors
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "ranker" / "synthetic.yaml"  # 12 steps per epoch, last.ckpt every 5
@@ -56,21 +57,6 @@ def _final_val(cwd: Path) -> dict[str, str]:
     return {k: v for k, v in rows[-1].items() if k.startswith("val/")}
 
 
-def _assert_same_tensors(a: object, b: object, path: str = "") -> None:
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), path
-        for key in a:
-            _assert_same_tensors(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same_tensors(x, y, f"{path}[{i}]")
-    elif torch.is_tensor(a):
-        assert torch.equal(a, b), f"{path} differs"
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
-
-
 def _kill_and_resume(tmp_path: Path, kill_at: int, *extra: str, in_save: bool = False) -> None:
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole.mkdir(), killed.mkdir()
@@ -93,8 +79,8 @@ def assert_same_end(whole: Path, killed: Path, steps: int) -> None:
     (sharded tables and fused state included) and final validation metrics, bitwise."""
     a, b = _last(whole), _last(killed)
     assert a["global_step"] == b["global_step"] == steps
-    _assert_same_tensors(a["state_dict"], b["state_dict"], "state_dict")
-    _assert_same_tensors(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
+    assert_same_tensors(a["state_dict"], b["state_dict"], "state_dict")
+    assert_same_tensors(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
     shards = "torchrec_shards"  # sharded tables + TorchRec's fused optimizer state (DCP)
     assert (shards in a) == (shards in b)
     if shards in a:
@@ -105,7 +91,7 @@ def assert_same_end(whole: Path, killed: Path, steps: int) -> None:
         for part in ("model", "fused"):
             wa, wb = (read_whole(d, part) for d in dirs)
             assert wa, part
-            _assert_same_tensors(wa, wb, part)
+            assert_same_tensors(wa, wb, part)
     assert _final_val(whole) == _final_val(killed)
 
 
