@@ -72,5 +72,6 @@ def test_ranker_fit_writes_atomically_and_refuses_a_damaged_last(
     path = tmp_path / "last.ckpt"
     torch.save({"state_dict": {"w": torch.ones(1000)}}, path)
     _truncate(path)
+    # (conftest.no_leaked_process_group closes the 1-process group the load failure leaves.)
     with pytest.raises(CheckpointDamaged, match=str(path)):
         cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(path))
