@@ -29,7 +29,8 @@ history alone, through the same modules that made the known users' vectors. Kind
   ones       popularity: the constant 1
   knn        content_knn: the unit mean of the history's unit content (arrays: content (I, C))
   tower      a trained Ranker's UserTower (its history part: pooled or sequence) on the last
-             history_len rows, -1 padded on the left as in training; no user-ID row
+             history_len rows, -1 padded on the left as in training; no user-ID row;
+             torch tables (a TorchRec-table tower's weights renamed: ranker.tables)
   mixture    ours: each kept channel's user vector, then constant 1 columns (pop's, offset's)
 History items outside the training catalogue (uploads) have no history row and are skipped.
 
@@ -260,15 +261,25 @@ class HistoryUserMap(VectorMap):
 
 
 def user_tower_map(tower: Any) -> HistoryUserMap | None:
-    """The history side of a trained UserTower (plain torch tables) as a HistoryUserMap; None
-    when the tower reads no history (its users are their ID rows alone)."""
+    """The history side of a trained UserTower as a HistoryUserMap; None when the tower reads no
+    history (its users are their ID rows alone) or its tables are sharded over processes.
+    TorchRec tables are kept under the torch tables' names and widths (ranker.tables
+    .to_torch_state), so the map rebuilds a plain torch-tables tower whatever `tables` trained it.
+    """
     import dataclasses
+
+    import torch
+
+    from coldstart.ranker.tables import to_torch_state
 
     if tower.history is None:
         return None
+    full = to_torch_state(tower, tower.state_dict())
+    if any(type(v) is not torch.Tensor for v in full.values()):
+        return None  # a sharded table (ShardedTensor): this process holds part of its rows
     state = {
         k: v.detach().cpu().numpy().copy()
-        for k, v in tower.state_dict().items()
+        for k, v in full.items()
         if not k.startswith("table.")  # the user-ID rows: a new user has none
     }
     params = {"config": dataclasses.asdict(tower.config), "num_items": int(tower.history.pad)}

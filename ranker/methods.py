@@ -534,10 +534,11 @@ def history_user_map(
     name: str, model: Ranker | ChannelRanker | None, data: RankerData, info: dict[str, Any]
 ) -> HistoryUserMap | None:
     """The user side of a trained method for a user it never saw (ranker.cold_items): the
-    same towers / formulas that made its users' vectors, over a history alone. None where a
-    part has no such path (TorchRec tables, a tower without history)."""
+    same towers / formulas that made its users' vectors, over a history alone (a TorchRec-table
+    tower as its plain torch-tables copy). None where a part has no such path (a tower without
+    history, tables sharded over processes)."""
     if isinstance(model, Ranker):
-        out = user_tower_map(model.user_tower) if _plain_tables(model) else None
+        out = user_tower_map(model.user_tower)
     elif name in _FIT_CHANNEL:
         out = _channel_user_map(_FIT_CHANNEL[name], data)
     elif "mixture" in info:
@@ -558,10 +559,6 @@ def history_user_map(
     else:
         return None
     return None if out is None else out.with_catalogue(data.item_ids)
-
-
-def _plain_tables(model: Ranker) -> bool:
-    return model.config.tables == "torch"
 
 
 def _channel_user_map(channel: str, data: RankerData) -> HistoryUserMap | None:

@@ -206,3 +206,34 @@ def test_ranker_stores_of_every_backend_answer_the_offline_ranking(backend, tmp_
         np.testing.assert_allclose(scores, np.sort(offline)[::-1][:10], rtol=1e-5, atol=1e-5)
     finally:
         service.close()
+
+
+def test_torchrec_model_serves_a_new_user(tmp_path) -> None:
+    """A model trained with TorchRec tables exports its user side (a plain torch-tables copy of
+    the user tower): POST /v1/recommendations answers with that history's vector."""
+    from fastapi.testclient import TestClient
+
+    from coldstart.index.config import ServerConfig
+    from coldstart.index.server import create_app
+    from coldstart.ranker.lit import synthetic_ranker_data
+    from coldstart.ranker.methods import export_fitted, fit_method, resolve_method
+    from coldstart.ranker_serving import RankerArtifact, open_ranker_service
+
+    data = synthetic_ranker_data(n_items=300, n_users=120, seed=0)
+    params = {"dim": 8, "epochs": 1, "content_hidden": 16, "history_len": 10, "tables": "torchrec"}
+    f = fit_method("warmstart", data, params=params)
+    export_fitted(tmp_path / "m", f, resolve_method("warmstart", params))
+    service = open_ranker_service(RankerArtifact.load(tmp_path / "m"), tmp_path / "s")
+    app = create_app(None, ServerConfig(), ranker=service)
+    with TestClient(app) as client:
+        wait_ready(client)
+        assert client.get("/v1/ranker").json()["history_users"] is True
+        history = [int(i) for i in data.item_ids[data.item_split == "warm"][:5]]
+        r = client.post("/v1/recommendations", json={"items": history, "k": 10})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert len(got["ids"]) == 10 and not set(history) & set(got["ids"])
+        uvec = f.history_user(f.history_user.rows_of(history))
+        rows_of = {int(i): r for r, i in enumerate(data.item_ids)}
+        want = [float(uvec @ f.items[rows_of[int(i)]]) for i in got["ids"]]
+        np.testing.assert_allclose(got["scores"], want, rtol=1e-5, atol=1e-5)

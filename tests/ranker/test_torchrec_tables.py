@@ -169,3 +169,46 @@ def test_bag_lookup_once_per_request_expanded_to_rows(variable_batch: bool) -> N
     want = torch.stack([w[[1, 2]].mean(0), torch.zeros(4), w[[5, 6, 7]].mean(0)])[expand]
     torch.testing.assert_close(out, want)
     assert calls == [(variable_batch, [3])]  # looked up for the 3 requests, not the 6 rows
+
+
+TINY = {"dim": 8, "epochs": 1, "content_hidden": 16, "batch_requests": 32, "history_len": 10}
+
+
+@pytest.mark.parametrize("name", ["warmstart", "ours"])
+def test_torchrec_model_has_the_new_user_path(syn_data, name: str) -> None:
+    """A model trained with TorchRec tables gets a HistoryUserMap (its plain torch-tables copy):
+    over a warm user's history it gives the vector the model's own tower computes from it."""
+    from coldstart.ranker.methods import fit_method, history_user_map
+    from coldstart.ranker.mixture import ChannelRanker
+
+    f = fit_method(name, syn_data, params={**TINY, "tables": "torchrec"})
+    assert f.history_user is not None
+    rankers = dict(f.model.rankers()) if isinstance(f.model, ChannelRanker) else {"": f.model}
+    assert rankers and all(r.config.tables == "torchrec" for r in rankers.values())
+    u = 3
+    hist = syn_data.histories(TINY["history_len"])
+    if name == "warmstart":
+        tower = f.model.user_tower
+        with torch.no_grad():
+            want = tower(None, torch.as_tensor(hist[u : u + 1]))[0].numpy()  # TorchRec lookup
+            id_row = tower(torch.tensor([u]), torch.full((1, 1), -1))[0, :-1].numpy()
+        got = f.history_user(hist[u])
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        # The exported user vector = the user-ID row + the history part the map computes.
+        np.testing.assert_allclose(got + np.append(id_row, 0.0), f.users[u], rtol=1e-5, atol=1e-5)
+    else:
+        # Each model channel's user side, as the mixture's map takes it when the channel is kept.
+        compared = 0
+        for channel, ranker in rankers.items():
+            part = history_user_map(channel, ranker, syn_data, {})
+            if ranker.user_tower.history is None:
+                assert part is None  # an ID-only tower: no history, as with torch tables
+                continue
+            with torch.no_grad():
+                want = ranker.user_tower(None, torch.as_tensor(hist[u : u + 1]))[0].numpy()
+            np.testing.assert_allclose(part(hist[u]), want, rtol=1e-5, atol=1e-6)
+            compared += 1
+        assert compared >= 1
+        assert f.history_user is not None and f.history_user.kind == "mixture"
+        vec = f.history_user(hist[u])
+        assert vec.shape == f.users[u].shape and np.isfinite(vec).all()
