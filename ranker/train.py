@@ -8,6 +8,8 @@ ranker.methods (the LightningModule in ranker.lit uses the same pieces).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import sys
 import time
@@ -316,6 +318,7 @@ def _load_fit_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     fingerprint: dict[str, Any],
+    scaler: Any = None,
 ) -> dict[str, Any] | None:
     """The loop position saved at checkpoint.path, with model, optimizer and RNG states restored;
     None (and nothing restored) when there is no file or it belongs to another fit."""
@@ -334,8 +337,76 @@ def _load_fit_checkpoint(
         return None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     return state["loop"]
+
+
+@dataclass(frozen=True)
+class FitDevice:
+    """Where and at which precision `fit_ranker` trains (the experiment's `trainer:` section).
+
+    accelerator: None (the default) trains where the model is, the CPU as ever; "auto": CUDA
+      when there is one, else the CPU; "cpu"; "gpu" / "cuda": CUDA, an error without it.
+    precision: None, "auto", "32", "32-true": fp32; "bf16-mixed": torch.autocast(bfloat16)
+      around the forward and loss; "16-mixed": autocast(float16) + a GradScaler, CUDA only.
+    One device, one process: the plain loop has no strategy and no device count.
+    """
+
+    accelerator: str | None = None
+    precision: str | None = None
+
+
+_FIT_DEVICE: contextvars.ContextVar[FitDevice | None] = contextvars.ContextVar(
+    "fit_device", default=None
+)
+_FP32 = (None, "auto", "32", "32-true")
+
+
+@contextlib.contextmanager
+def fit_device(accelerator: str | None = None, precision: str | None = None) -> Iterator[None]:
+    """Every `fit_ranker` call inside trains on this accelerator and precision (FitDevice), e.g.
+    the experiment's ranker stage around ranker.methods.fit_method, which trains through it."""
+    token = _FIT_DEVICE.set(FitDevice(accelerator, precision))
+    try:
+        yield
+    finally:
+        _FIT_DEVICE.reset(token)
+
+
+def resolve_fit_device(setting: FitDevice) -> torch.device | None:
+    """The torch device of `setting.accelerator` (None: leave the model where it is); raises
+    ValueError for an unknown precision or accelerator and RuntimeError for CUDA without one."""
+    accelerator = setting.accelerator
+    precision = None if setting.precision is None else str(setting.precision)
+    if precision not in _FP32 and precision not in ("bf16-mixed", "16-mixed"):
+        raise ValueError(
+            f"the ranker's plain loop takes precision auto, 32, bf16-mixed or 16-mixed, got "
+            f"{setting.precision!r}"
+        )
+    if accelerator is None:
+        device = None
+    elif accelerator == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif accelerator == "cpu":
+        device = torch.device("cpu")
+    elif accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"trainer accelerator={accelerator!r} for the ranker, but torch sees no CUDA "
+                "device here (torch.cuda.is_available() is False); use accelerator=auto or cpu"
+            )
+        device = torch.device("cuda")
+    else:
+        raise ValueError(
+            f"the ranker's plain loop takes accelerator auto, cpu, gpu or cuda, got {accelerator!r}"
+        )
+    if precision == "16-mixed" and (device is None or device.type != "cuda"):
+        raise ValueError(
+            "precision=16-mixed needs CUDA (a GradScaler for fp16); on the CPU use bf16-mixed or 32"
+        )
+    return device
 
 
 def fit_ranker(
@@ -344,6 +415,7 @@ def fit_ranker(
     train: TrainConfig,
     progress: bool = False,
     checkpoint: FitCheckpoint | None = None,
+    device: FitDevice | None = None,
 ) -> dict[str, Any]:
     """Train in place with the plain loop; returns {"epochs", "steps", "seconds", "loss"}
     (+ "resumed_from_step" when it continued a checkpoint).
@@ -354,9 +426,26 @@ def fit_ranker(
     checkpoint of this fit, continue from it: the same final weights, bit for bit, as a run
     never interrupted (on the same device and thread count). The loop position is (epoch,
     batch within it): RequestBatches.epoch_batches replays an epoch's batches from any offset.
+    device: accelerator and precision (FitDevice); None takes the enclosing `fit_device`
+    context's, by default the model's own device at fp32. A model trained on CUDA comes back on
+    the CPU in float32, so its vectors are read as ever.
     """
     from coldstart.ranker.rng import rng_state
 
+    setting = device or _FIT_DEVICE.get() or FitDevice()
+    target = resolve_fit_device(setting)
+    precision = None if setting.precision in _FP32 else str(setting.precision)
+    if target is not None:
+        model.to(target)
+    # Where the batches go: the model's parameters' device (the CPU unless moved).
+    first = next(iter(model.parameters()), None)
+    on = target if target is not None else (first.device if first is not None else None)
+    move = on is not None and on.type != "cpu"
+    autocast_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision or "")
+    device_type = on.type if on is not None else "cpu"
+    scaler = (
+        torch.amp.GradScaler("cuda") if precision == "16-mixed" else None
+    )  # fp16 gradients underflow without loss scaling
     torch.manual_seed(train.seed)
     batches = RequestBatches(data, model.history_len, train)
     optimizer = create_optimizer(model, train)
@@ -380,8 +469,11 @@ def fit_ranker(
     }
     resumed_from = None
     fingerprint = _train_fingerprint(model, train) if checkpoint is not None else {}
+    if checkpoint is not None and (target is not None and target.type != "cpu" or precision):
+        # A fit on another device or precision is another fit (default fits keep their prints).
+        fingerprint["device"] = {"type": device_type, "precision": precision}
     if checkpoint is not None:
-        saved = _load_fit_checkpoint(checkpoint, model, optimizer, fingerprint)
+        saved = _load_fit_checkpoint(checkpoint, model, optimizer, fingerprint, scaler)
         if saved is not None:
             loop, resumed_from = saved, saved["steps"]
             print(
@@ -402,6 +494,7 @@ def fit_ranker(
                 "optimizer": optimizer.state_dict(),
                 "rng": rng_state(),
                 "loop": dict(loop),
+                **({"scaler": scaler.state_dict()} if scaler is not None else {}),
             },
         )
 
@@ -413,10 +506,21 @@ def fit_ranker(
         iterator = tqdm(iterator, desc="ranker epochs", initial=loop["epoch"], total=train.epochs)
     for epoch in iterator:
         for batch in batches.epoch_batches(epoch, loop["batch"]):
-            loss = model.loss(batch, dedup=train.dedup)
+            if move:
+                batch = batch.to(on)
+            if autocast_dtype is None:
+                loss = model.loss(batch, dedup=train.dedup)
+            else:
+                with torch.autocast(device_type, dtype=autocast_dtype):
+                    loss = model.loss(batch, dedup=train.dedup)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             loop["total"] += float(loss.detach())
             loop["n"] += 1
             loop["steps"] += 1
@@ -433,6 +537,8 @@ def fit_ranker(
         if out_of_time:
             break
     model.eval()
+    if target is not None and target.type != "cpu":
+        model.to("cpu")  # moved here, back: vectors, exports and serving read a CPU model
     info = {
         "epochs": loop["epochs_done"],
         "steps": loop["steps"],

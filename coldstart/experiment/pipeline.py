@@ -79,6 +79,22 @@ def index_section(cfg: Any) -> dict[str, Any]:
     return section
 
 
+def ranker_stage_section(config: ExperimentConfig) -> dict[str, Any]:
+    """The ranker stage's cache-key section: its config, every method's resolved params, and
+    the resolved trainer only where it differs from "auto" (default configs keep their keys)."""
+    # The resolved configs enter the key, not only the YAML: a changed default retrains.
+    section = {
+        **_section(config.ranker),
+        "resolved": {m: stages.resolved_params(config.ranker, m) for m in config.ranker.methods},
+    }
+    trainer = trainer_key(resolve_trainer(config.trainer, config.ranker.trainer))
+    del section["trainer"]
+    if trainer:
+        section["trainer"] = trainer
+    del section["checkpoint_every"]  # where a killed run resumes, not what it trains
+    return section
+
+
 def run_experiment(
     config: ExperimentConfig,
     log: Callable[[str], None] = print,
@@ -224,19 +240,9 @@ def run_experiment(
             ),
             version=stages.VERSIONS["embed"],
         )
-    # The resolved configs enter the key, not only the YAML: a changed default retrains.
-    ranker_section = {
-        **_section(config.ranker),
-        "resolved": {m: stages.resolved_params(config.ranker, m) for m in config.ranker.methods},
-    }
-    del ranker_section["trainer"]  # the plain loop's output does not depend on it (see below)
-    del ranker_section["checkpoint_every"]  # where a killed run resumes, not what it trains
-    if trainer_key(trainers["ranker"]):
-        log(
-            f"[ranker] trainer {trainer_key(trainers['ranker'])}: the experiment's ranker stage "
-            "trains with the plain fp32 loop on the CPU (ranker.train.fit_ranker); the setting "
-            "applies to the encoder and embed stages"
-        )
+    ranker_section = ranker_stage_section(config)
+    for line in stages.ranker_trainer_notes(trainers["ranker"]):
+        log(line)
 
     def run_ranker(embed: Artifact) -> Artifact:
         return store.run(
@@ -244,7 +250,12 @@ def run_experiment(
             ranker_section,
             [artifacts["split"], embed],
             lambda out, work: stages.build_ranker(
-                artifacts["split"].path, embed.path, config.ranker, out, work
+                artifacts["split"].path,
+                embed.path,
+                config.ranker,
+                out,
+                work,
+                trainer=trainers["ranker"],
             ),
             version=stages.VERSIONS["ranker"],
             resumable=True,  # finished methods and the training loop survive a kill

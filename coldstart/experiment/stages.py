@@ -458,15 +458,38 @@ def _ranker_inputs(split_dir: Path, embed_dir: Path) -> Any:
     return data_mod.build_ranker_data(load_split(split_dir), ids, vectors)
 
 
+def ranker_trainer_notes(trainer: dict[str, Any]) -> list[str]:
+    """Log lines for the parts of the resolved trainer that the ranker stage's plain loop
+    (ranker.train.fit_ranker: one device, one process) does not take: a device count other
+    than one and a strategy other than auto / single_device."""
+    notes = []
+    if trainer.get("devices") not in ("auto", 1, "1", None):
+        notes.append(
+            f"[ranker] trainer devices={trainer['devices']!r}: the ranker stage's plain loop "
+            "trains on one device (ranker.train.fit_ranker)"
+        )
+    if trainer.get("strategy") not in ("auto", "single_device", None):
+        notes.append(
+            f"[ranker] trainer strategy={trainer['strategy']!r} ignored: the ranker stage's "
+            "plain loop is one process on one device (ranker.train.fit_ranker)"
+        )
+    return notes
+
+
 def build_ranker(
     split_dir: Path,
     embed_dir: Path,
     cfg: RankerStageConfig,
     out: Path,
     work: Path | None = None,
+    trainer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train every method of `cfg.methods`; export its item and user vectors (embedding-export
     format: ids + manifest, ranker.methods.export_fitted) and its info.
+
+    trainer: the resolved `trainer:` section (config.resolve_trainer); its accelerator and
+    precision apply to the plain loop (ranker.train.fit_device), on one device, one process.
+    None: the model's own device (the CPU) at fp32.
 
     work: the stage's work directory (ArtifactStore.run(resumable=True)), which outlives a
     killed build: every finished method's export is renamed into work/methods/<name>/ (and
@@ -485,8 +508,15 @@ def build_ranker(
         remove_stale_temps,
         temp_sibling,
     )
-    from coldstart.ranker.train import FitCheckpoint
+    from coldstart.ranker.train import (
+        FitCheckpoint,
+        FitDevice,
+        fit_device,
+        resolve_fit_device,
+    )
 
+    if trainer is not None:  # a bad accelerator or precision fails before any method trains
+        resolve_fit_device(FitDevice(trainer.get("accelerator"), trainer.get("precision")))
     unknown = [m for m in cfg.methods if m not in methods_mod.list_methods()]
     if unknown:
         raise ValueError(
@@ -517,9 +547,10 @@ def build_ranker(
             if work is not None:
                 (work / "fit").mkdir(exist_ok=True)
                 checkpoint = FitCheckpoint(work / "fit" / f"{name}.pt", cfg.checkpoint_every)
-            fitted = methods_mod.fit_method(
-                name, data, params=params, seed=cfg.seed, checkpoint=checkpoint
-            )
+            with fit_device((trainer or {}).get("accelerator"), (trainer or {}).get("precision")):
+                fitted = methods_mod.fit_method(
+                    name, data, params=params, seed=cfg.seed, checkpoint=checkpoint
+                )
             resolved = methods_mod.resolve_method(name, params, cfg.seed)
             # Written beside, renamed into place whole: a directory there is a finished method.
             partial = temp_sibling(target) if work is not None else target
