@@ -17,6 +17,20 @@ FIELDS = ("title", "genres")
 PARAMS = {"dim": 16, "epochs": 2, "content_hidden": 64}
 
 
+def assert_new_user_answer(client, fitted, history: list) -> None:
+    """POST /v1/recommendations for `history` (a user the model never saw): 10 items outside
+    the history, best first, scored by the method's user side over that history."""
+    r = client.post("/v1/recommendations", json={"items": history, "k": 10})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert len(got["ids"]) == 10 and not set(history) & set(got["ids"])
+    uvec = fitted.history_user(fitted.history_user.rows_of(history))
+    rows_of = {str(i): r for r, i in enumerate(fitted.data.item_ids)}
+    want = [float(uvec @ fitted.items[rows_of[str(i)]]) for i in got["ids"]]
+    np.testing.assert_allclose(got["scores"], want, rtol=1e-5, atol=1e-5)
+    assert got["scores"] == sorted(got["scores"], reverse=True)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(data, fitted, artifact dir, texts by id, encode) of `ours` on the synthetic set."""
@@ -112,15 +126,7 @@ def test_bad_input_is_a_clear_4xx_and_uploads_survive_a_restart(served, tmp_path
         assert r.status_code == 422 and "no-such-item" in r.json()["detail"]
         # A user the model never saw: the method's user side over the history sent.
         history = [str(i) for i in data.item_ids[data.item_split == "warm"][:5]]
-        r = client.post("/v1/recommendations", json={"items": history, "k": 10})
-        assert r.status_code == 200, r.text
-        got = r.json()
-        assert len(got["ids"]) == 10 and not set(history) & set(got["ids"])
-        uvec = fitted.history_user(fitted.history_user.rows_of(history))
-        rows_of = {str(i): r for r, i in enumerate(data.item_ids)}
-        want = [float(uvec @ fitted.items[rows_of[i]]) for i in got["ids"]]
-        np.testing.assert_allclose(got["scores"], want, rtol=1e-5, atol=1e-5)
-        assert got["scores"] == sorted(got["scores"], reverse=True)
+        assert_new_user_answer(client, fitted, history)
         assert client.post("/v1/ranker/items", data={"id": warm, "text": "x"}).status_code == 409
         assert client.post("/v1/ranker/items", data={"id": cold[0]}).status_code == 422
         for item in cold:
@@ -229,11 +235,4 @@ def test_torchrec_model_serves_a_new_user(tmp_path) -> None:
         wait_ready(client)
         assert client.get("/v1/ranker").json()["history_users"] is True
         history = [int(i) for i in data.item_ids[data.item_split == "warm"][:5]]
-        r = client.post("/v1/recommendations", json={"items": history, "k": 10})
-        assert r.status_code == 200, r.text
-        got = r.json()
-        assert len(got["ids"]) == 10 and not set(history) & set(got["ids"])
-        uvec = f.history_user(f.history_user.rows_of(history))
-        rows_of = {int(i): r for r, i in enumerate(data.item_ids)}
-        want = [float(uvec @ f.items[rows_of[int(i)]]) for i in got["ids"]]
-        np.testing.assert_allclose(got["scores"], want, rtol=1e-5, atol=1e-5)
+        assert_new_user_answer(client, f, history)
